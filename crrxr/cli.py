@@ -18,6 +18,7 @@ import crrxr
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crrxr.params.cli",
     "crrxr.io.cli",
+    "crrxr.io.manga_cli",
     "crrxr.simulate.cli",
     "crrxr.engine.cli",
 )
