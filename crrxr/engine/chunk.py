@@ -1,0 +1,120 @@
+"""The per-chunk task: read one wavelength slice of the RSS from its own Zarr, solve it with
+:func:`crrxr.core.reconstruct_block`, write every output into its region of the cube store, and only
+then mark the chunk done in the ledger.
+
+A task carries only a small :class:`ChunkTask` (paths, slice, plain config): no arrays, no indexes, no
+whole-RSS closures, so the task graph stays small and runs unchanged under every executor.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+import zarr
+from threadpoolctl import threadpool_limits
+
+from crrxr.core import reconstruct_block
+from crrxr.core.config import CoreConfig
+from crrxr.core.grid import Grid
+from crrxr.core.kernel import seeing_at
+from crrxr.io import cube as C
+
+log = logging.getLogger(__name__)
+
+RSS_VARIABLES = ("flux", "ivar", "mask", "xpos", "ypos", "seeing_fwhm", "exposure_index")
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """Everything one wavelength chunk needs; small and picklable."""
+
+    index: int  # chunk number k (ledger element)
+    start: int  # first channel
+    stop: int  # one past the last channel
+    rss_path: str
+    store_path: str
+    pixel_scale: float  # arcsec
+    nside: int
+    config: CoreConfig
+    lambda_ref: float  # Angstrom, seeing reference wavelength
+    seeing_exponent: float
+    flux_factor: float  # per fiber -> per spaxel
+    out_dtype: str
+    bands: tuple[tuple[int, int], ...]  # (band position, channel index) of bands in this chunk
+    max_sep: float  # arcsec, correlation pairs
+    blas_threads: int
+    sky_subtract: bool = False
+
+
+@dataclass(frozen=True)
+class ChunkResult:
+    index: int
+    n_channels: int
+    failed: tuple[int, ...]  # absolute channel indices whose solve failed
+    messages: tuple[str, ...]
+    seconds: float
+    pid: int
+
+
+def read_rss_slice(path: str, start: int, stop: int, sky_subtract: bool = False) -> xr.Dataset:
+    """Channels ``start:stop`` of the RSS at ``path``, loaded (only that slice is read)."""
+    rss = xr.open_zarr(path, consolidated=None, chunks={})
+    part = rss[list(RSS_VARIABLES)].isel(wavelength=slice(start, stop))
+    if sky_subtract:
+        from crrxr.io.sky import subtract_sky
+
+        part = subtract_sky(part)
+    return part.load()
+
+
+def solve_chunk(task: ChunkTask) -> ChunkResult:
+    """Solve and write one chunk; idempotent (a rerun overwrites the same regions)."""
+    t0 = time.perf_counter()
+    with threadpool_limits(limits=task.blas_threads):
+        part = read_rss_slice(task.rss_path, task.start, task.stop, task.sky_subtract)
+        wave = part["wavelength"].values
+        exp_index = part["exposure_index"].values.astype(np.int64)
+        fwhm = seeing_at(part["seeing_fwhm"].values[exp_index][:, None], wave[None, :],
+                         task.lambda_ref, task.seeing_exponent)
+        grid = Grid(task.pixel_scale, task.nside)
+        pairs = None
+        want: tuple[int, ...] = ()
+        if task.bands:
+            pairs = C.correlation_pairs(task.nside, task.nside, task.pixel_scale, task.max_sep)
+            want = tuple(sorted({ch - task.start for _, ch in task.bands}))
+        res = reconstruct_block(
+            part["xpos"].values, part["ypos"].values, fwhm,
+            part["flux"].values, part["ivar"].values, part["mask"].values,
+            grid, task.config, correlation_pairs=pairs, want=want,
+        )
+    write_chunk(task, res)
+    failed = tuple(int(task.start + i) for i in np.flatnonzero(res.failed))
+    messages = tuple(str(m) for m in getattr(res, "messages", ()) if m)
+    seconds = time.perf_counter() - t0
+    log.info("solved chunk %d (channels %d:%d) in %.2f s", task.index, task.start, task.stop, seconds)
+    return ChunkResult(task.index, task.stop - task.start, failed, messages, seconds, os.getpid())
+
+
+def write_chunk(task: ChunkTask, res) -> None:
+    """Write flux/ivar/mask/channel_failed and the chunk's band pieces, then the ledger mark."""
+    group = zarr.open_group(task.store_path, mode="r+")
+    region = slice(task.start, task.stop)
+    dt = np.dtype(task.out_dtype)
+    flux = np.asarray(res.flux, dtype=np.float64) * task.flux_factor
+    ivar = np.asarray(res.ivar, dtype=np.float64) / task.flux_factor**2
+    group[C.FLUX][region] = flux.astype(dt)
+    group[C.IVAR][region] = ivar.astype(dt)
+    group[C.MASK][region] = np.asarray(res.mask, dtype=np.uint32)
+    group[C.CHANNEL_FAILED][region] = np.asarray(res.failed, dtype=np.uint8)
+    for band_pos, channel in task.bands:
+        offset = channel - task.start
+        if res.psf and offset in res.psf:
+            group[C.PSF][band_pos] = np.asarray(res.psf[offset]).astype(dt)
+        if res.rho and offset in res.rho:
+            group[C.CORRELATION][band_pos] = np.asarray(res.rho[offset], dtype=np.float64)
+    group[C.CHUNK_DONE][task.index] = 1  # last: the chunk counts as done only now

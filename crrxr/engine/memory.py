@@ -1,0 +1,63 @@
+"""Peak memory of a build: resident memory of this process and its children, sampled in a thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import psutil
+
+
+def tree_rss(pids: Callable[[], list[int]] | None = None) -> int:
+    """Resident bytes of this process, its children (local workers) and ``pids()`` (remote-less)."""
+    me = psutil.Process()
+    procs = {me.pid: me}
+    try:
+        for child in me.children(recursive=True):
+            procs[child.pid] = child
+    except psutil.Error:
+        pass
+    if pids is not None:
+        for pid in pids():
+            if pid not in procs:
+                try:
+                    procs[pid] = psutil.Process(pid)
+                except psutil.Error:
+                    pass
+    total = 0
+    for p in procs.values():
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+class PeakMemory:
+    """``with PeakMemory() as pm: ...``; ``pm.peak`` is the largest sampled :func:`tree_rss` (bytes)."""
+
+    def __init__(self, interval: float = 0.1, pids: Callable[[], list[int]] | None = None):
+        self.interval = interval
+        self.pids = pids
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self) -> None:
+        self.peak = max(self.peak, tree_rss(self.pids))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self) -> PeakMemory:
+        self.sample()
+        self._thread = threading.Thread(target=self._run, name="crrxr-peak-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()

@@ -1,0 +1,188 @@
+"""Chunk planning over wavelength from a memory budget (rechunker-style explicit ``max_memory``).
+
+The plan is pure arithmetic on the problem size; it is printed before any work (``crrxr estimate``
+shows it without running) and absurd plans are refused here with a message naming the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dask.utils import format_bytes, parse_bytes
+
+#: Grids larger than this many pixels are refused (a dense kernel matrix per channel would not fit).
+MAX_PIXELS = 1_000_000
+#: Default memory budget per worker when neither a wave chunk nor a budget is given.
+DEFAULT_BUDGET = "2GB"
+#: Interpreter + numpy/scipy/zarr baseline of one worker process (bytes), counted once per worker.
+WORKER_BASELINE = 150 * 2**20
+#: Upper bound of channels per chunk chosen from a budget (larger chunks add little and delay resume).
+MAX_AUTO_CHUNK = 256
+
+
+class PlanError(ValueError):
+    """The requested build cannot run as planned; the message names the fix."""
+
+
+def parse_memory(value: str | int | float | None) -> int | None:
+    """Bytes from ``2GB``, ``512MiB``, ``1.5e9`` (None stays None)."""
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        n = int(value)
+    else:
+        try:
+            n = int(parse_bytes(str(value)))
+        except ValueError as exc:
+            raise PlanError(f"cannot read memory size {value!r}; use e.g. 2GB or 512MiB") from exc
+    if n <= 0:
+        raise PlanError(f"memory size must be positive, got {value!r}")
+    return n
+
+
+def channel_bytes(n_samples: int, n_pixels: int) -> int:
+    """Working set of one channel's solve (bytes, float64): independent of the chunk length.
+
+    Dense kernel and weight matrices and their products (~3 n x m), the Gram matrix with its
+    eigenvectors and a scratch copy (~3 min(n, m)^2), the pixel covariance at band channels (m^2).
+    """
+    small = min(n_samples, n_pixels)
+    return 8 * (3 * n_samples * n_pixels + 3 * small * small + n_pixels * n_pixels)
+
+
+def per_channel_bytes(n_samples: int, n_pixels: int) -> int:
+    """Memory that grows with the chunk length, per channel (bytes).
+
+    RSS slice (flux, ivar, xpos, ypos, fwhm as f8, mask u4: 44 B per sample, twice for the read
+    buffer and the working copy) and the outputs (flux, ivar as f8 then f4, mask u4: 28 B per pixel).
+    """
+    return 2 * 44 * n_samples + 28 * n_pixels
+
+
+def task_bytes(n_samples: int, n_pixels: int, wave_chunk: int) -> int:
+    """Estimated peak memory of one task solving ``wave_chunk`` channels (bytes)."""
+    return channel_bytes(n_samples, n_pixels) + wave_chunk * per_channel_bytes(n_samples, n_pixels)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a cube is cut into tasks; all sizes in bytes."""
+
+    n_channels: int
+    wave_chunk: int
+    nx: int
+    ny: int
+    n_samples: int  # rows of the RSS (fiber-exposures) entering each channel's solve
+    n_usable: int | None  # usable samples over the whole RSS (None when not counted)
+    task_bytes: int
+    budget_bytes: int | None  # per worker
+    workers: int
+    blas_threads: int
+    output_dtype_bytes: int = 4
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-self.n_channels // self.wave_chunk)
+
+    @property
+    def n_pixels(self) -> int:
+        return self.nx * self.ny
+
+    @property
+    def output_bytes(self) -> int:
+        """Size of the cube's flux + ivar + mask (uncompressed)."""
+        return self.n_channels * self.n_pixels * (2 * self.output_dtype_bytes + 4)
+
+    def chunk_slices(self) -> list[slice]:
+        """Wavelength slices of the chunks (the last may be shorter)."""
+        c = self.wave_chunk
+        return [slice(k * c, min((k + 1) * c, self.n_channels)) for k in range(self.n_chunks)]
+
+    def describe(self) -> str:
+        budget = format_bytes(self.budget_bytes) if self.budget_bytes else "none given"
+        usable = "" if self.n_usable is None else f" ({self.n_usable} usable samples in all)"
+        last = self.n_channels - (self.n_chunks - 1) * self.wave_chunk
+        return "\n".join([
+            f"channels:        {self.n_channels}",
+            f"chunks:          {self.n_chunks} x {self.wave_chunk} channels (last {last})",
+            f"pixels:          {self.nx} x {self.ny} = {self.n_pixels}",
+            f"samples:         {self.n_samples} per channel{usable}",
+            f"memory per task: {format_bytes(self.task_bytes)} (budget per worker: {budget})",
+            f"workers:         {self.workers} x {self.blas_threads} BLAS thread(s)",
+            f"output size:     {format_bytes(self.output_bytes)} (flux, ivar, mask uncompressed)",
+        ])
+
+
+def make_plan(
+    n_channels: int,
+    n_samples: int,
+    nx: int,
+    ny: int,
+    *,
+    wave_chunk: int | None = None,
+    max_memory: str | int | None = None,
+    workers: int = 1,
+    cores: int = 1,
+    n_usable: int | None = None,
+    output_dtype_bytes: int = 4,
+) -> Plan:
+    """Choose the wavelength chunk length and check the plan can run.
+
+    ``wave_chunk`` given: used as is (checked against the budget when one is given too).
+    Otherwise the largest chunk whose task fits ``max_memory`` (per worker; default 2GB), capped at
+    ``MAX_AUTO_CHUNK`` and so that every worker gets at least two chunks when there are enough channels.
+    Raises :class:`PlanError` for plans that cannot work (no channels, no usable samples, an enormous
+    grid, one channel over the budget).
+    """
+    if n_channels < 1:
+        raise PlanError("the RSS has no wavelength channels")
+    if n_samples < 1 or n_usable == 0:
+        raise PlanError(
+            "the RSS has no usable samples (every sample has ivar <= 0, non-finite flux or a bad mask "
+            "bit); check the input or mask.bad_bits"
+        )
+    n_pixels = nx * ny
+    if n_pixels > MAX_PIXELS:
+        raise PlanError(
+            f"the grid has {nx} x {ny} = {n_pixels} pixels (more than {MAX_PIXELS}); set "
+            "grid.extent_arcsec or a larger grid.pixel_scale_arcsec (e.g. --set grid.extent_arcsec=40)"
+        )
+    workers = max(1, int(workers))
+    budget = parse_memory(max_memory)
+    one = task_bytes(n_samples, n_pixels, 1)
+    if budget is not None and one > budget:
+        raise PlanError(
+            f"one channel needs about {format_bytes(one)} ({n_samples} samples x {n_pixels} pixels) but "
+            f"the memory budget per worker is {format_bytes(budget)}; raise --max-memory or shrink the "
+            "grid (grid.extent_arcsec, grid.pixel_scale_arcsec)"
+        )
+    if wave_chunk is not None and wave_chunk > 0:
+        chunk = min(int(wave_chunk), n_channels)
+        need = task_bytes(n_samples, n_pixels, chunk)
+        if budget is not None and need > budget:
+            raise PlanError(
+                f"--wave-chunk {chunk} needs about {format_bytes(need)} per task, over the budget of "
+                f"{format_bytes(budget)}; use a smaller --wave-chunk or give only --max-memory"
+            )
+    else:
+        if budget is None:
+            budget = parse_memory(DEFAULT_BUDGET)
+        fixed = channel_bytes(n_samples, n_pixels)
+        chunk = max(1, (budget - fixed) // per_channel_bytes(n_samples, n_pixels))
+        chunk = min(chunk, MAX_AUTO_CHUNK, n_channels)
+        if n_channels >= 4 * workers:
+            chunk = min(chunk, -(-n_channels // (2 * workers)))
+    blas = max(1, int(cores) // workers)
+    return Plan(
+        n_channels=n_channels,
+        wave_chunk=int(chunk),
+        nx=nx,
+        ny=ny,
+        n_samples=n_samples,
+        n_usable=n_usable,
+        task_bytes=task_bytes(n_samples, n_pixels, int(chunk)),
+        budget_bytes=budget,
+        workers=workers,
+        blas_threads=blas,
+        output_dtype_bytes=output_dtype_bytes,
+    )

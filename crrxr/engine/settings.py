@@ -1,0 +1,149 @@
+"""From user inputs (profile, config file, ``--set``, a ParameterStore) to what the engine needs:
+validated parameters, the core config, the grid, parameter attrs and their fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+import yaml
+
+from crrxr.core.config import CoreConfig
+from crrxr.core.grid import Grid
+from crrxr.params import (
+    ParameterStore,
+    load_profile,
+    parse_set_options,
+    reconstruction_spec,
+)
+from crrxr.params.codec import PARAMS_ATTR
+
+
+def open_rss(path: str) -> xr.Dataset:
+    """The RSS at ``path``, validated by :func:`crrxr.io.open_rss` when the schema layer is present."""
+    try:
+        from crrxr.io import open_rss as _open
+    except ImportError:  # schema layer not built: read as is
+        return xr.open_zarr(path, consolidated=None)
+    return _open(path)
+
+
+def resolve_params(
+    params: ParameterStore | Mapping[str, Any] | None = None,
+    *,
+    method: str | None = None,
+    profile: str | None = None,
+    config: str | os.PathLike | None = None,
+    overrides: list[str] | Mapping[str, Any] | None = None,
+) -> ParameterStore:
+    """Primitive parameters: defaults <- ``profile`` <- ``config`` YAML <- ``params`` <- ``overrides``
+    (``--set k=v`` strings or a mapping) <- ``method``. A full :class:`ParameterStore` given as
+    ``params`` is used as the base instead of a profile. Derived keys are dropped (recomputed)."""
+    spec = reconstruction_spec()
+    layers: dict[str, Any] = {}
+    if config is not None:
+        if profile is None:
+            profile = os.fspath(config)
+        else:
+            with open(config) as fh:
+                data = yaml.safe_load(fh) or {}
+            if not isinstance(data, dict):
+                raise ValueError(f"{config}: expected a mapping of parameter keys")
+            data.pop("base", None)
+            data.pop("description", None)
+            layers.update(data)
+    if isinstance(params, ParameterStore):
+        base = {k: v for k, v in params.items() if k in spec and not spec[k].is_derived}
+        if profile is not None:
+            raise ValueError("give either a ParameterStore as params or a profile, not both")
+        layers = {**base, **layers}
+    elif params is not None:
+        layers.update(dict(params))
+    if overrides:
+        if isinstance(overrides, Mapping):
+            layers.update(dict(overrides))
+        else:
+            layers.update(parse_set_options(list(overrides), spec))
+    if method is not None:
+        layers["method"] = method
+    return load_profile(profile, overrides=layers or None, spec=spec)
+
+
+def core_config(p: Mapping[str, Any]) -> CoreConfig:
+    """The plain core config of a parameter store."""
+    return CoreConfig(
+        method=str(p["method"]),
+        pixel_scale=float(p["grid.pixel_scale_arcsec"]),
+        lam=float(p["crr.lambda"]),
+        sv_floor=float(p["crr.sv_floor"]),
+        variant=str(p["crr.variant"]),
+        solver=str(p["crr.solver"]),
+        select_radius=float(p["crr.select_radius_arcsec"]),
+        truncation_radius=float(p["kernel.truncation_radius_arcsec"]),
+        fiber_radius=float(p["kernel.fiber_radius_arcsec"]),
+        shepard_sigma=float(p["shepard.sigma_arcsec"]),
+        shepard_rlim=float(p["shepard.rlim_arcsec"]),
+        sigma_ratio=float(p["seeing.sigma_ratio"]),
+        wing_ratio=float(p["seeing.wing_ratio"]),
+        wing=str(p["seeing.wing_convention"]),
+        bad_bits=int(p["mask.bad_bits"]),
+        lowcov_threshold=float(p["mask.lowcov_threshold"]),
+    )
+
+
+def make_grid(rss: xr.Dataset, p: Mapping[str, Any]) -> Grid:
+    """The output grid: ``grid.extent_arcsec`` when > 0, else all fiber positions plus the margin
+    (odd nside, centred on the IFU centre). Positions are reduced lazily (never loaded whole)."""
+    scale = float(p["grid.pixel_scale_arcsec"])
+    extent = float(p["grid.extent_arcsec"])
+    if extent > 0:
+        return Grid.for_extent(scale, extent)
+    ext = [rss[v].min().compute().item() for v in ("xpos", "ypos")]
+    ext += [rss[v].max().compute().item() for v in ("xpos", "ypos")]
+    return Grid.covering(np.array(ext[0::2]), np.array(ext[1::2]), scale,
+                         float(p["grid.margin_arcsec"]))
+
+
+def count_usable(rss: xr.Dataset, p: Mapping[str, Any]) -> int:
+    """Usable samples over the whole RSS (ivar > 0, finite flux, no bad bit), reduced lazily."""
+    bad = np.uint32(int(p["mask.bad_bits"]))
+    ok = (rss["ivar"] > 0) & np.isfinite(rss["flux"]) & ((rss["mask"] & bad) == 0)
+    return int(ok.sum().compute())
+
+
+def flux_factor(p: Mapping[str, Any]) -> float:
+    return float(p["grid.pixel_scale_arcsec"]) ** 2 / (np.pi * float(p["kernel.fiber_radius_arcsec"]) ** 2)
+
+
+def params_attrs(p: ParameterStore) -> dict[str, str]:
+    """``crrxr_paramspec`` and ``crrxr_params`` attrs of the primitive parameters."""
+    return p.to_attrs(reconstruction_spec())
+
+
+def params_fingerprint(p: ParameterStore) -> str:
+    """SHA-256 of the canonical parameter values (what resume compares)."""
+    values = json.loads(params_attrs(p)[PARAMS_ATTR])["values"]
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def params_diff(old_attrs: Mapping[str, Any], new_attrs: Mapping[str, Any]) -> list[str]:
+    """Keys whose encoded values differ between two ``crrxr_params`` attrs (sorted)."""
+    def values(a):
+        try:
+            return json.loads(a[PARAMS_ATTR])["values"]
+        except (KeyError, ValueError, TypeError):
+            return {}
+
+    old, new = values(old_attrs), values(new_attrs)
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
+def wcs_header(grid: Grid, ra: float | None, dec: float | None) -> dict[str, object]:
+    """Celestial WCS of the grid; CRVAL = (0, 0) when the RSS gives no IFU centre."""
+    return grid.wcs_header(float(ra) if ra is not None else 0.0, float(dec) if dec is not None else 0.0)

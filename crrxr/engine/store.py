@@ -1,0 +1,115 @@
+"""Cube store housekeeping: RSS identity, ledger, orphan ``*.partial`` files, attrs, consolidation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from crrxr.engine.lock import LOCK_NAME
+from crrxr.io import cube as C
+
+#: Channels (as fractions of the axis) whose fiber positions enter the RSS identity.
+_IDENTITY_FRACTIONS = (0.0, 0.5, 1.0)
+
+
+def rss_identity(rss: xr.Dataset) -> dict[str, object]:
+    """Content identity of an RSS (not its path): shapes, wavelength, exposures, fibers, positions.
+
+    Hashes the bytes of the wavelength, exposure, spectrum, fiber and exposure_index coords, the
+    seeing, and ``xpos``/``ypos`` at the first, middle and last channels. Returns a JSON-able dict
+    with ``sha256`` and the shapes (for messages).
+    """
+    h = hashlib.sha256()
+    n_spec, n_wave = int(rss.sizes["spectrum"]), int(rss.sizes["wavelength"])
+
+    def add(name: str, arr) -> None:
+        a = np.ascontiguousarray(np.asarray(arr))
+        h.update(f"{name}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+
+    for name in ("wavelength", "exposure", "spectrum", "fiber", "exposure_index", "seeing_fwhm"):
+        add(name, rss[name].values)
+    channels = sorted({min(n_wave - 1, int(round(f * (n_wave - 1)))) for f in _IDENTITY_FRACTIONS})
+    for name in ("xpos", "ypos"):
+        add(name, rss[name].isel(wavelength=channels).values)
+    return {
+        "sha256": h.hexdigest(),
+        "n_spectrum": n_spec,
+        "n_wavelength": n_wave,
+        "n_exposure": int(rss.sizes["exposure"]),
+        "wavelength_range": [float(rss["wavelength"][0]), float(rss["wavelength"][-1])],
+    }
+
+
+def store_exists(store: str | os.PathLike) -> bool:
+    """True when ``store`` holds a zarr group (its root ``zarr.json``)."""
+    return (Path(store) / "zarr.json").is_file()
+
+
+def store_has_content(store: str | os.PathLike) -> bool:
+    p = Path(store)
+    return p.is_dir() and any(e.name != LOCK_NAME for e in p.iterdir())
+
+
+def clear_store(store: str | os.PathLike) -> None:
+    """Remove everything in ``store`` except the build lock (for ``--overwrite``)."""
+    for entry in Path(store).iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def remove_partials(store: str | os.PathLike) -> list[str]:
+    """Delete orphan ``*.partial`` files left by killed writers (call only while holding the lock)."""
+    removed = []
+    for path in Path(store).rglob("*.partial"):
+        if path.is_file():
+            path.unlink()
+            removed.append(str(path.relative_to(store)))
+    return removed
+
+
+def read_attrs(store: str | os.PathLike) -> dict:
+    return dict(zarr.open_group(str(store), mode="r").attrs)
+
+
+def update_attrs(store: str | os.PathLike, attrs: dict) -> None:
+    zarr.open_group(str(store), mode="r+").attrs.update(attrs)
+
+
+def read_ledger(store: str | os.PathLike) -> np.ndarray:
+    """The ``chunk_done`` ledger as a (n_chunks,) u1 array."""
+    return np.asarray(zarr.open_array(str(store), path=C.CHUNK_DONE, mode="r")[:], dtype=np.uint8)
+
+
+def read_failed_channels(store: str | os.PathLike) -> list[int]:
+    arr = zarr.open_array(str(store), path=C.CHANNEL_FAILED, mode="r")[:]
+    return [int(i) for i in np.flatnonzero(arr)]
+
+
+def consolidate(store: str | os.PathLike) -> None:
+    """Consolidate the metadata so a plain ``xr.open_zarr(store)`` reads it without warnings."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+        zarr.consolidate_metadata(str(store))
+
+
+def drop_consolidated(store: str | os.PathLike) -> None:
+    """Remove consolidated metadata (it goes stale while attrs change during a resumed build)."""
+    root = Path(store) / "zarr.json"
+    meta = json.loads(root.read_text())
+    if meta.pop("consolidated_metadata", None) is not None:
+        tmp = root.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        os.replace(tmp, root)

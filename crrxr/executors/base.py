@@ -1,0 +1,79 @@
+"""The executor interface: run a list of dask tasks (one per wavelength chunk) somewhere.
+
+An executor is a context manager (it may start a cluster on enter and stops it on exit) with one
+method, :meth:`Executor.compute`, that runs the tasks and returns their results in order. The plan
+and the per-chunk function are the same under every executor; later executors (Ray, SLURM) add a
+subclass, nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+
+def available_cores() -> int:
+    """Cores this process may use (affinity-aware)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class ProgressLog:
+    """Plain progress lines for a non-terminal: at most one every ``interval`` seconds, and the last."""
+
+    def __init__(self, total: int, label: str = "chunks", interval: float = 10.0,
+                 stream: TextIO | None = None):
+        self.total = total
+        self.label = label
+        self.interval = interval
+        self.stream = stream or sys.stderr
+        self.done = 0
+        self.t0 = time.monotonic()
+        self._last = self.t0
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last >= self.interval or self.done == self.total:
+            self._last = now
+            pct = 100.0 * self.done / max(self.total, 1)
+            print(f"crrxr: {self.done}/{self.total} {self.label} done ({pct:.0f}%, "
+                  f"{now - self.t0:.1f} s)", file=self.stream, flush=True)
+
+
+class Executor(ABC):
+    """Runs dask delayed tasks; ``with executor: executor.compute(tasks, progress=...)``."""
+
+    #: short name shown in the plan and the summary
+    name: str = "executor"
+
+    def __init__(self, workers: int):
+        self.workers = max(1, int(workers))
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release whatever was started for the run (clusters, pools); nothing by default."""
+        return None
+
+    @abstractmethod
+    def compute(self, tasks: Sequence[Any], *, progress: str = "off",
+                on_result: Callable[[Any], None] | None = None) -> list[Any]:
+        """Run ``tasks`` (dask Delayed) and return their results in order.
+
+        ``progress``: ``"bar"`` (a progress bar, for a terminal), ``"log"`` (periodic lines) or
+        ``"off"``.
+        """
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.workers} worker{'s' if self.workers != 1 else ''})"

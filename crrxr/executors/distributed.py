@@ -1,0 +1,88 @@
+"""Dask distributed: a ``LocalCluster`` started for the run (127.0.0.1, a memory limit per worker,
+one thread per worker) or an existing scheduler given by address."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from crrxr.executors.base import Executor, ProgressLog
+
+log = logging.getLogger(__name__)
+
+
+class DistributedExecutor(Executor):
+    """Run the chunk tasks on a Dask distributed cluster.
+
+    ``address=None`` starts a ``LocalCluster`` with ``workers`` single-threaded worker processes,
+    each limited to ``memory_limit`` bytes (None: dask's default share of the machine), and shuts it
+    down on exit; an address (``tcp://host:8786``) connects to an existing scheduler instead.
+    """
+
+    name = "distributed"
+
+    def __init__(self, workers: int = 1, memory_limit: int | None = None, address: str | None = None):
+        super().__init__(workers)
+        self.memory_limit = memory_limit
+        self.address = address
+        self.client = None
+        self.cluster = None
+
+    def __enter__(self) -> DistributedExecutor:
+        from distributed import Client, LocalCluster
+
+        if self.address:
+            self.client = Client(self.address)
+            self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+        else:
+            self.cluster = LocalCluster(
+                n_workers=self.workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address=None,
+                memory_limit=self.memory_limit if self.memory_limit else "auto",
+                silence_logs=logging.ERROR,
+            )
+            self.client = Client(self.cluster)
+        return self
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.cluster is not None:
+            self.cluster.close()
+            self.cluster = None
+
+    def worker_pids(self) -> list[int]:
+        if self.client is None:
+            return []
+        info = self.client.scheduler_info().get("workers", {})
+        return [int(w["pid"]) for w in info.values() if "pid" in w]
+
+    def compute(self, tasks: Sequence[Any], *, progress: str = "off",
+                on_result: Callable[[Any], None] | None = None) -> list[Any]:
+        from distributed import as_completed
+        from distributed import progress as dist_progress
+
+        if self.client is None:
+            raise RuntimeError("DistributedExecutor.compute outside its `with` block")
+        if not tasks:
+            return []
+        futures = self.client.compute(list(tasks))
+        if progress == "bar":
+            dist_progress(futures)
+        plog = ProgressLog(len(futures)) if progress == "log" else None
+        for fut in as_completed(futures):
+            fut.result()  # raise the task's error here
+            if plog is not None:
+                plog.advance()
+            if on_result is not None:
+                on_result(fut.result())
+        return self.client.gather(futures)
+
+    def describe(self) -> str:
+        where = self.address or "LocalCluster on 127.0.0.1"
+        return f"distributed ({self.workers} workers, {where})"

@@ -1,0 +1,73 @@
+"""Executors inside this machine with dask's local schedulers: synchronous, threads, processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask
+from dask.callbacks import Callback
+from dask.diagnostics import ProgressBar
+
+from crrxr.executors.base import Executor, ProgressLog
+
+
+class _CountTasks(Callback):
+    """Advance a :class:`ProgressLog` each time one of the chunk tasks finishes."""
+
+    def __init__(self, keys: set, log: ProgressLog | None):
+        super().__init__()
+        self.keys = keys
+        self.log = log
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        if key in self.keys and self.log is not None:
+            self.log.advance()
+
+
+class LocalExecutor(Executor):
+    """dask's ``synchronous`` (one task at a time, for debugging), ``threads`` (the default: no cluster
+    to start) or ``processes`` scheduler, with ``workers`` parallel tasks."""
+
+    SCHEDULERS = ("synchronous", "threads", "processes")
+
+    def __init__(self, scheduler: str = "threads", workers: int = 1):
+        if scheduler not in self.SCHEDULERS:
+            raise ValueError(f"unknown local scheduler {scheduler!r}; use one of {self.SCHEDULERS}")
+        super().__init__(1 if scheduler == "synchronous" else workers)
+        self.name = scheduler
+
+    def compute(self, tasks: Sequence[Any], *, progress: str = "off",
+                on_result: Callable[[Any], None] | None = None) -> list[Any]:
+        if not tasks:
+            return []
+        kwargs: dict[str, Any] = {"scheduler": self.name}
+        if self.name != "synchronous":
+            kwargs["num_workers"] = self.workers
+        callbacks: list[Callback] = []
+        if progress == "bar":
+            callbacks.append(ProgressBar(minimum=0.5, dt=0.5))
+        elif progress == "log":
+            callbacks.append(_CountTasks({t.key for t in tasks}, ProgressLog(len(tasks))))
+        with _Stack(callbacks):
+            results = list(dask.compute(*tasks, **kwargs))
+        if on_result is not None:
+            for r in results:
+                on_result(r)
+        return results
+
+
+class _Stack:
+    """Enter several dask callbacks at once."""
+
+    def __init__(self, callbacks: list[Callback]):
+        self.callbacks = callbacks
+
+    def __enter__(self):
+        for cb in self.callbacks:
+            cb.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        for cb in reversed(self.callbacks):
+            cb.__exit__(*exc)

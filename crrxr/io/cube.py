@@ -1,0 +1,207 @@
+"""The cube store layout (docs/contracts.md section 4): names, the lazy template, band and pair choice.
+
+Every name of a cube variable, coordinate or dimension lives here; the engine writes the template with
+``to_zarr(compute=False)`` and fills it region by region (zarr chunks aligned with wavelength chunks).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from crrxr.core.masks import CUBE_BITS
+
+# --- names (the single place they are spelled) ------------------------------------------------
+WAVELENGTH = "wavelength"
+X = "x"
+Y = "y"
+BAND = "band"
+PAIR = "pair"
+WAVELENGTH_CHUNK = "wavelength_chunk"
+
+FLUX = "flux"
+IVAR = "ivar"
+MASK = "mask"
+CHUNK_DONE = "chunk_done"
+CHANNEL_FAILED = "channel_failed"
+PSF = "psf"
+CORRELATION = "correlation"
+BAND_WAVELENGTH = "band_wavelength"
+BAND_INDEX = "band_index"
+PAIR_I = "pair_i"
+PAIR_J = "pair_j"
+
+#: Variables written per wavelength chunk (region along ``wavelength``).
+CHUNK_VARIABLES: tuple[str, ...] = (FLUX, IVAR, MASK, CHANNEL_FAILED)
+#: Variables written per band (one zarr chunk per band).
+BAND_VARIABLES: tuple[str, ...] = (PSF, CORRELATION)
+DATA_VARIABLES: tuple[str, ...] = (
+    FLUX, IVAR, MASK, CHANNEL_FAILED, CHUNK_DONE, PSF, CORRELATION, BAND_WAVELENGTH, BAND_INDEX,
+)
+
+# Attribute names.
+ATTR_PARAMSPEC = "crrxr_paramspec"
+ATTR_PARAMS = "crrxr_params"
+ATTR_VERSION = "crrxr_version"
+ATTR_FINGERPRINT = "crrxr_params_fingerprint"
+ATTR_HISTORY = "history"
+ATTR_RSS_IDENTITY = "rss_identity"
+ATTR_WCS = "wcs"
+ATTR_FAILED = "failed_channels"
+ATTR_WAVE_CHUNK = "wave_chunk"
+
+#: Name of the band used when none of the configured band wavelengths lies in the RSS range.
+CENTER_BAND = "center"
+
+
+def canonical_json(obj: object) -> str:
+    """Canonical JSON text (sorted keys, no NaN/Inf) for structured attrs stored through zarr."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+@dataclass(frozen=True)
+class BandSelection:
+    """Channels at which the PSF image and the correlation matrix are stored."""
+
+    names: tuple[str, ...]
+    index: np.ndarray  # (n_band,) i8 channel index into wavelength
+    wavelength: np.ndarray  # (n_band,) f8 Angstrom of that channel
+
+
+def select_bands(
+    wavelength: np.ndarray, band_wavelengths: Sequence[float], band_names: Sequence[str]
+) -> BandSelection:
+    """Nearest channel to each band wavelength inside the RSS range (Angstrom).
+
+    Bands outside ``[wavelength[0], wavelength[-1]]`` are dropped (a channel at the edge would be
+    mislabelled); if none is inside, one band named ``center`` at the middle channel is used.
+    """
+    wavelength = np.asarray(wavelength, dtype=np.float64)
+    if len(band_wavelengths) != len(band_names):
+        raise ValueError(
+            f"{len(band_wavelengths)} correlation wavelengths but {len(band_names)} band names; "
+            "set output.correlation_wavelengths_angstrom and output.correlation_bands to match"
+        )
+    names, index = [], []
+    for name, wl in zip(band_names, band_wavelengths):
+        if wavelength[0] <= wl <= wavelength[-1]:
+            names.append(str(name))
+            index.append(int(np.argmin(np.abs(wavelength - wl))))
+    if not names:
+        names, index = [CENTER_BAND], [len(wavelength) // 2]
+    idx = np.asarray(index, dtype=np.int64)
+    return BandSelection(tuple(names), idx, wavelength[idx])
+
+
+def correlation_pairs(nx: int, ny: int, pixel_scale: float, max_sep: float) -> tuple[np.ndarray, np.ndarray]:
+    """Flat pixel index pairs (i <= j, ``iy * nx + ix``) separated by at most ``max_sep`` arcsec.
+
+    Returns two (n_pair,) int32 arrays sorted by (i, j); the diagonal (i == j) is included.
+    """
+    r = int(np.floor(max_sep / pixel_scale + 1e-9))
+    dy, dx = np.mgrid[0 : r + 1, -r : r + 1]
+    keep = (dx * dx + dy * dy) * pixel_scale**2 <= max_sep**2 + 1e-9
+    keep &= (dy > 0) | (dx >= 0)  # upper triangle: j >= i in flat order
+    iy, ix = np.mgrid[0:ny, 0:nx]
+    pi, pj = [], []
+    for oy, ox in zip(dy[keep], dx[keep]):
+        ok = (iy + oy < ny) & (ix + ox >= 0) & (ix + ox < nx)
+        i = (iy * nx + ix)[ok]
+        pi.append(i)
+        pj.append(i + oy * nx + ox)
+    i = np.concatenate(pi)
+    j = np.concatenate(pj)
+    order = np.lexsort((j, i))
+    return i[order].astype(np.int32), j[order].astype(np.int32)
+
+
+def mask_attrs() -> dict[str, object]:
+    """CF flag attributes of the cube ``mask`` (MaNGA DRP3PIXMASK values)."""
+    return {
+        "long_name": "MaNGA DRP3PIXMASK quality bits",
+        "flag_masks": [int(v) for v in CUBE_BITS.values()],
+        "flag_meanings": " ".join(CUBE_BITS),
+    }
+
+
+def n_wave_chunks(n_channels: int, wave_chunk: int) -> int:
+    return -(-n_channels // wave_chunk)
+
+
+def cube_template(
+    wavelength: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    wave_chunk: int,
+    bands: BandSelection,
+    pairs: tuple[np.ndarray, np.ndarray],
+    attrs: Mapping[str, object],
+    *,
+    flux_units: str = "1e-17 erg/s/cm2/Angstrom/spaxel",
+    dtype: str = "float32",
+) -> tuple[xr.Dataset, dict[str, dict]]:
+    """The lazy cube Dataset (all data variables dask zeros, never computed) and its zarr encoding.
+
+    ``wavelength`` (n_chan,) Angstrom; ``x``, ``y`` pixel centres (arcsec); zarr chunks are
+    ``(wave_chunk, ny, nx)`` for flux/ivar/mask, ``wave_chunk`` for ``channel_failed``, one element
+    per chunk for ``chunk_done`` and one band per chunk for ``psf``/``correlation``.
+    """
+    wavelength = np.asarray(wavelength, dtype=np.float64)
+    nw, ny, nx = len(wavelength), len(y), len(x)
+    if wave_chunk < 1:
+        raise ValueError(f"wave_chunk must be >= 1, got {wave_chunk}")
+    wc = min(int(wave_chunk), nw)
+    nchunk = n_wave_chunks(nw, wc)
+    nb = len(bands.names)
+    pair_i, pair_j = pairs
+    npair = len(pair_i)
+    cube = (WAVELENGTH, Y, X)
+
+    def zeros(shape, dt, chunks):
+        return da.zeros(shape, dtype=dt, chunks=chunks)
+
+    data_vars = {
+        FLUX: (cube, zeros((nw, ny, nx), dtype, (wc, ny, nx)),
+               {"units": flux_units, "long_name": "reconstructed flux per spaxel"}),
+        IVAR: (cube, zeros((nw, ny, nx), dtype, (wc, ny, nx)),
+               {"units": f"({flux_units})-2", "long_name": "inverse variance of flux (covariance diagonal)"}),
+        MASK: (cube, zeros((nw, ny, nx), np.uint32, (wc, ny, nx)), mask_attrs()),
+        CHANNEL_FAILED: ((WAVELENGTH,), zeros((nw,), np.uint8, (wc,)),
+                         {"long_name": "1 where the channel's solve failed (pixels DONOTUSE)"}),
+        CHUNK_DONE: ((WAVELENGTH_CHUNK,), zeros((nchunk,), np.uint8, (1,)),
+                     {"long_name": "completion ledger: 1 once every output of the wavelength chunk is written",
+                      ATTR_WAVE_CHUNK: wc}),
+        PSF: ((BAND, Y, X), zeros((nb, ny, nx), dtype, (1, ny, nx)),
+              {"units": "spaxel-1", "long_name": "reconstructed image of a unit point source at the IFU centre"}),
+        CORRELATION: ((BAND, PAIR), zeros((nb, npair), np.float64, (1, max(npair, 1))),
+                      {"long_name": "correlation coefficient between pixels pair_i and pair_j"}),
+        BAND_WAVELENGTH: ((BAND,), bands.wavelength.astype(np.float64),
+                          {"units": "Angstrom", "long_name": "wavelength of the band's channel"}),
+        BAND_INDEX: ((BAND,), bands.index.astype(np.int64),
+                     {"long_name": "channel index of the band into wavelength"}),
+    }
+    coords = {
+        WAVELENGTH: (WAVELENGTH, wavelength, {"units": "Angstrom", "long_name": "wavelength (vacuum/air as the RSS)"}),
+        X: (X, np.asarray(x, dtype=np.float64), {"units": "arcsec", "long_name": "pixel centre, +x = West"}),
+        Y: (Y, np.asarray(y, dtype=np.float64), {"units": "arcsec", "long_name": "pixel centre, +y = North"}),
+        BAND: (BAND, np.asarray(bands.names, dtype=object)),  # variable-length strings (zarr v3 "string")
+        PAIR_I: (PAIR, pair_i.astype(np.int32), {"long_name": "flat pixel index iy * nx + ix (i <= j)"}),
+        PAIR_J: (PAIR, pair_j.astype(np.int32), {"long_name": "flat pixel index iy * nx + ix (j >= i)"}),
+    }
+    ds = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs))
+    nan = np.float32(np.nan) if np.dtype(dtype) == np.float32 else np.nan
+    encoding = {
+        FLUX: {"chunks": (wc, ny, nx), "fill_value": nan},
+        IVAR: {"chunks": (wc, ny, nx), "fill_value": nan},
+        MASK: {"chunks": (wc, ny, nx), "fill_value": 0},
+        CHANNEL_FAILED: {"chunks": (wc,), "fill_value": 0},
+        CHUNK_DONE: {"chunks": (1,), "fill_value": 0},
+        PSF: {"chunks": (1, ny, nx), "fill_value": nan},
+        CORRELATION: {"chunks": (1, max(npair, 1)), "fill_value": np.nan},
+    }
+    return ds, encoding

@@ -1,0 +1,55 @@
+"""Chunk planning from a memory budget, and refusals of absurd plans."""
+
+import pytest
+
+from crrxr.engine.plan import MAX_AUTO_CHUNK, PlanError, make_plan, parse_memory, task_bytes
+
+
+def test_parse_memory():
+    assert parse_memory("2GB") == 2_000_000_000
+    assert parse_memory("512MiB") == 512 * 2**20
+    assert parse_memory(None) is None
+    with pytest.raises(PlanError, match="2GB"):
+        parse_memory("lots")
+
+
+def test_budget_bounds_the_task_and_chunks_cover_the_axis():
+    n_chan, n_samp, nside = 4563, 1143, 49
+    for budget in ("300MB", "1GB", "4GB"):
+        plan = make_plan(n_chan, n_samp, nside, nside, max_memory=budget, workers=2, cores=2)
+        assert plan.task_bytes <= parse_memory(budget)
+        assert 1 <= plan.wave_chunk <= MAX_AUTO_CHUNK
+        slices = plan.chunk_slices()
+        assert slices[0].start == 0 and slices[-1].stop == n_chan
+        assert all(a.stop == b.start for a, b in zip(slices, slices[1:]))
+        assert len(slices) == plan.n_chunks
+        # a larger chunk would not fit or is capped
+        bigger = task_bytes(n_samp, nside * nside, plan.wave_chunk + 1)
+        assert bigger > parse_memory(budget) or plan.wave_chunk in (MAX_AUTO_CHUNK, -(-n_chan // 4))
+
+
+def test_explicit_chunk_and_describe():
+    plan = make_plan(100, 171, 17, 17, wave_chunk=7, workers=2, cores=2)
+    assert plan.wave_chunk == 7 and plan.n_chunks == 15 and plan.chunk_slices()[-1] == slice(98, 100)
+    text = plan.describe()
+    for word in ("channels", "chunks", "pixels", "samples", "memory per task", "output size"):
+        assert word in text
+    assert plan.blas_threads == 1
+
+
+def test_blas_threads_times_workers_within_cores():
+    assert make_plan(10, 10, 5, 5, wave_chunk=2, workers=1, cores=8).blas_threads == 8
+    assert make_plan(10, 10, 5, 5, wave_chunk=2, workers=3, cores=8).blas_threads == 2
+
+
+def test_refusals():
+    with pytest.raises(PlanError, match="one channel needs"):
+        make_plan(100, 1143, 49, 49, max_memory="10MB")
+    with pytest.raises(PlanError, match="no usable samples"):
+        make_plan(100, 1143, 49, 49, n_usable=0)
+    with pytest.raises(PlanError, match="grid.extent_arcsec"):
+        make_plan(100, 1143, 2001, 2001)
+    with pytest.raises(PlanError, match="--wave-chunk"):
+        make_plan(1000, 1143, 49, 49, wave_chunk=100_000, max_memory="300MB")
+    with pytest.raises(PlanError, match="no wavelength"):
+        make_plan(0, 10, 5, 5)
