@@ -160,6 +160,11 @@ def _layers(name_or_path: str | Path, spec: ParamSpec, seen: tuple[str, ...]) ->
     return values
 
 
+def profile_values(name_or_path: str | Path, spec: ParamSpec | None = None) -> dict[str, Any]:
+    """The values a profile (with its bases) sets, coerced and checked, without the spec defaults."""
+    return _layers(name_or_path, spec or reconstruction_spec(), ())
+
+
 def load_profile(
     name_or_path: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,

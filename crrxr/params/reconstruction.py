@@ -8,8 +8,9 @@ Derived values and their inputs:
 
 - ``grid.nside`` (odd): ``(ceil(L / p) // 2) * 2 + 1`` for the extent ``L`` and pixel ``p`` (the
   authors' code). With ``grid.extent_arcsec = 0`` (automatic) the extent comes from the fiber
-  positions: ``L = 2 * (max(|xpos|, |ypos|) + grid.margin_arcsec)`` over the finite positions in
-  the context arrays ``xpos``/``ypos`` (arcsec); without them the transform raises
+  positions: ``L = 2 * max(max(|xpos|, |ypos|) + grid.margin_arcsec, p / 2)`` over the samples
+  whose ``xpos`` and ``ypos`` are both finite, from the context arrays ``xpos``/``ypos`` (arcsec),
+  the same rule as ``crrxr.core.grid.Grid.covering``; without them the transform raises
   :class:`MissingContextError` (the engine passes the RSS positions).
 - ``grid.length_arcsec = nside * p``.
 - ``output.flux_factor = p**2 / (pi * r_fiber**2)`` (per-fiber flux -> per-spaxel flux).
@@ -137,8 +138,9 @@ def reconstruction_spec() -> ParamSpec:
 
 
 def odd_nside(extent_arcsec: float, pixel_scale_arcsec: float) -> int:
-    """``(ceil(L / p) // 2) * 2 + 1``: the smallest odd count covering ``L`` (authors' code)."""
-    return (math.ceil(extent_arcsec / pixel_scale_arcsec) // 2) * 2 + 1
+    """``(ceil(L / p) // 2) * 2 + 1`` (authors' code); ``L / p`` within 1e-9 of an integer counts as
+    that integer (``2.25 / 0.75`` is 3.0000000000000004 in floats), as in ``crrxr.core.grid``."""
+    return (math.ceil(extent_arcsec / pixel_scale_arcsec - 1e-9) // 2) * 2 + 1
 
 
 def _positive_1d(ctx: Mapping[str, Any], name: str, units: str) -> np.ndarray:
@@ -165,12 +167,15 @@ def reconstruction_resolver() -> DerivedResolver:
                     "positions); pass context={'xpos': ..., 'ypos': ...} (arcsec) or set "
                     "grid.extent_arcsec > 0"
                 )
-            x = np.asarray(ctx["xpos"], dtype=np.float64)
-            y = np.asarray(ctx["ypos"], dtype=np.float64)
-            finite = np.concatenate([np.abs(x[np.isfinite(x)]), np.abs(y[np.isfinite(y)])])
-            if finite.size == 0:
-                raise ResolveError("grid.nside: context xpos/ypos have no finite positions")
-            extent = 2.0 * (float(finite.max()) + p["grid.margin_arcsec"])
+            x = np.asarray(ctx["xpos"], dtype=np.float64).ravel()
+            y = np.asarray(ctx["ypos"], dtype=np.float64).ravel()
+            if x.shape != y.shape:
+                raise ResolveError(f"grid.nside: context xpos {x.shape} and ypos {y.shape} differ in size")
+            ok = np.isfinite(x) & np.isfinite(y)
+            if not ok.any():
+                raise ResolveError("grid.nside: context xpos/ypos have no finite position")
+            half = max(np.abs(x[ok]).max(), np.abs(y[ok]).max()) + p["grid.margin_arcsec"]
+            extent = 2.0 * max(float(half), 0.5 * p["grid.pixel_scale_arcsec"])
         return odd_nside(extent, p["grid.pixel_scale_arcsec"])
 
     @r.register_transform("grid.length_arcsec", depends_on=("grid.nside", "grid.pixel_scale_arcsec"))
