@@ -1,0 +1,458 @@
+"""MaNGA LOGRSS FITS -> crrxr RSS Zarr store, streamed one wavelength chunk at a time.
+
+Layout read (MaNGA DRP datamodel, ``manga-PLATE-IFU-LOGRSS.fits[.gz]``):
+
+* FLUX, IVAR, MASK, XPOS, YPOS: images of numpy shape (n_exp * n_fiber, n_wave), rows exposure-major
+  (exposure e = rows ``e*n_fiber:(e+1)*n_fiber``); MASK holds MANGA_DRP2PIXMASK bits.
+* WAVE: (n_wave,) Angstrom. OBSINFO: bintable with one row per exposure (SEEING, PSFFAC, EXPNUM).
+* NEXP in the primary header; IFURA/IFUDEC in the FLUX (or primary) header.
+
+XPOS/YPOS are copied unchanged: the DRP writes them in arcsec "in the -xfocal,yfocal frame, North up,
+East left (+x = -RA, +y = +DEC)" (D. Law, mlsetifupositions.pro), which is crrxr's frame (+x = West).
+
+Memory: an uncompressed file is memory-mapped and each chunk is read with ``ImageHDU.section``, so
+only (n_rows, wave_chunk) blocks of each image are ever in memory. astropy can read sections of a
+gzip-compressed file, but only by decompressing from the start of the stream (a column block of a
+row-major image touches every row, so every chunk would re-decompress the file up to the end of the
+image: quadratic time); ``.data`` would hold the whole image. We therefore stream-decompress a
+``.gz`` once to a temporary uncompressed file next to the output (disk, never memory; removed
+afterwards) and memory-map that.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import os
+import shutil
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+from astropy.io import fits
+
+import crrxr
+from crrxr.io.atomic import atomic_output, remove_path, temporary_sibling
+from crrxr.io.manga_masks import (
+    DRP2_TO_RSS,
+    DRP2PIXMASK_BITS,
+    UnknownMaskBitsError,
+    map_drp2pixmask,
+)
+
+__all__ = ["MangaFormatError", "RssLayout", "ingest_manga_rss", "read_rss_layout"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS: tuple[str, ...] = ("FLUX", "IVAR", "MASK", "XPOS", "YPOS")
+REQUIRED_EXTENSIONS: tuple[str, ...] = (*IMAGE_EXTENSIONS, "WAVE")
+_GZIP_MAGIC = b"\x1f\x8b"
+# crrxr.io.names spells these too (RSS schema id attr); the MaNGA BUNIT is kept in ``manga_source``.
+RSS_SCHEMA_ATTR, RSS_SCHEMA_ID = "crrxr_rss_schema", "crrxr.rss/1"
+FLUX_UNITS = "1e-17 erg / (s cm2 Angstrom)"  # per fiber
+
+
+class MangaFormatError(ValueError):
+    """A MaNGA FITS file is missing, truncated, or not laid out as the DRP datamodel says."""
+
+
+@dataclass
+class RssLayout:
+    """What a LOGRSS file holds, from its headers and small extensions (no flux read)."""
+
+    n_rows: int
+    n_wave: int
+    n_exp: int
+    n_fiber: int
+    wavelength: np.ndarray  # (n_wave,) f8 Angstrom
+    exposure: np.ndarray  # (n_exp,) i8
+    seeing_fwhm: np.ndarray  # (n_exp,) f8 arcsec at 5400 A
+    seeing_source: str
+    ifu_ra: float | None
+    ifu_dec: float | None
+    flux_dtype: np.dtype
+    flux_units: str
+    source: dict = field(default_factory=dict)
+
+
+def ingest_manga_rss(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    wave_chunk: int = 64,
+    seeing: float | None = None,
+    allow_unknown_mask_bits: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Convert a MaNGA LOGRSS FITS file (plain or gzip) into a crrxr RSS Zarr store at ``out``.
+
+    ``wave_chunk``: channels per zarr chunk (and per read). ``seeing`` (arcsec FWHM at 5400 A):
+    used for every exposure instead of OBSINFO SEEING x PSFFAC (required when OBSINFO is absent).
+    The store is written to a temporary sibling and renamed on success; on any error nothing is left
+    at ``out``. Raises :class:`MangaFormatError` (a ValueError) naming the file and the problem.
+    """
+    path, out = Path(path), Path(out)
+    if int(wave_chunk) < 1:
+        raise ValueError(f"wave_chunk must be >= 1 channel, got {wave_chunk}")
+    wave_chunk = int(wave_chunk)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no such file (expected a manga-PLATE-IFU-LOGRSS.fits[.gz])"
+        )
+    with atomic_output(out, overwrite=overwrite) as tmp_store:
+        with (
+            _uncompressed(path, scratch_like=out) as fits_path,
+            _open_fits(fits_path, path) as hdul,
+        ):
+            layout = read_rss_layout(hdul, path, fits_path.stat().st_size, seeing=seeing)
+            template = _template(layout, wave_chunk)
+            template.attrs.update(_attrs(layout, path))
+            template.to_zarr(tmp_store, mode="w-", compute=False, consolidated=False, zarr_format=3)
+            bit_counts = np.zeros(32, dtype=np.int64)
+            for start in range(0, layout.n_wave, wave_chunk):
+                stop = min(start + wave_chunk, layout.n_wave)
+                block = _read_block(
+                    hdul, path, layout, start, stop, allow_unknown_mask_bits, bit_counts
+                )
+                block.to_zarr(
+                    tmp_store, region={"wavelength": slice(start, stop)}, consolidated=False
+                )
+            _finalize(tmp_store, bit_counts)
+    log.info(
+        "ingested %s -> %s (%d spectra x %d channels)", path, out, layout.n_rows, layout.n_wave
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# opening
+
+
+@contextlib.contextmanager
+def _uncompressed(path: Path, scratch_like: Path) -> Iterator[Path]:
+    """Yield a path to the uncompressed FITS: ``path`` itself, or a temporary decompressed copy."""
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    if magic != _GZIP_MAGIC:
+        yield path
+        return
+    tmp = temporary_sibling(scratch_like, "fits")
+    try:
+        try:
+            with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, length=1 << 24)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise MangaFormatError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
+        yield tmp
+    finally:
+        remove_path(tmp)
+
+
+@contextlib.contextmanager
+def _open_fits(fits_path: Path, source: Path) -> Iterator[fits.HDUList]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # truncation is checked explicitly below
+            hdul = fits.open(fits_path, memmap=True, lazy_load_hdus=False, mode="readonly")
+    except (OSError, ValueError, TypeError, IndexError) as exc:
+        raise MangaFormatError(f"{source}: not a readable FITS file ({exc})") from exc
+    try:
+        yield hdul
+    finally:
+        hdul.close()
+
+
+def _hdu(hdul: fits.HDUList, name: str, source: Path) -> fits.hdu.base.ExtensionHDU:
+    try:
+        return hdul[name]
+    except KeyError:
+        found = ", ".join(h.name for h in hdul)
+        raise MangaFormatError(
+            f"{source}: missing extension {name!r} (found: {found}); a MaNGA LOGRSS file has "
+            f"{', '.join(REQUIRED_EXTENSIONS)} and OBSINFO"
+        ) from None
+
+
+def _check_complete(hdul: fits.HDUList, name: str, source: Path, file_size: int) -> None:
+    """Raise if the data of extension ``name`` runs past the end of the file (truncated)."""
+    idx = hdul.index_of(name)
+    hdu = hdul[idx]
+    nbytes = abs(hdu.header.get("BITPIX", 8)) // 8 * int(np.prod(hdu.shape or (0,), dtype=np.int64))
+    loc = hdul.fileinfo(idx)["datLoc"]
+    if loc + nbytes > file_size:
+        raise MangaFormatError(
+            f"{source}: extension {name!r} is truncated (needs bytes up to {loc + nbytes}, "
+            f"the file has {file_size}); re-download the file"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# layout
+
+
+def read_rss_layout(
+    hdul: fits.HDUList, source: Path, file_size: int, *, seeing: float | None = None
+) -> RssLayout:
+    """Check the LOGRSS structure and read the small extensions (WAVE, OBSINFO, headers).
+
+    ``file_size``: bytes of the (uncompressed) file behind ``hdul``, to detect truncation.
+    """
+    hdus = {name: _hdu(hdul, name, source) for name in REQUIRED_EXTENSIONS}
+    shape = hdus["FLUX"].shape
+    if len(shape) != 2:
+        raise MangaFormatError(
+            f"{source}: FLUX must be a 2-D image (rows, wavelength), found shape {shape}"
+        )
+    for name in REQUIRED_EXTENSIONS:
+        _check_complete(hdul, name, source, file_size)
+        if name in IMAGE_EXTENSIONS and hdus[name].shape != shape:
+            raise MangaFormatError(
+                f"{source}: extension {name} has shape {hdus[name].shape} but FLUX has {shape}; "
+                "all of FLUX, IVAR, MASK, XPOS, YPOS must be (n_exp * n_fiber, n_wave)"
+            )
+    n_rows, n_wave = (int(s) for s in shape)
+
+    wave = np.asarray(hdus["WAVE"].data, dtype=np.float64).ravel()
+    if wave.shape != (n_wave,):
+        raise MangaFormatError(
+            f"{source}: WAVE has {wave.size} values but FLUX has {n_wave} channels"
+        )
+    if not np.all(np.isfinite(wave)) or np.any(np.diff(wave) <= 0):
+        raise MangaFormatError(f"{source}: WAVE must be finite and strictly increasing (Angstrom)")
+
+    primary = hdul[0].header
+    obsinfo = hdul["OBSINFO"].data if "OBSINFO" in hdul else None
+    if "NEXP" in primary:
+        n_exp = int(primary["NEXP"])
+    elif obsinfo is not None:
+        n_exp = len(obsinfo)
+    else:
+        raise MangaFormatError(
+            f"{source}: neither a NEXP keyword in the primary header nor OBSINFO"
+        )
+    if n_exp < 1 or n_rows % n_exp:
+        raise MangaFormatError(
+            f"{source}: {n_rows} rows cannot be split into NEXP={n_exp} exposures of equal fiber count"
+        )
+    n_fiber = n_rows // n_exp
+
+    exposure = np.arange(n_exp, dtype=np.int64)
+    if obsinfo is not None:
+        if len(obsinfo) != n_exp:
+            raise MangaFormatError(f"{source}: OBSINFO has {len(obsinfo)} rows but NEXP = {n_exp}")
+        names = [c.upper() for c in obsinfo.columns.names]
+        if "EXPNUM" in names:
+            expnum = np.asarray(obsinfo["EXPNUM"]).astype(np.int64).ravel()
+            if len(np.unique(expnum)) == n_exp:
+                exposure = expnum
+    if seeing is not None:
+        if not (np.isfinite(seeing) and seeing > 0):
+            raise ValueError(f"seeing must be a positive FWHM in arcsec, got {seeing}")
+        seeing_fwhm = np.full(n_exp, float(seeing))
+        seeing_source = f"user value {float(seeing)} arcsec for every exposure"
+        log.warning("%s: using seeing FWHM %.3f arcsec for all %d exposures", source, seeing, n_exp)
+    elif obsinfo is None:
+        raise MangaFormatError(
+            f"{source}: no OBSINFO extension, so the per-exposure seeing (SEEING x PSFFAC) is unknown; "
+            "pass the seeing FWHM at 5400 A explicitly (--seeing ARCSEC)"
+        )
+    else:
+        missing = [c for c in ("SEEING", "PSFFAC") if c not in names]
+        if missing:
+            raise MangaFormatError(
+                f"{source}: OBSINFO lacks column(s) {missing}; pass --seeing ARCSEC to set it explicitly"
+            )
+        seeing_fwhm = (
+            np.asarray(obsinfo["SEEING"], np.float64) * np.asarray(obsinfo["PSFFAC"], np.float64)
+        ).ravel()
+        bad = np.flatnonzero(~(np.isfinite(seeing_fwhm) & (seeing_fwhm > 0)))
+        if bad.size:
+            raise MangaFormatError(
+                f"{source}: OBSINFO SEEING x PSFFAC is not a positive number for exposure(s) {bad.tolist()}; "
+                "pass --seeing ARCSEC to override"
+            )
+        seeing_source = "OBSINFO SEEING x PSFFAC"
+
+    flux_header = hdus["FLUX"].header
+    ifu_ra = _header_float(flux_header, primary, "IFURA")
+    ifu_dec = _header_float(flux_header, primary, "IFUDEC")
+    if ifu_ra is None or ifu_dec is None:
+        log.warning(
+            "%s: no IFURA/IFUDEC in the FLUX or primary header; the cube will have no sky WCS",
+            source,
+        )
+    bitpix = flux_header.get("BITPIX", -32)
+    flux_dtype = np.dtype(np.float32 if bitpix in (-32, 8, 16) else np.float64)
+    source_info = {
+        "file": source.name,
+        "BUNIT": str(flux_header.get("BUNIT", "")),
+        "bytes": source.stat().st_size,
+        **{
+            k: str(primary[k])
+            for k in ("PLATEIFU", "MANGAID", "VERSDRP2", "VERSDRP3", "MASKNAME")
+            if k in primary
+        },
+    }
+    if "MASKNAME" in hdus["MASK"].header:
+        source_info["MASKNAME"] = str(hdus["MASK"].header["MASKNAME"])
+    return RssLayout(
+        n_rows=n_rows,
+        n_wave=n_wave,
+        n_exp=n_exp,
+        n_fiber=n_fiber,
+        wavelength=wave,
+        exposure=exposure,
+        seeing_fwhm=seeing_fwhm,
+        seeing_source=seeing_source,
+        ifu_ra=ifu_ra,
+        ifu_dec=ifu_dec,
+        flux_dtype=flux_dtype,
+        flux_units=FLUX_UNITS,
+        source=source_info,
+    )
+
+
+def _header_float(first: fits.Header, second: fits.Header, key: str) -> float | None:
+    for header in (first, second):
+        if key in header:
+            try:
+                value = float(header[key])
+            except (TypeError, ValueError):
+                continue
+            if np.isfinite(value):
+                return value
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def _template(layout: RssLayout, wave_chunk: int) -> xr.Dataset:
+    n_rows, n_wave = layout.n_rows, layout.n_wave
+    chunks = (n_rows, min(wave_chunk, n_wave))
+    row = np.arange(n_rows, dtype=np.int64)
+
+    def lazy(dtype: np.dtype | type) -> da.Array:
+        return da.zeros((n_rows, n_wave), dtype=dtype, chunks=chunks)
+
+    dims = ("spectrum", "wavelength")
+    ds = xr.Dataset(
+        {
+            "flux": (
+                dims,
+                lazy(layout.flux_dtype),
+                {"units": layout.flux_units, "long_name": "flux per fiber"},
+            ),
+            "ivar": (dims, lazy(layout.flux_dtype), {"long_name": "inverse variance of flux"}),
+            "mask": (dims, lazy(np.uint32), {"long_name": "crrxr RSS mask bits"}),
+            "xpos": (
+                dims,
+                lazy(np.float64),
+                {"units": "arcsec", "long_name": "fiber x offset (+x = West)"},
+            ),
+            "ypos": (
+                dims,
+                lazy(np.float64),
+                {"units": "arcsec", "long_name": "fiber y offset (+y = North)"},
+            ),
+            "exposure_index": (
+                ("spectrum",),
+                row // layout.n_fiber,
+                {"long_name": "index into exposure"},
+            ),
+            "seeing_fwhm": (
+                ("exposure",),
+                layout.seeing_fwhm,
+                {
+                    "units": "arcsec",
+                    "long_name": "seeing FWHM at 5400 Angstrom",
+                    "source": layout.seeing_source,
+                },
+            ),
+        },
+        coords={
+            "wavelength": (
+                "wavelength",
+                layout.wavelength,
+                {"units": "Angstrom", "long_name": "vacuum wavelength"},
+            ),
+            "exposure": ("exposure", layout.exposure),
+            "spectrum": ("spectrum", row),
+            "fiber": ("spectrum", row % layout.n_fiber),
+        },
+    )
+    ds["mask"].attrs.update(
+        {"flag_masks": [1, 2, 4, 8, 16], "flag_meanings": "NODATA DEADFIBER REJECT NOSKY SATURATED"}
+    )
+    return ds
+
+
+def _attrs(layout: RssLayout, path: Path) -> dict[str, object]:
+    attrs: dict[str, object] = {
+        "history": f"crrxr {crrxr.__version__} ingest-manga {path.name}",
+        "crrxr_version": crrxr.__version__,
+        RSS_SCHEMA_ATTR: RSS_SCHEMA_ID,
+        "manga_source": json.dumps(layout.source, sort_keys=True),
+        "manga_mask_mapping": json.dumps(
+            {name: DRP2_TO_RSS[name] for name in DRP2PIXMASK_BITS}, sort_keys=True
+        ),
+    }
+    if layout.ifu_ra is not None and layout.ifu_dec is not None:
+        attrs["ifu_ra"] = layout.ifu_ra
+        attrs["ifu_dec"] = layout.ifu_dec
+    return attrs
+
+
+def _read_block(
+    hdul: fits.HDUList,
+    source: Path,
+    layout: RssLayout,
+    start: int,
+    stop: int,
+    allow_unknown: bool,
+    bit_counts: np.ndarray,
+) -> xr.Dataset:
+    """Read channels [start, stop) of every image extension (section reads) as a region Dataset."""
+    cols = slice(start, stop)
+    try:
+        raw = {name: hdul[name].section[:, cols] for name in IMAGE_EXTENSIONS}
+    except (OSError, ValueError) as exc:
+        raise MangaFormatError(f"{source}: reading channels {start}:{stop} failed ({exc})") from exc
+    drp = np.asarray(raw["MASK"]).astype(np.int64) & 0xFFFFFFFF
+    for bit in range(32):
+        bit_counts[bit] += int(np.count_nonzero((drp >> bit) & 1))
+    try:
+        mask = map_drp2pixmask(drp, allow_unknown=allow_unknown)
+    except UnknownMaskBitsError as exc:
+        raise UnknownMaskBitsError(f"{source}: MASK channels {start}:{stop}: {exc}") from None
+    dims = ("spectrum", "wavelength")
+    return xr.Dataset(
+        {
+            "flux": (dims, np.asarray(raw["FLUX"], dtype=layout.flux_dtype)),
+            "ivar": (dims, np.asarray(raw["IVAR"], dtype=layout.flux_dtype)),
+            "mask": (dims, mask),
+            "xpos": (dims, np.asarray(raw["XPOS"], dtype=np.float64)),
+            "ypos": (dims, np.asarray(raw["YPOS"], dtype=np.float64)),
+        }
+    )
+
+
+def _finalize(store: Path, bit_counts: np.ndarray) -> None:
+    """Record the DRP2PIXMASK bit counts and consolidate the metadata (so readers need no listing)."""
+    import zarr
+
+    group = zarr.open_group(store, mode="r+")
+    names = {bit: name for name, bit in DRP2PIXMASK_BITS.items()}
+    counts = {names.get(bit, f"bit{bit}"): int(n) for bit, n in enumerate(bit_counts) if n}
+    group.attrs["manga_mask_bit_counts"] = json.dumps(counts, sort_keys=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(store)
