@@ -87,3 +87,62 @@ def kernel_fwhm(
     hi = fiber_radius + 5.0 * fwhm
     r_half = optimize.brentq(lambda r: radial_kernel(np.array(r), *args) - half, 0.0, hi, xtol=1e-12)
     return 2.0 * r_half
+
+
+class KernelTable:
+    """Exact kernel tabulated on a fine radial grid per seeing FWHM, evaluated by linear interpolation.
+
+    One table row per distinct FWHM value (arcsec), built with :func:`radial_kernel` on
+    ``n_points`` radii spanning [0, ``r_max``] and cached (up to ``max_rows`` rows), so that a block
+    of channels sharing seeing values pays for the special functions once. With the default 4097
+    points over 4" the interpolation error stays below 1e-7 of the kernel peak (tested).
+    """
+
+    def __init__(
+        self,
+        r_max: float,
+        fiber_radius: float = 1.0,
+        sigma_ratio: float = 2.0,
+        wing_ratio: float = 1.0 / 9.0,
+        wing: str = "flux",
+        n_points: int = 4097,
+        max_rows: int = 512,
+    ) -> None:
+        if not (np.isfinite(r_max) and r_max > 0):
+            raise ValueError(f"r_max must be a positive number of arcsec, got {r_max!r}")
+        self.r_max = float(r_max)
+        self.step = self.r_max / (n_points - 1)
+        self.radii = np.linspace(0.0, self.r_max, n_points)
+        self.model = (fiber_radius, sigma_ratio, wing_ratio, wing)
+        self.max_rows = max_rows
+        self._rows: dict[float, np.ndarray] = {}
+
+    def row(self, fwhm: float) -> np.ndarray:
+        """Kernel values (arcsec^-2) at ``self.radii`` for seeing ``fwhm``; a trailing 0 pads the end."""
+        key = float(fwhm)
+        row = self._rows.get(key)
+        if row is None:
+            if len(self._rows) >= self.max_rows:
+                self._rows.pop(next(iter(self._rows)))
+            row = np.append(radial_kernel(self.radii, key, *self.model), 0.0)
+            self._rows[key] = row
+        return row
+
+    def __call__(self, r: np.ndarray, fwhm: np.ndarray) -> np.ndarray:
+        """Kernel at radii ``r`` (<= r_max) for per-element seeing ``fwhm`` (same shape or scalar)."""
+        r = np.asarray(r, dtype=float)
+        fwhm = np.broadcast_to(np.asarray(fwhm, dtype=float), r.shape)
+        if r.size == 0:
+            return np.zeros(r.shape)
+        if np.any(r > self.r_max * (1 + 1e-12)) or np.any(r < 0):
+            raise ValueError(f"kernel table covers radii 0..{self.r_max} arcsec only")
+        uniq, inverse = np.unique(fwhm.ravel(), return_inverse=True)
+        table = np.stack([self.row(f) for f in uniq])
+        ncol = table.shape[1]
+        t = r.ravel() / self.step
+        i = np.minimum(t.astype(np.intp), ncol - 2)
+        frac = t - i
+        flat = table.ravel()
+        base = inverse * ncol + i
+        out = flat[base] * (1.0 - frac) + flat[base + 1] * frac
+        return out.reshape(r.shape)

@@ -1,0 +1,212 @@
+"""Covariance-Regularized Reconstruction weights (Liu, Blanton & Law 2020, Eqs. 9-23).
+
+With N~ = diag(good) and the SVD N~ A = U S V^T (singular values below ``floor`` dropped):
+
+    A+ = V diag(S / (S^2 + lam^2)) U^T                     (Eqs. 19-20)
+    Q  = V diag(q) V^T,  q = (S^2 + lam^2) / S  ("code")  or  q = S  ("paper")
+    R  = Q with each row divided by its sum (rows sum to 1; rows summing to 0 -> 0)   (Eq. 14)
+    W  = R A+ N~                                            (Eq. 23)
+
+The "code" variant (the authors' code) whitens the regularized solution; then Q A+ = V U^T and
+W = diag(1/s) V U^T N~ with s = Q 1. With the Gram matrix G = A_g A_g^T = U S^2 U^T of the good rows
+A_g, V U^T = A_g^T U diag(1/S) U^T, so one symmetric eigendecomposition of the smaller Gram matrix
+and sparse products replace the SVD ("gram" solver). The "paper" variant has the same structure with
+different diagonal factors (see :func:`_factors`), so the gram route serves both variants.
+
+The gram route squares the condition number. Its relative error is about eps * w_max / w_min with
+w = S^2 over the kept modes; ``solver="auto"`` uses it only where that estimate is below
+``gram_rtol`` and where no eigenvalue is close enough to the floor for the rank decision to be in
+doubt; otherwise it uses the SVD.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+
+EPS = np.finfo(float).eps
+GRAM_RTOL = 1e-8  # largest estimated relative error accepted from the gram route under "auto"
+
+
+class CRRSolveError(ValueError):
+    """The CRR weights cannot be computed (bad arguments or a failed decomposition)."""
+
+
+@dataclass(frozen=True)
+class CRRWeights:
+    """Weights of the good samples and how they were obtained.
+
+    weights: W restricted to the good samples, shape (n_pixels, n_good). solver: "svd" or "gram"
+    (the route actually used). rank: number of kept singular values. condition: s_max / s_min over the
+    kept singular values. error_estimate: eps * condition^2 for the gram route, eps * condition for SVD.
+    """
+
+    weights: np.ndarray
+    solver: str
+    rank: int
+    condition: float
+    error_estimate: float
+
+
+def crr_weights(
+    A: np.ndarray | sparse.spmatrix,
+    good: np.ndarray,
+    lam: float = 1e-3,
+    floor: float = 1e-6,
+    variant: str = "code",
+    solver: str = "auto",
+) -> np.ndarray:
+    """CRR weights ``W`` (n_pixels, n_samples) for a kernel matrix ``A`` (n_samples, n_pixels).
+
+    ``A[i, j] = K_i(|p_i - X_j|) * pixel_scale^2`` (dense or scipy sparse); ``good`` (n_samples,) bool
+    marks usable samples. Columns of bad samples are exactly zero.
+    """
+    good = np.asarray(good, dtype=bool)
+    shape = A.shape
+    if len(shape) != 2 or good.shape != (shape[0],):
+        raise CRRSolveError(f"A must be (n_samples, n_pixels) and good (n_samples,), got {shape} and {good.shape}")
+    rows = np.flatnonzero(good)
+    Ag = A[rows] if sparse.issparse(A) else np.asarray(A, dtype=float)[rows]
+    sol = solve_crr(Ag, lam=lam, floor=floor, variant=variant, solver=solver)
+    W = np.zeros((shape[1], shape[0]))
+    W[:, rows] = sol.weights
+    return W
+
+
+def solve_crr(
+    Ag: np.ndarray | sparse.spmatrix,
+    lam: float = 1e-3,
+    floor: float = 1e-6,
+    variant: str = "code",
+    solver: str = "auto",
+    gram_rtol: float = GRAM_RTOL,
+) -> CRRWeights:
+    """CRR weights for the kernel matrix of the good samples only, ``Ag`` (n_good, n_pixels)."""
+    if variant not in ("code", "paper"):
+        raise CRRSolveError(f"variant must be 'code' or 'paper', got {variant!r}")
+    if solver not in ("auto", "svd", "gram"):
+        raise CRRSolveError(f"solver must be 'auto', 'svd' or 'gram', got {solver!r}")
+    if not (np.isfinite(lam) and lam >= 0 and np.isfinite(floor) and floor >= 0):
+        raise CRRSolveError(f"lam and floor must be finite and >= 0, got lam={lam!r}, floor={floor!r}")
+    n, m = Ag.shape
+    if n == 0 or m == 0:
+        return CRRWeights(np.zeros((m, n)), "svd" if solver == "svd" else "gram", 0, 1.0, 0.0)
+    if sparse.issparse(Ag):
+        Ag = Ag.tocsr()
+        data = Ag.data
+    else:
+        Ag = np.asarray(Ag, dtype=float)
+        data = Ag
+    if not np.all(np.isfinite(data)):
+        raise CRRSolveError("kernel matrix contains NaN or infinite values")
+    if solver == "svd":
+        return _svd_literal(Ag, lam, floor, variant)
+    try:
+        sol = _gram(Ag, lam, floor, variant)
+    except np.linalg.LinAlgError:
+        if solver == "gram":
+            raise
+        return _svd_fast(Ag, lam, floor, variant)
+    if solver == "auto" and sol.error_estimate > gram_rtol:
+        return _svd_fast(Ag, lam, floor, variant)
+    return sol
+
+
+def _factors(S: np.ndarray, lam: float, variant: str) -> tuple[np.ndarray, np.ndarray]:
+    """(c, q): W = D V diag(c) U^T with s = V diag(q) V^T 1, over the kept singular values S."""
+    lam2 = lam * lam
+    if variant == "code":
+        return np.ones_like(S), (S * S + lam2) / S
+    return S * S / (S * S + lam2), S
+
+
+def _row_scale(s: np.ndarray) -> np.ndarray:
+    """1 / s where s is nonzero and finite, else 0 (NaN rows of R -> 0, as the authors' code)."""
+    out = np.zeros_like(s)
+    ok = np.isfinite(s) & (s != 0)
+    out[ok] = 1.0 / s[ok]
+    return out
+
+
+def _dense(Ag: np.ndarray | sparse.spmatrix) -> np.ndarray:
+    return Ag.toarray() if sparse.issparse(Ag) else Ag
+
+
+def _svd_literal(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
+    """The paper's route: SVD, A+, Q, R and W = R A+ as explicit matrices."""
+    U, S, Vt = np.linalg.svd(_dense(Ag), full_matrices=False)
+    keep = S >= floor
+    U, S, V = U[:, keep], S[keep], Vt[keep].T
+    m, n = V.shape[0], U.shape[0]
+    if S.size == 0:
+        return CRRWeights(np.zeros((m, n)), "svd", 0, 1.0, 0.0)
+    a_plus = (V * (S / (S * S + lam * lam))) @ U.T
+    q = (S * S + lam * lam) / S if variant == "code" else S
+    Q = (V * q) @ V.T
+    R = Q * _row_scale(Q.sum(axis=1))[:, None]
+    W = R @ a_plus
+    cond = float(S[0] / S[-1])
+    return CRRWeights(W, "svd", int(S.size), cond, EPS * cond)
+
+
+def _svd_fast(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
+    """SVD route without the pixel x pixel products: W = D V diag(c) U^T."""
+    U, S, Vt = np.linalg.svd(_dense(Ag), full_matrices=False)
+    keep = S >= floor
+    U, S, Vt = U[:, keep], S[keep], Vt[keep]
+    m, n = Vt.shape[1], U.shape[0]
+    if S.size == 0:
+        return CRRWeights(np.zeros((m, n)), "svd", 0, 1.0, 0.0)
+    c, q = _factors(S, lam, variant)
+    s = Vt.T @ (q * Vt.sum(axis=1))
+    W = (Vt.T * c) @ U.T
+    W *= _row_scale(s)[:, None]
+    cond = float(S[0] / S[-1])
+    return CRRWeights(W, "svd", int(S.size), cond, EPS * cond)
+
+
+def _gram(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
+    """Exact shortcut through the eigendecomposition of the smaller Gram matrix."""
+    n, m = Ag.shape
+    is_sparse = sparse.issparse(Ag)
+    sample_side = n <= m
+    if sample_side:
+        G = Ag @ Ag.T
+    else:
+        G = Ag.T @ Ag
+    G = G.toarray() if is_sparse else G
+    w, E = np.linalg.eigh(G)
+    w_max = max(float(w[-1]), 0.0)
+    thresh = floor * floor
+    keep = w >= thresh
+    # Eigenvalues of G are accurate to ~eps * w_max: the rank is in doubt when one lies that close to
+    # the floor, and the kept modes carry a relative error ~eps * w_max / w_min.
+    band = 16.0 * EPS * w_max
+    doubtful = bool(np.any(np.abs(w - thresh) <= band)) or (thresh == 0.0 and np.any(np.abs(w) <= band))
+    keep &= w > band
+    E, w = E[:, keep], w[keep]
+    if w.size == 0:
+        est = np.inf if doubtful else 0.0
+        return CRRWeights(np.zeros((m, n)), "gram", 0, 1.0, est)
+    S = np.sqrt(w)
+    c, q = _factors(S, lam, variant)
+    cond = float(S[-1] / S[0])
+    est = np.inf if doubtful else float(EPS * cond * cond)
+    if sample_side:
+        # V = Ag^T E / S; W = D V diag(c) E^T = D Ag^T E diag(c / S) E^T; s = V diag(q) V^T 1.
+        t = Ag @ np.ones(m)
+        s = Ag.T @ (E @ ((q / (S * S)) * (E.T @ t)))
+        B = E * np.sqrt(c / S)
+        M = B @ B.T
+        W = Ag.T @ M
+    else:
+        # V = E; U^T = diag(1/S) E^T Ag^T; W = D E diag(c / S) E^T Ag^T; s = E diag(q) E^T 1.
+        s = E @ (q * E.sum(axis=0))
+        B = E * np.sqrt(c / S)
+        M = B @ B.T
+        W = (Ag @ M).T if is_sparse else M @ Ag.T
+    W = np.asarray(W)
+    W *= _row_scale(np.asarray(s).ravel())[:, None]
+    return CRRWeights(np.ascontiguousarray(W), "gram", int(S.size), cond, est)
