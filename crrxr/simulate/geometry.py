@@ -64,3 +64,20 @@ def dither_offsets(
         dx = dx + rng.normal(0.0, jitter, n_exposures)
         dy = dy + rng.normal(0.0, jitter, n_exposures)
     return dx, dy
+
+
+def lenslet_array(n_lenslets: int, pitch: float = 0.75) -> tuple[np.ndarray, np.ndarray]:
+    """Centres (x, y) in arcsec of a contiguous hexagonal lenslet array of ``n_lenslets`` elements.
+
+    The first ``n_lenslets`` positions of a large filled hexagon, taken ring by ring from the centre
+    (a full hexagon when ``n_lenslets`` = 3n(n+1)+1, otherwise one partial outer ring).
+    """
+    if n_lenslets < 1:
+        raise ValueError(f"need at least one lenslet, got {n_lenslets}")
+    if not (np.isfinite(pitch) and pitch > 0):
+        raise ValueError(f"lenslet pitch must be a positive number of arcsec, got {pitch!r}")
+    n_rings = 0
+    while 3 * n_rings * (n_rings + 1) + 1 < n_lenslets:
+        n_rings += 1
+    x, y = hex_positions(n_rings, pitch)
+    return x[:n_lenslets], y[:n_lenslets]
