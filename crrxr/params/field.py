@@ -237,10 +237,10 @@ class ParamField:
         return self.shape == ()
 
     def describe_type(self) -> str:
-        """``float64`` for a scalar, ``float64[-1]`` / ``float64[-1, -1]`` for arrays."""
+        """``float64`` for a scalar, ``float64[*]`` / ``float64[2, *]`` for arrays (``*`` = any length)."""
         if self.is_scalar:
             return self.dtype
-        return f"{self.dtype}[{', '.join(str(n) for n in self.shape)}]"
+        return f"{self.dtype}[{', '.join('*' if n == -1 else str(n) for n in self.shape)}]"
 
     def describe_allowed(self) -> str:
         """Bounds or choices in words, for error messages and tables."""
