@@ -60,6 +60,7 @@ def test_user_yaml_over_a_profile(tmp_path):
         "  pixel_scale_arcsec: 0.5\n"
         "mask.bad_bits: 0b101\n"
         "output.correlation_wavelengths_angstrom: [5000, 6000.5]\n"
+        "output.correlation_bands: g, r\n"
         "method: shepard\n"
     )
     store = load_profile(f)
@@ -213,3 +214,15 @@ def test_readme_table_is_generated_from_the_spec():
     table = markdown_table(reconstruction_spec())
     for key in reconstruction_spec().keys():
         assert f"| `{key}` |" in table
+
+
+def test_correlation_bands_must_match_wavelengths(tmp_path):
+    ok = load_profile(None, {"output.correlation_wavelengths_angstrom": [6000.0],
+                             "output.correlation_bands": "r"})
+    assert ok["output.correlation_bands"] == "r"
+    with pytest.raises(ProfileError, match="must name 1 distinct band"):
+        load_profile(None, {"output.correlation_wavelengths_angstrom": [6000.0]})  # bands g,r,i,z
+    f = tmp_path / "bands.yaml"
+    f.write_text("output.correlation_bands: g,g,i,z\n")
+    with pytest.raises(ProfileError, match=r"bands\.yaml: .*4 distinct band"):
+        load_profile(f)

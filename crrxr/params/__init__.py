@@ -37,7 +37,12 @@ from .errors import (
 )
 from .field import REQUIRED, Bounds, ParamField
 from .profiles import list_profiles, load_profile, parse_set_options
-from .reconstruction import SYSTEM_ID, reconstruction_resolver, reconstruction_spec
+from .reconstruction import (
+    SYSTEM_ID,
+    check_reconstruction,
+    reconstruction_resolver,
+    reconstruction_spec,
+)
 from .resolver import (
     DerivedResolver,
     check_consistency,
@@ -81,6 +86,7 @@ __all__ = [
     "TransformRegistrationError",
     "UnknownKeyError",
     "check_consistency",
+    "check_reconstruction",
     "list_profiles",
     "load_profile",
     "pack",

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from .errors import ParamError, ParamValidationError, ProfileError, did_you_mean
-from .reconstruction import reconstruction_spec
+from .reconstruction import SYSTEM_ID, check_reconstruction, reconstruction_spec
 from .spec import ParamSpec
 from .store import ParameterStore
 
@@ -187,6 +187,8 @@ def load_profile(
     store = ParameterStore(values)
     try:
         store.validate_against(spec)
+        if spec.system_id == SYSTEM_ID:
+            check_reconstruction(store)
     except ParamError as exc:
         raise ProfileError(f"{name_or_path or 'defaults'}: {exc}") from None
     return store

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MissingContextError, ResolveError
+from .errors import MissingContextError, ParamValidationError, ResolveError
 from .field import ParamField
 from .resolver import DerivedResolver
 from .spec import ParamSpec
@@ -135,6 +135,23 @@ def reconstruction_spec() -> ParamSpec:
           doc="Outer Gaussian sigma per (exposure, wavelength): sigma_ratio x sigma1."),
     ]
     return ParamSpec(fields, SPEC_NAME, SYSTEM_ID, SCHEMA_VERSION)
+
+
+def check_reconstruction(store: Mapping[str, Any]) -> None:
+    """Rules across keys that a single field cannot express; raises :class:`ParamValidationError`.
+
+    - ``output.correlation_bands`` names one band per ``output.correlation_wavelengths_angstrom``.
+    """
+    if "output.correlation_bands" in store and "output.correlation_wavelengths_angstrom" in store:
+        bands = [b.strip() for b in str(store["output.correlation_bands"]).split(",")]
+        n_wave = np.asarray(store["output.correlation_wavelengths_angstrom"]).size
+        if n_wave == 0 and bands == [""]:
+            return
+        if len(bands) != n_wave or not all(bands) or len(set(bands)) != len(bands):
+            raise ParamValidationError(
+                f"output.correlation_bands: {store['output.correlation_bands']!r} must name "
+                f"{n_wave} distinct band(s), one per output.correlation_wavelengths_angstrom"
+            )
 
 
 def odd_nside(extent_arcsec: float, pixel_scale_arcsec: float) -> int:
