@@ -7,6 +7,7 @@ entry point.
 
 from __future__ import annotations
 
+from crrxr.io.manga_cube import CubeFormatError, export_logcube
 from crrxr.io.manga_masks import (
     DRP2_TO_RSS,
     DRP2PIXMASK_BITS,
@@ -16,6 +17,8 @@ from crrxr.io.manga_masks import (
 from crrxr.io.manga_rss import MangaFormatError, ingest_manga_rss
 
 __all__ = [
+    "CubeFormatError",
+    "export_logcube",
     "DRP2PIXMASK_BITS",
     "DRP2_TO_RSS",
     "MangaFormatError",

@@ -31,6 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output store")
     p.set_defaults(func=_ingest)
+    add_export_parser(subparsers)
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -43,6 +44,43 @@ def _ingest(args: argparse.Namespace) -> int:
         seeing=args.seeing,
         allow_unknown_mask_bits=args.allow_unknown_mask_bits,
         overwrite=args.overwrite,
+    )
+    print(f"wrote {out}")
+    return 0
+
+
+def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "export-fits",
+        help="write a cube store as a MaNGA-style LOGCUBE FITS file",
+        description="FLUX/IVAR/MASK with a celestial+spectral WCS, WAVE, PSF images and "
+        "GCORREL-style correlation tables, streamed one wavelength chunk at a time.",
+    )
+    p.add_argument("cube", help="cube Zarr store written by `crrxr build`")
+    p.add_argument("out", help="output FITS file, e.g. manga-PLATE-IFU-LOGCUBE.fits")
+    p.add_argument(
+        "--ifu-ra", type=float, default=None, metavar="DEG", help="override IFU centre RA"
+    )
+    p.add_argument(
+        "--ifu-dec", type=float, default=None, metavar="DEG", help="override IFU centre Dec"
+    )
+    p.add_argument(
+        "--allow-incomplete", action="store_true", help="export even if some chunks are not done"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from crrxr.io.manga import export_logcube
+
+    out = export_logcube(
+        args.cube,
+        args.out,
+        ifu_ra=args.ifu_ra,
+        ifu_dec=args.ifu_dec,
+        overwrite=args.overwrite,
+        allow_incomplete=args.allow_incomplete,
     )
     print(f"wrote {out}")
     return 0

@@ -1,0 +1,409 @@
+"""crrxr cube Zarr store -> MaNGA-style LOGCUBE FITS file, streamed one wavelength chunk at a time.
+
+Extensions, in order: PRIMARY (provenance), FLUX, IVAR, MASK (MASKNAME = MANGA_DRP3PIXMASK), WAVE,
+one ``<BAND>PSF`` image per band (GPSF, RPSF, ...), one ``<BAND>CORREL`` bintable per band
+(GCORREL, ...), and ``WCS-TAB`` only when the wavelength grid is neither log- nor linear-uniform.
+
+Array order: the numpy (wavelength, y, x) cube is written as is, i.e. FITS NAXIS1 = x, NAXIS2 = y,
+NAXIS3 = wavelength. WCS (FLUX/IVAR/MASK; celestial part on the PSF images):
+
+* RA---TAN / DEC--TAN, CD1_1 = -pixel_scale/3600, CD2_2 = +pixel_scale/3600, CRVAL = IFU centre,
+  1-based CRPIX at the pixel where x = y = 0 (the grid centre). +x = West, so RA increases toward
+  decreasing x pixel index, as in MaNGA cubes.
+* Spectral: WAVE-LOG (lambda = CRVAL3 exp(CD3_3 (p - CRPIX3) / CRVAL3)) when the grid is
+  log-uniform, linear WAVE when it is linear-uniform (both to 1e-9 relative), otherwise WAVE-TAB
+  with the exact wavelengths (in metres, CUNIT3 = m) in a WCS-TAB bintable (astropy:
+  ``WCS(header, fobj=hdulist)``).
+
+FLUX/IVAR/MASK are streamed with :class:`astropy.io.fits.StreamingHDU` (header first, then the
+data of each wavelength chunk appended in big-endian order), so memory holds one chunk at a time.
+The file is written to a temporary sibling and renamed on success.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from astropy.io import fits
+
+import crrxr
+from crrxr.io.atomic import atomic_output
+
+__all__ = ["CubeFormatError", "export_logcube", "spectral_wcs_cards"]
+
+log = logging.getLogger(__name__)
+
+BUNIT_FLUX = "1E-17 erg/s/cm^2/Ang/spaxel"
+BUNIT_IVAR = "1E+34 (erg/s/cm^2/Ang/spaxel)^-2"
+_REL_TOL = 1e-9  # relative wavelength error allowed for an analytic (LOG / linear) spectral WCS
+
+
+class CubeFormatError(ValueError):
+    """A cube store is missing variables, incomplete, or not on a regular spatial grid."""
+
+
+def export_logcube(
+    cube: str | os.PathLike[str] | xr.Dataset,
+    out: str | os.PathLike[str],
+    *,
+    ifu_ra: float | None = None,
+    ifu_dec: float | None = None,
+    overwrite: bool = False,
+    allow_incomplete: bool = False,
+) -> Path:
+    """Write the cube (a Zarr store path or an opened Dataset) as a MaNGA LOGCUBE FITS file.
+
+    ``ifu_ra``/``ifu_dec`` (deg) override the cube's ``ifu_ra``/``ifu_dec`` attrs (required if the
+    cube has none). An unfinished cube (``chunk_done`` not all 1) is refused unless
+    ``allow_incomplete``. Raises :class:`CubeFormatError` (a ValueError) naming the problem.
+    """
+    out = Path(out)
+    ds, name = _open_cube(cube)
+    _check_cube(ds, name, allow_incomplete)
+    ra, dec = _ifu_centre(ds, name, ifu_ra, ifu_dec)
+    celestial = celestial_wcs_cards(ds["x"].values, ds["y"].values, ra, dec, name)
+    wavelength = np.asarray(ds["wavelength"].values, dtype=np.float64)
+    spectral, wave_table = spectral_wcs_cards(wavelength)
+    nw, ny, nx = ds["flux"].shape
+    chunk = _wave_chunk(ds)
+
+    with atomic_output(out, overwrite=overwrite) as tmp:
+        fits.PrimaryHDU(header=_primary_header(ds, name)).writeto(tmp)
+        for var, extname, bitpix, dtype, extra in (
+            ("flux", "FLUX", -32, ">f4", {"BUNIT": BUNIT_FLUX}),
+            ("ivar", "IVAR", -32, ">f4", {"BUNIT": BUNIT_IVAR, "HDUCLAS1": "IVAR"}),
+            ("mask", "MASK", 32, ">i4", {"MASKNAME": "MANGA_DRP3PIXMASK"}),
+        ):
+            header = _image_header(
+                extname, bitpix, (nx, ny, nw), {**celestial, **spectral, **extra}
+            )
+            _stream_image(tmp, header, ds[var], dtype, chunk)
+        extra_hdus: list[fits.hdu.base.ExtensionHDU] = [
+            fits.ImageHDU(wavelength, name="WAVE", header=fits.Header([("BUNIT", "Angstrom")]))
+        ]
+        extra_hdus += _psf_hdus(ds, celestial)
+        extra_hdus += _correl_hdus(ds, nx, ny)
+        if wave_table is not None:
+            extra_hdus.append(wave_table)
+        with fits.open(tmp, mode="append") as hdul:
+            for hdu in extra_hdus:
+                hdul.append(hdu)
+        _verify(tmp, nx, ny, nw)
+    log.info("exported %s -> %s (%d x %d x %d)", name, out, nw, ny, nx)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# input
+
+
+def _open_cube(cube: str | os.PathLike[str] | xr.Dataset) -> tuple[xr.Dataset, str]:
+    if isinstance(cube, xr.Dataset):
+        return cube, cube.attrs.get("rss_identity", "<cube dataset>")
+    path = Path(cube)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such cube store (build one with `crrxr build`)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # consolidated-metadata fallback
+            ds = xr.open_zarr(path, mask_and_scale=False, decode_times=False)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CubeFormatError(f"{path}: cannot open as a Zarr cube store ({exc})") from exc
+    return ds, str(path)
+
+
+def _check_cube(ds: xr.Dataset, name: str, allow_incomplete: bool) -> None:
+    missing = [v for v in ("flux", "ivar", "mask", "wavelength", "x", "y") if v not in ds.variables]
+    if missing:
+        raise CubeFormatError(
+            f"{name}: not a crrxr cube: missing {missing} (a cube store has flux, ivar, mask on "
+            "(wavelength, y, x) with x, y, wavelength coordinates; see docs/contracts.md section 4)"
+        )
+    for var in ("flux", "ivar", "mask"):
+        if ds[var].dims != ("wavelength", "y", "x"):
+            raise CubeFormatError(
+                f"{name}: {var} has dims {ds[var].dims}, expected ('wavelength', 'y', 'x')"
+            )
+    if "chunk_done" in ds and not allow_incomplete:
+        done = np.asarray(ds["chunk_done"].values)
+        if not np.all(done == 1):
+            raise CubeFormatError(
+                f"{name}: cube is incomplete ({int(np.sum(done != 1))} of {done.size} wavelength "
+                "chunks not done); resume the build first (crrxr build --resume) or pass "
+                "--allow-incomplete"
+            )
+
+
+def _ifu_centre(
+    ds: xr.Dataset, name: str, ra: float | None, dec: float | None
+) -> tuple[float, float]:
+    ra = ds.attrs.get("ifu_ra") if ra is None else ra
+    dec = ds.attrs.get("ifu_dec") if dec is None else dec
+    if ra is None or dec is None:
+        raise CubeFormatError(
+            f"{name}: the cube has no ifu_ra/ifu_dec attrs, so no sky WCS can be written; pass the "
+            "IFU centre explicitly (--ifu-ra DEG --ifu-dec DEG)"
+        )
+    ra, dec = float(ra), float(dec)
+    if not (np.isfinite(ra) and np.isfinite(dec) and -90 <= dec <= 90):
+        raise CubeFormatError(f"{name}: IFU centre ra={ra}, dec={dec} is not a valid sky position")
+    return ra % 360.0, dec
+
+
+def _wave_chunk(ds: xr.Dataset) -> int:
+    chunks = ds["flux"].chunks
+    if chunks:
+        return int(max(chunks[0]))
+    return int(ds["flux"].encoding.get("chunks", (64,))[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# WCS
+
+
+def celestial_wcs_cards(
+    x: np.ndarray, y: np.ndarray, ra: float, dec: float, name: str = "cube"
+) -> dict[str, object]:
+    """TAN WCS cards for pixel centres ``x``, ``y`` (arcsec, +x = West, +y = North) about (ra, dec)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    scales = []
+    for axis, c in (("x", x), ("y", y)):
+        d = np.diff(c)
+        if c.size < 1 or (d.size and (np.any(d <= 0) or np.ptp(d) > 1e-9 * abs(d[0]))):
+            raise CubeFormatError(f"{name}: coordinate {axis} is not uniformly increasing")
+        scales.append(float(d.mean()) if d.size else None)
+    px = [s for s in scales if s is not None]
+    if not px:
+        raise CubeFormatError(f"{name}: a 1x1 grid has no pixel scale")
+    scale = px[0]
+    if len(px) == 2 and abs(px[0] - px[1]) > 1e-9 * px[0]:
+        raise CubeFormatError(f"{name}: x and y pixel scales differ ({px[0]} vs {px[1]} arcsec)")
+    cd = scale / 3600.0
+    return {
+        "CTYPE1": "RA---TAN",
+        "CTYPE2": "DEC--TAN",
+        "CUNIT1": "deg",
+        "CUNIT2": "deg",
+        "CRPIX1": 1.0 - x[0] / scale,  # 1-based pixel where x = 0 (the IFU centre)
+        "CRPIX2": 1.0 - y[0] / scale,
+        "CRVAL1": ra,
+        "CRVAL2": dec,
+        "CD1_1": -cd,
+        "CD1_2": 0.0,
+        "CD2_1": 0.0,
+        "CD2_2": cd,
+        "RADESYS": "ICRS",
+    }
+
+
+def spectral_wcs_cards(wavelength: np.ndarray) -> tuple[dict[str, object], fits.BinTableHDU | None]:
+    """Cards for FITS axis 3 reproducing ``wavelength`` (Angstrom), and the WCS-TAB table if needed."""
+    w = np.asarray(wavelength, dtype=np.float64)
+    n = w.size
+    base = {"CUNIT3": "Angstrom", "CRPIX3": 1.0, "CD3_3": 1.0, "CRVAL3": float(w[0])}
+    if n == 1:
+        return {**base, "CTYPE3": "WAVE"}, None
+    k = np.arange(n, dtype=np.float64)
+    # log-uniform: ln(w) linear in k. WAVE-LOG: w = w0 exp(cd (p - 1) / w0)  =>  cd = w0 dln
+    dln = (np.log(w[-1]) - np.log(w[0])) / (n - 1)
+    model = w[0] * np.exp(k * dln)
+    if np.max(np.abs(model / w - 1)) <= _REL_TOL:
+        return {**base, "CTYPE3": "WAVE-LOG", "CD3_3": float(w[0] * dln)}, None
+    step = (w[-1] - w[0]) / (n - 1)
+    if np.max(np.abs((w[0] + k * step) / w - 1)) <= _REL_TOL:
+        return {**base, "CTYPE3": "WAVE", "CD3_3": float(step)}, None
+    # tabulated: a one-row table holding the (n, 1) coordinate array. Pixel p (1-based) maps to
+    # psi = CRVAL3 + CD3_3 (p - CRPIX3) = p, the 1-based row of the table. The values are stored in
+    # metres with CUNIT3 = 'm': wcslib rescales CUNIT to SI for the linear part only, so a table in
+    # Angstrom would be read back as metres.
+    col = fits.Column(
+        name="COORDS", format=f"{n}D", dim=f"(1,{n})", array=(w * 1e-10).reshape(1, n, 1)
+    )
+    table = fits.BinTableHDU.from_columns([col], name="WCS-TAB")
+    cards = {
+        "CTYPE3": "WAVE-TAB",
+        "CUNIT3": "m",
+        "CRPIX3": 1.0,
+        "CD3_3": 1.0,
+        "CRVAL3": 1.0,
+        "PS3_0": "WCS-TAB",
+        "PS3_1": "COORDS",
+        "PV3_3": 1,
+    }
+    return cards, table
+
+
+# ---------------------------------------------------------------------------------------------
+# writing
+
+
+def _image_header(
+    extname: str, bitpix: int, naxes: tuple[int, ...], cards: dict[str, object]
+) -> fits.Header:
+    h = fits.Header()
+    h["XTENSION"] = ("IMAGE", "Image extension")
+    h["BITPIX"] = bitpix
+    h["NAXIS"] = len(naxes)
+    for i, n in enumerate(naxes, start=1):
+        h[f"NAXIS{i}"] = int(n)
+    h["PCOUNT"] = 0
+    h["GCOUNT"] = 1
+    h["EXTNAME"] = extname
+    h["WCSAXES"] = len(naxes)
+    for key, value in cards.items():
+        h[key] = value
+    if len(naxes) == 3:  # the spectral axis is separable: its off-diagonal CD terms are zero
+        for key in ("CD1_3", "CD2_3", "CD3_1", "CD3_2"):
+            h[key] = 0.0
+    return h
+
+
+def _stream_image(
+    path: Path, header: fits.Header, var: xr.DataArray, dtype: str, chunk: int
+) -> None:
+    nw = var.shape[0]
+    # a str, not a Path: astropy 8 reduces a Path to its bare name when checking for an existing file
+    shdu = fits.StreamingHDU(str(path), header)
+    try:
+        for start in range(0, nw, chunk):
+            block = np.asarray(var[start : start + chunk].values)
+            if dtype == ">i4":
+                if block.size and (block.min() < 0 or block.max() >= 2**31):
+                    raise CubeFormatError(
+                        f"mask values outside 0..2^31-1 in channels {start}:{start + chunk}"
+                    )
+            shdu.write(np.ascontiguousarray(block.astype(dtype, copy=False)))
+    finally:
+        shdu.close()
+    if not shdu.writecomplete:
+        raise CubeFormatError(f"{header['EXTNAME']}: wrote less data than the header declares")
+
+
+def _primary_header(ds: xr.Dataset, name: str) -> fits.Header:
+    h = fits.Header()
+    h["CRRXRVER"] = (crrxr.__version__, "crrxr version that exported this file")
+    h["CUBEVER"] = (
+        str(ds.attrs.get("crrxr_version", "unknown")),
+        "crrxr version that built the cube",
+    )
+    params = ds.attrs.get("crrxr_params")
+    fingerprint = ds.attrs.get("crrxr_params_fingerprint")
+    if fingerprint is None and params is not None:
+        fingerprint = hashlib.sha256(str(params).encode()).hexdigest()
+    if fingerprint is not None:
+        h["PARAMFP"] = (str(fingerprint), "crrxr parameter fingerprint")
+    if params is not None:
+        h["CRRXRPAR"] = (str(params), "crrxr reconstruction parameters (JSON)")
+    method = _method(params)
+    if method:
+        h["METHOD"] = (method, "cube reconstruction method")
+    if "rss_identity" in ds.attrs:
+        h["RSSID"] = (str(ds.attrs["rss_identity"]), "identity of the input RSS")
+    if "ifu_ra" in ds.attrs:
+        h["IFURA"] = (float(ds.attrs["ifu_ra"]), "IFU centre RA (deg)")
+        h["IFUDEC"] = (float(ds.attrs["ifu_dec"]), "IFU centre Dec (deg)")
+    failed = ds.attrs.get("failed_channels")
+    if failed is not None:
+        try:
+            h["NFAILED"] = (len(json.loads(failed)), "channels whose solve failed (DONOTUSE)")
+        except (TypeError, ValueError):
+            pass
+    h["SRCCUBE"] = (Path(name).name if name else "", "source cube store")
+    for line in str(ds.attrs.get("history", "")).splitlines():
+        if line.strip():
+            h.add_history(line.strip())
+    h.add_history(f"crrxr {crrxr.__version__} export-fits {Path(name).name}")
+    return h
+
+
+def _method(params: object) -> str | None:
+    if not params:
+        return None
+    try:
+        doc = json.loads(str(params))
+    except ValueError:
+        return None
+    for holder in (doc, doc.get("values", {}) if isinstance(doc, dict) else {}):
+        if isinstance(holder, dict) and isinstance(holder.get("method"), str):
+            return holder["method"]
+    return None
+
+
+def _band_extnames(ds: xr.Dataset) -> list[tuple[int, str]]:
+    if "band" not in ds.coords:
+        return []
+    return [(i, str(b).upper()) for i, b in enumerate(ds["band"].values)]
+
+
+def _band_cards(ds: xr.Dataset, i: int) -> dict[str, object]:
+    cards: dict[str, object] = {}
+    if "band_index" in ds:
+        cards["BBINDEX"] = (int(ds["band_index"].values[i]), "channel index into WAVE (0-based)")
+    if "band_wavelength" in ds:
+        cards["BBWAVE"] = (
+            float(ds["band_wavelength"].values[i]),
+            "wavelength of the channel (Angstrom)",
+        )
+    return cards
+
+
+def _psf_hdus(ds: xr.Dataset, celestial: dict[str, object]) -> list[fits.ImageHDU]:
+    if "psf" not in ds:
+        log.warning("cube has no psf variable; no PSF extensions written")
+        return []
+    hdus = []
+    for i, band in _band_extnames(ds):
+        image = np.asarray(ds["psf"].isel(band=i).values, dtype=np.float32)
+        hdu = fits.ImageHDU(image, name=f"{band}PSF")
+        for key, value in {**celestial, **_band_cards(ds, i)}.items():
+            hdu.header[key] = value
+        hdu.header["BUNIT"] = ("spaxel-1", "image of a unit point source")
+        hdus.append(hdu)
+    return hdus
+
+
+def _correl_hdus(ds: xr.Dataset, nx: int, ny: int) -> list[fits.BinTableHDU]:
+    if "correlation" not in ds or "pair_i" not in ds.coords:
+        log.warning("cube has no correlation/pair_i/pair_j; no CORREL extensions written")
+        return []
+    pi = np.asarray(ds["pair_i"].values, dtype=np.int64)
+    pj = np.asarray(ds["pair_j"].values, dtype=np.int64)
+    hdus = []
+    for i, band in _band_extnames(ds):
+        rho = np.asarray(ds["correlation"].isel(band=i).values, dtype=np.float64)
+        keep = np.isfinite(rho) & (rho != 0)
+        a, b = np.minimum(pi[keep], pj[keep]), np.maximum(pi[keep], pj[keep])  # upper triangle
+        cols = [
+            fits.Column("INDXI_C1", "J", array=(a % nx).astype(np.int32)),
+            fits.Column("INDXI_C2", "J", array=(a // nx).astype(np.int32)),
+            fits.Column("INDXJ_C1", "J", array=(b % nx).astype(np.int32)),
+            fits.Column("INDXJ_C2", "J", array=(b // nx).astype(np.int32)),
+            fits.Column("RHOIJ", "D", array=rho[keep]),
+        ]
+        hdu = fits.BinTableHDU.from_columns(cols, name=f"{band}CORREL")
+        for key, value in _band_cards(ds, i).items():
+            hdu.header[key] = value
+        hdu.header["COVTYPE"] = ("Correlation", "RHOIJ = C_ij / sqrt(C_ii C_jj)")
+        hdu.header["COVSHAPE"] = (f"({nx * ny},{nx * ny})", "shape of the full matrix")
+        hdus.append(hdu)
+    return hdus
+
+
+def _verify(path: Path, nx: int, ny: int, nw: int) -> None:
+    """Re-open the written file (headers only) and check the image extensions are complete."""
+    size = path.stat().st_size
+    with fits.open(path, memmap=True) as hdul:
+        for name in ("FLUX", "IVAR", "MASK"):
+            idx = hdul.index_of(name)
+            if hdul[idx].shape != (nw, ny, nx):
+                raise CubeFormatError(f"{path}: {name} written with shape {hdul[idx].shape}")
+            info = hdul.fileinfo(idx)
+            if info["datLoc"] + info["datSpan"] > size:
+                raise CubeFormatError(f"{path}: {name} data runs past the end of the file")
