@@ -127,6 +127,8 @@ def test_spec_is_ordered_immutable_and_looks_up_keys():
     with pytest.raises(AttributeError):
         spec["a.n"].default = 4
     assert "a.req" not in spec.defaults()
+    with pytest.raises(ValueError, match="read-only"):
+        spec["a.w_angstrom"].default[0] = 1.0
 
 
 def test_duplicate_keys_are_an_error():

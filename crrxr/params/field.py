@@ -211,6 +211,8 @@ class ParamField:
                 raise
             except Exception as exc:
                 raise SpecError(f"{self.key}: the default is invalid: {exc}") from None
+            if isinstance(default, np.ndarray):
+                default.setflags(write=False)  # the field is immutable, so is its default
             object.__setattr__(self, "default", default)
 
     def __eq__(self, other: object) -> bool:

@@ -95,10 +95,8 @@ class ParameterStore(Mapping[str, Any]):
             return self[key]
         return default
 
-    def replace(self, mapping: Mapping[str, Any] | None = None, **_: Any) -> ParameterStore:
-        """A new store with the values in ``mapping`` set (added or replaced)."""
-        if _:
-            raise TypeError("replace() takes a mapping of dotted keys, e.g. replace({'crr.lambda': 1e-4})")
+    def replace(self, mapping: Mapping[str, Any]) -> ParameterStore:
+        """A new store with the values in ``mapping`` (dotted keys) set, added or replaced."""
         merged = dict(self._values)
         merged.update(mapping or {})
         return ParameterStore(merged)
