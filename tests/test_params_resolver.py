@@ -241,6 +241,9 @@ def test_automatic_extent_needs_positions():
     store = ParameterStore.from_spec_defaults(spec)  # extent 0
     with pytest.raises(MissingContextError, match="grid.extent_arcsec = 0 means automatic"):
         r.resolve(store, "grid.nside")
+    with pytest.raises(MissingContextError,
+                       match=r"\[crrxr.reconstruction\] .* \(chain: grid.length_arcsec -> grid.nside\)"):
+        r.resolve(store, "grid.length_arcsec")
     x = np.array([-7.3, 0.0, 5.0, np.nan])
     y = np.array([1.0, 8.1, -2.0, 30.0])  # the NaN-x sample is ignored even though its y is far
     nside = r.resolve(store, "grid.nside", {"xpos": x, "ypos": y})

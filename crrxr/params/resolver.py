@@ -182,6 +182,11 @@ class DerivedResolver:
             )
         try:
             value = t.fn(MappingProxyType(deps), ctx)
+        except ResolveError as exc:  # raised by the transform itself: add the chain and system id
+            msg = str(exc)
+            if not msg.startswith(f"[{self._system_id}]"):
+                msg = f"[{self._system_id}] {msg}"
+            raise type(exc)(f"{msg} (chain: {path})") from exc
         except ParamError:
             raise
         except (ValueError, TypeError, ArithmeticError) as exc:
