@@ -108,6 +108,12 @@ def test_field_coerces_loose_input():
     assert arr.coerce([1, 2]).dtype == np.float64
     m = ParamField("a.m", "", shape=(2, -1), default=[[1.0], [2.0]])
     assert m.default.shape == (2, 1)
+    with pytest.raises(ValueError, match=r"a.v: expected shape \(any,\), got \(1, 2\)"):
+        arr.check(arr.coerce([[1.0, 2.0]]))  # nested input is not silently flattened
+    with pytest.raises(ValueError, match="ragged"):
+        m.coerce([[1.0], [2.0, 3.0]])
+    f32 = ParamField("a.h", "", dtype="float32", default=0.1)
+    assert f32.default == float(np.float32(0.1))
 
 
 # -- ParamSpec -----------------------------------------------------------------------------------

@@ -301,11 +301,12 @@ class ParamField:
         if isinstance(value, np.ndarray):
             arr = value
         elif isinstance(value, list | tuple):
-            items = [_coerce_scalar(key, self.dtype, v) for v in _flatten(value)]
             try:
-                arr = np.array(value if len(self.shape) > 1 else items, dtype=object)
+                arr = np.array(value, dtype=object)
             except ValueError:
-                raise ParamShapeError(f"{key}: ragged nested lists are not an array") from None
+                arr = None
+            if arr is None or any(isinstance(v, list | tuple) for v in arr.ravel().tolist()):
+                raise ParamShapeError(f"{key}: ragged nested lists are not an array")
         else:
             raise ParamTypeError(
                 f"{key}: expected a list of {self.dtype} values (shape {_fmt_shape(self.shape)}), "
@@ -401,13 +402,14 @@ def _coerce_scalar(key: str, dtype: str, value: Any) -> Any:
     if dtype in _FLOAT_DTYPES:
         if isinstance(value, bool):
             raise bad
-        if isinstance(value, int | float):
-            return float(value)
         if isinstance(value, str):
             try:
-                return float(value.strip())
+                value = float(value.strip())
             except ValueError:
                 raise bad from None
+        if isinstance(value, int | float):
+            # float32 fields: loose input (YAML, --set) rounds to the nearest float32
+            return float(np.float32(value)) if dtype == "float32" else float(value)
         raise bad
     if dtype == "int64":
         if isinstance(value, bool):
@@ -437,12 +439,6 @@ def _coerce_scalar(key: str, dtype: str, value: Any) -> Any:
     if isinstance(value, str):
         return value
     raise bad
-
-
-def _flatten(value: Any) -> list[Any]:
-    if isinstance(value, list | tuple):
-        return [x for v in value for x in _flatten(v)]
-    return [value]
 
 
 def _fmt_shape(shape: tuple[int, ...]) -> str:
