@@ -254,7 +254,9 @@ def run_build(
                               "start over")
         with StoreLock(store) as lock:
             if lock.took_over:
-                _echo(f"crrxr build: took over a stale lock of pid {lock.took_over.get('pid')}", mode)
+                log.warning("took over a stale lock of pid %s on %s (started %s)",
+                            lock.took_over.get("pid"), lock.took_over.get("host"),
+                            lock.took_over.get("acquired"))
             removed: list[str] = []
             resumed = False
             if exists and resume:
@@ -266,8 +268,9 @@ def run_build(
                 if overwrite:
                     S.clear_store(store)
                 template, encoding = _template(rds, pstore, grid, plan, identity)
-                template.to_zarr(store, mode="a", compute=False, consolidated=False, zarr_format=3,
-                                 encoding=encoding)
+                with S.lock_file_tolerated():
+                    template.to_zarr(store, mode="a", compute=False, consolidated=False,
+                                     zarr_format=3, encoding=encoding)
             ledger = S.read_ledger(store)
             if len(ledger) != plan.n_chunks:
                 raise ResumeError(f"{store} has {len(ledger)} ledger entries but the plan has "
@@ -323,7 +326,6 @@ def make_tasks(rss_path: str, store: str, pstore, grid, plan: Plan, rss: xr.Data
             nside=len(grid.x), config=cfg,
             lambda_ref=float(pstore["seeing.lambda_ref_angstrom"]),
             seeing_exponent=float(pstore["seeing.exponent"]),
-            flux_factor=settings.flux_factor(pstore),
             out_dtype=str(pstore["output.dtype"]), bands=bands,
             max_sep=float(pstore["output.correlation_max_sep_arcsec"]),
             blas_threads=plan.blas_threads, sky_subtract=sky_subtract,

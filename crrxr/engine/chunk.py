@@ -23,6 +23,7 @@ from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
 from crrxr.core.kernel import seeing_at
 from crrxr.io import cube as C
+from crrxr.io.rss import open_zarr_unchecked
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,6 @@ class ChunkTask:
     config: CoreConfig
     lambda_ref: float  # Angstrom, seeing reference wavelength
     seeing_exponent: float
-    flux_factor: float  # per fiber -> per spaxel
     out_dtype: str
     bands: tuple[tuple[int, int], ...]  # (band position, channel index) of bands in this chunk
     max_sep: float  # arcsec, correlation pairs
@@ -63,7 +63,7 @@ class ChunkResult:
 
 def read_rss_slice(path: str, start: int, stop: int, sky_subtract: bool = False) -> xr.Dataset:
     """Channels ``start:stop`` of the RSS at ``path``, loaded (only that slice is read)."""
-    rss = xr.open_zarr(path, consolidated=None, chunks={})
+    rss = open_zarr_unchecked(path)  # validated once by the driver; tasks only read their slice
     part = rss[list(RSS_VARIABLES)].isel(wavelength=slice(start, stop))
     if sky_subtract:
         from crrxr.io.sky import subtract_sky
@@ -94,7 +94,7 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
         )
     write_chunk(task, res)
     failed = tuple(int(task.start + i) for i in np.flatnonzero(res.failed))
-    messages = tuple(str(m) for m in getattr(res, "messages", ()) if m)
+    messages = tuple(f"wavelength index {task.start + i}: {m}" for i, m in enumerate(res.messages) if m)
     seconds = time.perf_counter() - t0
     log.info("solved chunk %d (channels %d:%d) in %.2f s", task.index, task.start, task.stop, seconds)
     return ChunkResult(task.index, task.stop - task.start, failed, messages, seconds, os.getpid())
@@ -105,10 +105,9 @@ def write_chunk(task: ChunkTask, res) -> None:
     group = zarr.open_group(task.store_path, mode="r+")
     region = slice(task.start, task.stop)
     dt = np.dtype(task.out_dtype)
-    flux = np.asarray(res.flux, dtype=np.float64) * task.flux_factor
-    ivar = np.asarray(res.ivar, dtype=np.float64) / task.flux_factor**2
-    group[C.FLUX][region] = flux.astype(dt)
-    group[C.IVAR][region] = ivar.astype(dt)
+    # core results are already per spaxel (flux factor applied in core; docs/contracts.md section 3)
+    group[C.FLUX][region] = np.asarray(res.flux).astype(dt)
+    group[C.IVAR][region] = np.asarray(res.ivar).astype(dt)
     group[C.MASK][region] = np.asarray(res.mask, dtype=np.uint32)
     group[C.CHANNEL_FAILED][region] = np.asarray(res.failed, dtype=np.uint8)
     for band_pos, channel in task.bands:

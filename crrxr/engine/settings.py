@@ -15,6 +15,7 @@ import yaml
 
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
+from crrxr.io import open_rss as _open_rss
 from crrxr.params import (
     ParameterStore,
     load_profile,
@@ -25,12 +26,8 @@ from crrxr.params.codec import PARAMS_ATTR
 
 
 def open_rss(path: str) -> xr.Dataset:
-    """The RSS at ``path``, validated by :func:`crrxr.io.open_rss` when the schema layer is present."""
-    try:
-        from crrxr.io import open_rss as _open
-    except ImportError:  # schema layer not built: read as is
-        return xr.open_zarr(path, consolidated=None)
-    return _open(path)
+    """The RSS at ``path``, lazily opened and validated (:func:`crrxr.io.open_rss`)."""
+    return _open_rss(path)
 
 
 def resolve_params(

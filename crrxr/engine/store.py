@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -98,9 +99,17 @@ def read_failed_channels(store: str | os.PathLike) -> list[int]:
     return [int(i) for i in np.flatnonzero(arr)]
 
 
+@contextlib.contextmanager
+def lock_file_tolerated():
+    """Silence zarr's warning about the build lock file while it sits in the store."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Object at \S*crrxr-build\.lock is not recognized")
+        yield
+
+
 def consolidate(store: str | os.PathLike) -> None:
     """Consolidate the metadata so a plain ``xr.open_zarr(store)`` reads it without warnings."""
-    with warnings.catch_warnings():
+    with lock_file_tolerated(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
         zarr.consolidate_metadata(str(store))
 

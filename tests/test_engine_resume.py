@@ -1,0 +1,99 @@
+"""Kill a real ``crrxr build`` process with SIGKILL mid-build, resume it, and prove that only the
+missing chunks were solved and that the result equals an uninterrupted build."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from test_engine_helpers import write_rss
+
+from crrxr.engine.lock import LOCK_NAME
+from crrxr.io import cube as C
+
+CRRXR = str(Path(sys.executable).with_name("crrxr"))
+SOLVED = re.compile(r"solved chunk (\d+) ")
+
+
+def _ledger(store: Path) -> np.ndarray | None:
+    try:
+        return zarr.open_array(str(store), path=C.CHUNK_DONE, mode="r")[:]
+    except Exception:  # template not written yet
+        return None
+
+
+def _build(rss, store, *extra):
+    return [CRRXR, "-v", "build", str(rss), str(store), "--wave-chunk", "2", "--scheduler",
+           "threads", "--workers", "1", "--no-progress", *extra]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume(tmp_path):
+    rss = write_rss(tmp_path / "rss.zarr", n_wave=48, n_exp=9)
+    store = tmp_path / "cube.zarr"
+    log1 = open(tmp_path / "run1.log", "w")
+    proc = subprocess.Popen(_build(rss, store), stderr=log1, stdout=log1)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        led = _ledger(store)
+        if led is not None and led.sum() >= 3:
+            break
+        if proc.poll() is not None:
+            pytest.fail("the build finished before it could be killed; make it larger")
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    log1.close()
+    done_at_kill = set(np.flatnonzero(_ledger(store)).tolist())
+    n_chunks = 24
+    assert 3 <= len(done_at_kill) < n_chunks
+    assert (store / LOCK_NAME).exists()  # the dead holder's lock is still there
+    solved1 = {int(k) for k in SOLVED.findall((tmp_path / "run1.log").read_text())}
+    assert solved1 <= done_at_kill  # a chunk is logged only after its ledger mark
+
+    # without --resume or --overwrite an existing store is refused
+    again = subprocess.run(_build(rss, store), capture_output=True, text=True)
+    assert again.returncode == 1 and "--resume" in again.stderr
+
+    # a changed parameter refuses to resume and names the key
+    changed = subprocess.run(_build(rss, store, "--resume", "--set", "crr.lambda=0.01"),
+                             capture_output=True, text=True)
+    assert changed.returncode == 1 and "crr.lambda" in changed.stderr
+    assert "took over a stale lock" in changed.stderr  # the killed build's lock was stale
+
+    resumed = subprocess.run(_build(rss, store, "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    solved2 = [int(k) for k in SOLVED.findall(resumed.stderr)]
+    assert sorted(solved2) == sorted(set(range(n_chunks)) - done_at_kill)  # only the missing ones
+    assert _ledger(store).tolist() == [1] * n_chunks
+
+    ref = tmp_path / "ref.zarr"
+    full = subprocess.run(_build(rss, ref), capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr
+    a, b = xr.open_zarr(store).load(), xr.open_zarr(ref).load()
+    for name in a.data_vars:
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+
+
+def test_concurrent_build_refused(tmp_path):
+    rss = write_rss(tmp_path / "rss.zarr", n_wave=6, n_exp=3)
+    store = tmp_path / "cube.zarr"
+    code = ("import sys, time; from crrxr.engine.lock import StoreLock; "
+            f"StoreLock({str(store)!r}).acquire(); print('held', flush=True); time.sleep(60)")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        out = subprocess.run(_build(rss, store, "--overwrite"), capture_output=True, text=True)
+        assert out.returncode == 1 and f"pid {holder.pid}" in out.stderr
+    finally:
+        holder.kill()
+        holder.wait()
