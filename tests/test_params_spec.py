@@ -255,6 +255,8 @@ CONTRACT_KEYS = {  # docs/contracts.md section 1: key -> (units, default)
     "output.correlation_max_sep_arcsec": ("arcsec", 5.0),
     "output.dtype": ("", "float32"),
     "engine.wave_chunk": ("", 64),
+    "sky.enabled": ("", False),
+    "sky.method": ("", "mean"),
 }
 
 

@@ -113,6 +113,11 @@ def reconstruction_spec() -> ParamSpec:
         # -- engine
         F("engine.wave_chunk", "", dtype="int64", default=64, bounds=(0, 1_000_000),
           doc="Wavelength channels per chunk (0 = from the memory budget)."),
+        # -- sky subtraction (crrxr.io.sky)
+        F("sky.enabled", "", dtype="bool", default=False,
+          doc="Subtract a per-exposure sky before the solve (needs sky_fiber or sky in the RSS)."),
+        F("sky.method", "", dtype="str", default="mean", choices=("mean", "median"),
+          doc="Sky from the usable sky-fiber samples: inverse-variance weighted mean or median."),
         # -- derived
         F("grid.nside", "", kind="derived", dtype="int64",
           depends_on=("grid.extent_arcsec", "grid.pixel_scale_arcsec", "grid.margin_arcsec"),
