@@ -298,9 +298,9 @@ def _primary_header(ds: xr.Dataset, name: str) -> fits.Header:
     if fingerprint is None and params is not None:
         fingerprint = hashlib.sha256(str(params).encode()).hexdigest()
     if fingerprint is not None:
-        h["PARAMFP"] = (str(fingerprint), "crrxr parameter fingerprint")
+        h["PARAMFP"] = str(fingerprint)  # SHA-256 of the crrxr parameters (no room for a comment)
     if params is not None:
-        h["CRRXRPAR"] = (str(params), "crrxr reconstruction parameters (JSON)")
+        h["CRRXRPAR"] = str(params)  # crrxr reconstruction parameters, JSON (CONTINUE cards)
     method = _method(params)
     if method:
         h["METHOD"] = (method, "cube reconstruction method")

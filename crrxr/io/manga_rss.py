@@ -39,6 +39,8 @@ import xarray as xr
 from astropy.io import fits
 
 import crrxr
+from crrxr.core.masks import RSS_BITS
+from crrxr.io import names as N
 from crrxr.io.atomic import atomic_output, remove_path, temporary_sibling
 from crrxr.io.manga_masks import (
     DRP2_TO_RSS,
@@ -54,9 +56,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS: tuple[str, ...] = ("FLUX", "IVAR", "MASK", "XPOS", "YPOS")
 REQUIRED_EXTENSIONS: tuple[str, ...] = (*IMAGE_EXTENSIONS, "WAVE")
 _GZIP_MAGIC = b"\x1f\x8b"
-# crrxr.io.names spells these too (RSS schema id attr); the MaNGA BUNIT is kept in ``manga_source``.
-RSS_SCHEMA_ATTR, RSS_SCHEMA_ID = "crrxr_rss_schema", "crrxr.rss/1"
-FLUX_UNITS = "1e-17 erg / (s cm2 Angstrom)"  # per fiber
+# The MaNGA BUNIT ('1E-17 erg/s/cm^2/Ang/fiber') is kept in ``manga_source``; flux gets N.FLUX_UNITS.
 
 
 class MangaFormatError(ValueError):
@@ -122,7 +122,7 @@ def ingest_manga_rss(
                     hdul, path, layout, start, stop, allow_unknown_mask_bits, bit_counts
                 )
                 block.to_zarr(
-                    tmp_store, region={"wavelength": slice(start, stop)}, consolidated=False
+                    tmp_store, region={N.DIM_WAVELENGTH: slice(start, stop)}, consolidated=False
                 )
             _finalize(tmp_store, bit_counts)
     log.info(
@@ -314,7 +314,7 @@ def read_rss_layout(
         ifu_ra=ifu_ra,
         ifu_dec=ifu_dec,
         flux_dtype=flux_dtype,
-        flux_units=FLUX_UNITS,
+        flux_units=N.FLUX_UNITS,
         source=source_info,
     )
 
@@ -339,75 +339,71 @@ def _template(layout: RssLayout, wave_chunk: int) -> xr.Dataset:
     n_rows, n_wave = layout.n_rows, layout.n_wave
     chunks = (n_rows, min(wave_chunk, n_wave))
     row = np.arange(n_rows, dtype=np.int64)
+    spec = N.RSS_SPECS
 
-    def lazy(dtype: np.dtype | type) -> da.Array:
-        return da.zeros((n_rows, n_wave), dtype=dtype, chunks=chunks)
+    def lazy(name: str, dtype: np.dtype | type, **attrs: object) -> tuple:
+        data = da.zeros((n_rows, n_wave), dtype=dtype, chunks=chunks)
+        return (_SW, data, _attrs_of(name, **attrs))
 
-    dims = ("spectrum", "wavelength")
     ds = xr.Dataset(
         {
-            "flux": (
-                dims,
-                lazy(layout.flux_dtype),
-                {"units": layout.flux_units, "long_name": "flux per fiber"},
+            N.FLUX: lazy(N.FLUX, layout.flux_dtype, units=layout.flux_units),
+            N.IVAR: lazy(N.IVAR, layout.flux_dtype),
+            N.MASK: lazy(
+                N.MASK,
+                np.uint32,
+                flag_masks=[int(v) for v in RSS_BITS.values()],
+                flag_meanings=" ".join(RSS_BITS),
             ),
-            "ivar": (dims, lazy(layout.flux_dtype), {"long_name": "inverse variance of flux"}),
-            "mask": (dims, lazy(np.uint32), {"long_name": "crrxr RSS mask bits"}),
-            "xpos": (
-                dims,
-                lazy(np.float64),
-                {"units": "arcsec", "long_name": "fiber x offset (+x = West)"},
-            ),
-            "ypos": (
-                dims,
-                lazy(np.float64),
-                {"units": "arcsec", "long_name": "fiber y offset (+y = North)"},
-            ),
-            "exposure_index": (
-                ("spectrum",),
+            N.XPOS: lazy(N.XPOS, np.float64),
+            N.YPOS: lazy(N.YPOS, np.float64),
+            N.EXPOSURE_INDEX: (
+                spec[N.EXPOSURE_INDEX].dims,
                 row // layout.n_fiber,
-                {"long_name": "index into exposure"},
+                _attrs_of(N.EXPOSURE_INDEX),
             ),
-            "seeing_fwhm": (
-                ("exposure",),
+            N.SEEING_FWHM: (
+                spec[N.SEEING_FWHM].dims,
                 layout.seeing_fwhm,
-                {
-                    "units": "arcsec",
-                    "long_name": "seeing FWHM at 5400 Angstrom",
-                    "source": layout.seeing_source,
-                },
+                _attrs_of(N.SEEING_FWHM, source=layout.seeing_source),
             ),
         },
         coords={
-            "wavelength": (
-                "wavelength",
-                layout.wavelength,
-                {"units": "Angstrom", "long_name": "vacuum wavelength"},
-            ),
-            "exposure": ("exposure", layout.exposure),
-            "spectrum": ("spectrum", row),
-            "fiber": ("spectrum", row % layout.n_fiber),
+            N.WAVELENGTH: (N.DIM_WAVELENGTH, layout.wavelength, _attrs_of(N.WAVELENGTH)),
+            N.EXPOSURE: (N.DIM_EXPOSURE, layout.exposure, _attrs_of(N.EXPOSURE)),
+            N.SPECTRUM: (N.DIM_SPECTRUM, row, _attrs_of(N.SPECTRUM)),
+            N.FIBER: (N.DIM_SPECTRUM, row % layout.n_fiber, _attrs_of(N.FIBER)),
         },
-    )
-    ds["mask"].attrs.update(
-        {"flag_masks": [1, 2, 4, 8, 16], "flag_meanings": "NODATA DEADFIBER REJECT NOSKY SATURATED"}
     )
     return ds
 
 
+_SW = (N.DIM_SPECTRUM, N.DIM_WAVELENGTH)
+
+
+def _attrs_of(name: str, **extra: object) -> dict[str, object]:
+    """CF attrs of an RSS variable from the schema table (units, long_name), plus ``extra``."""
+    spec = N.RSS_SPECS[name]
+    attrs: dict[str, object] = {"long_name": spec.long_name} if spec.long_name else {}
+    if spec.units:
+        attrs[N.ATTR_UNITS] = spec.units
+    attrs.update(extra)
+    return attrs
+
+
 def _attrs(layout: RssLayout, path: Path) -> dict[str, object]:
     attrs: dict[str, object] = {
-        "history": f"crrxr {crrxr.__version__} ingest-manga {path.name}",
+        N.ATTR_HISTORY: f"crrxr {crrxr.__version__} ingest-manga {path.name}",
         "crrxr_version": crrxr.__version__,
-        RSS_SCHEMA_ATTR: RSS_SCHEMA_ID,
+        N.ATTR_RSS_SCHEMA: N.RSS_SCHEMA_ID,
         "manga_source": json.dumps(layout.source, sort_keys=True),
         "manga_mask_mapping": json.dumps(
             {name: DRP2_TO_RSS[name] for name in DRP2PIXMASK_BITS}, sort_keys=True
         ),
     }
     if layout.ifu_ra is not None and layout.ifu_dec is not None:
-        attrs["ifu_ra"] = layout.ifu_ra
-        attrs["ifu_dec"] = layout.ifu_dec
+        attrs[N.ATTR_IFU_RA] = layout.ifu_ra
+        attrs[N.ATTR_IFU_DEC] = layout.ifu_dec
     return attrs
 
 
@@ -433,14 +429,13 @@ def _read_block(
         mask = map_drp2pixmask(drp, allow_unknown=allow_unknown)
     except UnknownMaskBitsError as exc:
         raise UnknownMaskBitsError(f"{source}: MASK channels {start}:{stop}: {exc}") from None
-    dims = ("spectrum", "wavelength")
     return xr.Dataset(
         {
-            "flux": (dims, np.asarray(raw["FLUX"], dtype=layout.flux_dtype)),
-            "ivar": (dims, np.asarray(raw["IVAR"], dtype=layout.flux_dtype)),
-            "mask": (dims, mask),
-            "xpos": (dims, np.asarray(raw["XPOS"], dtype=np.float64)),
-            "ypos": (dims, np.asarray(raw["YPOS"], dtype=np.float64)),
+            N.FLUX: (_SW, np.asarray(raw["FLUX"], dtype=layout.flux_dtype)),
+            N.IVAR: (_SW, np.asarray(raw["IVAR"], dtype=layout.flux_dtype)),
+            N.MASK: (_SW, mask),
+            N.XPOS: (_SW, np.asarray(raw["XPOS"], dtype=np.float64)),
+            N.YPOS: (_SW, np.asarray(raw["YPOS"], dtype=np.float64)),
         }
     )
 
