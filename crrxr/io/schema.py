@@ -275,7 +275,12 @@ def _check_bulk(ds: xr.Dataset, rep: RSSReport, good: set[str], bad_bits: int) -
     if not counts:
         return
     keys = list(counts)
-    values = dask.compute(*(counts[k] for k in keys))
+    try:
+        values = dask.compute(*(counts[k] for k in keys))
+    except Exception as exc:  # corrupt or truncated chunks: report, do not crash validation
+        rep.errors.append(f"cannot read ivar/mask/xpos/ypos ({type(exc).__name__}: {exc}); the store is "
+                          "truncated or corrupt: rewrite it")
+        return
     got = {k: np.asarray(v.values if isinstance(v, xr.DataArray) else v) for k, v in zip(keys, values)}
     spectrum_ids = (np.asarray(ds[N.SPECTRUM].values) if N.SPECTRUM in good
                     else np.arange(ds.sizes.get(N.DIM_SPECTRUM, 0)))
