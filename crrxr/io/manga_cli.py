@@ -30,6 +30,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="reject samples with mask bits undefined in MANGA_DRP2PIXMASK instead of failing",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output store")
+    p.add_argument(
+        "--no-validate",
+        dest="validate",
+        action="store_false",
+        help="skip the schema validation of the written store (saves one pass over the data)",
+    )
     p.set_defaults(func=_ingest)
     add_export_parser(subparsers)
 
@@ -44,6 +50,7 @@ def _ingest(args: argparse.Namespace) -> int:
         seeing=args.seeing,
         allow_unknown_mask_bits=args.allow_unknown_mask_bits,
         overwrite=args.overwrite,
+        validate=args.validate,
     )
     print(f"wrote {out}")
     return 0

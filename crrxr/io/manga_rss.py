@@ -48,6 +48,8 @@ from crrxr.io.manga_masks import (
     UnknownMaskBitsError,
     map_drp2pixmask,
 )
+from crrxr.io.rss import open_rss
+from crrxr.io.schema import SchemaError
 
 __all__ = ["MangaFormatError", "RssLayout", "ingest_manga_rss", "read_rss_layout"]
 
@@ -90,6 +92,7 @@ def ingest_manga_rss(
     seeing: float | None = None,
     allow_unknown_mask_bits: bool = False,
     overwrite: bool = False,
+    validate: bool = True,
 ) -> Path:
     """Convert a MaNGA LOGRSS FITS file (plain or gzip) into a crrxr RSS Zarr store at ``out``.
 
@@ -97,6 +100,9 @@ def ingest_manga_rss(
     used for every exposure instead of OBSINFO SEEING x PSFFAC (required when OBSINFO is absent).
     The store is written to a temporary sibling and renamed on success; on any error nothing is left
     at ``out``. Raises :class:`MangaFormatError` (a ValueError) naming the file and the problem.
+    With ``validate`` (default) the written store is checked with :func:`crrxr.io.open_rss` before
+    the rename (one more chunked pass over ivar/mask/positions; a :class:`SchemaError` names what
+    in the FITS file is inconsistent, e.g. negative IVAR or NaN positions of usable samples).
     """
     path, out = Path(path), Path(out)
     if int(wave_chunk) < 1:
@@ -125,6 +131,13 @@ def ingest_manga_rss(
                     tmp_store, region={N.DIM_WAVELENGTH: slice(start, stop)}, consolidated=False
                 )
             _finalize(tmp_store, bit_counts)
+        if validate:
+            try:
+                open_rss(tmp_store)
+            except SchemaError as exc:
+                raise SchemaError(
+                    f"{path}: the ingested RSS fails validation: {exc}", exc.problems
+                ) from None
     log.info(
         "ingested %s -> %s (%d spectra x %d channels)", path, out, layout.n_rows, layout.n_wave
     )
@@ -160,7 +173,9 @@ def _open_fits(fits_path: Path, source: Path) -> Iterator[fits.HDUList]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # truncation is checked explicitly below
-            hdul = fits.open(fits_path, memmap=True, lazy_load_hdus=False, mode="readonly")
+            # memmap=None (the default) memory-maps like True but, unlike an explicit True, still
+            # applies BZERO/BSCALE (e.g. an unsigned MASK) to the sections that are read
+            hdul = fits.open(fits_path, memmap=None, lazy_load_hdus=False, mode="readonly")
     except (OSError, ValueError, TypeError, IndexError) as exc:
         raise MangaFormatError(f"{source}: not a readable FITS file ({exc})") from exc
     try:
