@@ -90,13 +90,25 @@ def test_seeing_law():
     assert out[1, 2] == pytest.approx(2.0 * (7000 / 5400) ** -0.2)
 
 
-@pytest.mark.parametrize("fwhm", [0.5, 1.19, 3.0])
-def test_kernel_table_interpolation_error(fwhm):
-    table = KernelTable(4.0)
+@pytest.mark.parametrize("fwhm", [0.5, 1.19, 1.2345678, 3.0])
+@pytest.mark.parametrize("fwhm_step", [0.0, 5e-4])
+def test_kernel_table_interpolation_error(fwhm, fwhm_step):
+    table = KernelTable(4.0, fwhm_step=fwhm_step)
     r = np.random.default_rng(0).uniform(0, 4.0, 20000)
     exact = radial_kernel(r, fwhm)
     approx = table(r, np.full(r.size, fwhm))
     assert np.max(np.abs(approx - exact)) < 1e-6 * radial_kernel(np.array(0.0), fwhm)
+
+
+def test_kernel_table_reuses_rows_across_a_block():
+    # 64 MaNGA channels (dlog10 lambda = 1e-4) move the seeing by ~0.3%: a handful of FWHM nodes
+    table = KernelTable(4.0)
+    fw = 1.3 * (10 ** (1e-4 * np.arange(64))) ** -0.2
+    r = np.linspace(0, 4, 50)
+    for f in fw:
+        assert np.allclose(table(r, np.full(r.size, f)), radial_kernel(r, f), rtol=0,
+                           atol=1e-6 * radial_kernel(np.array(0.0), f))
+    assert len(table._rows) <= 8
 
 
 def test_kernel_table_mixed_fwhm_and_range():

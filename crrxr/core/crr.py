@@ -200,11 +200,12 @@ def _gram(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
     est = np.inf if doubtful else float(EPS * cond * cond)
     if sample_side:
         # V = Ag^T E / S; W = D V diag(c) E^T = D Ag^T E diag(c / S) E^T; s = V diag(q) V^T 1.
+        AgT = Ag.T.tocsr() if is_sparse else Ag.T
         t = Ag @ np.ones(m)
-        s = Ag.T @ (E @ ((q / (S * S)) * (E.T @ t)))
+        s = AgT @ (E @ ((q / (S * S)) * (E.T @ t)))
         B = E * np.sqrt(c / S)
-        M = B @ B.T
-        W = Ag.T @ M
+        M = B @ B.T  # one symmetric rank-k update (BLAS syrk)
+        W = AgT @ M
     else:
         # V = E; U^T = diag(1/S) E^T Ag^T; W = D E diag(c / S) E^T Ag^T; s = E diag(q) E^T 1.
         s = E @ (q * E.sum(axis=0))

@@ -131,13 +131,15 @@ class ChannelSolver:
         return self._geom
 
     # -- weights --------------------------------------------------------------------------------
-    def _crr_weights(self, x, y, fw, usable, geom):
+    def kernel_matrix(self, x, y, fw, usable, geom=None):
+        """Sparse CSR kernel matrix of the usable samples over the selected pixels, A = K p^2.
+
+        Returns (A (n_usable, n_selected), selected flat pixel indices, usable sample indices).
+        """
+        if geom is None:
+            geom = self._geometry(x, y, np.zeros(x.size, dtype=bool))
         s, p, d, selected, _ = geom
         cfg = self.config
-        key = (x, y, fw, usable)
-        if self._weights_key is not None and all(np.array_equal(a, b, equal_nan=True)
-                                                 for a, b in zip(self._weights_key, key)):
-            return self._weights
         sel_idx = np.flatnonzero(selected)
         colmap = np.full(self.grid.size, -1, dtype=np.intp)
         colmap[sel_idx] = np.arange(sel_idx.size)
@@ -149,7 +151,16 @@ class ChannelSolver:
         vals = self.table(dist, fw[s[k]]) * cfg.pixel_scale**2
         indptr = np.zeros(use_idx.size + 1, dtype=np.intp)
         np.cumsum(np.bincount(rows, minlength=use_idx.size), out=indptr[1:])
-        Ag = sparse.csr_matrix((vals, cols, indptr), shape=(use_idx.size, sel_idx.size))
+        A = sparse.csr_matrix((vals, cols, indptr), shape=(use_idx.size, sel_idx.size))
+        return A, sel_idx, use_idx
+
+    def _crr_weights(self, x, y, fw, usable, geom):
+        cfg = self.config
+        key = (x, y, fw, usable)
+        if self._weights_key is not None and all(np.array_equal(a, b, equal_nan=True)
+                                                 for a, b in zip(self._weights_key, key)):
+            return self._weights
+        Ag, sel_idx, use_idx = self.kernel_matrix(x, y, fw, usable, geom)
         sol = solve_crr(Ag, lam=cfg.lam, floor=cfg.sv_floor, variant=cfg.variant, solver=cfg.solver)
         out = (sel_idx, use_idx, sol.weights, sol.solver)
         self._weights_key = tuple(a.copy() for a in key)

@@ -1,0 +1,178 @@
+"""Per-channel timings of the core solvers (one run, one machine); prints a Markdown table.
+
+Cases: MaNGA 127 fibers x 3 and x 9 exposures (0.05" dither jitter, 5% seeing jitter, 0.75" pixels,
+36" grid) and a 2000-lenslet single exposure (0.75" lenslets in a contiguous hex array, 0.75" pixels).
+Columns (median of repeats, milliseconds): literal SVD route, fast route (solver="auto", route used in
+brackets), forced gram route, Shepard weights, a bare numpy.linalg.eigh of the same Gram size (the
+floor), and whole channels (kernel matrix + weights + image + ivar + masks) for CRR and Shepard.
+
+BLAS threads are fixed before numpy is imported (``--threads``, default 1).
+
+    .venv/bin/python scripts/bench_core.py [--threads 1] [--repeats 5] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+if __name__ == "__main__":
+    _threads = "1"
+    for _i, _a in enumerate(sys.argv):
+        if _a == "--threads" and _i + 1 < len(sys.argv):
+            _threads = sys.argv[_i + 1]
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _threads
+
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import scipy  # noqa: E402
+
+from crrxr.core import CoreConfig, Grid, reconstruct_block  # noqa: E402
+from crrxr.core.crr import solve_crr  # noqa: E402
+from crrxr.core.shepard import shepard_weights_sparse  # noqa: E402
+from crrxr.core.slice import ChannelSolver, validate_samples  # noqa: E402
+from crrxr.simulate.geometry import dither_offsets, hex_bundle, hex_positions  # noqa: E402
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def manga_case(n_exp: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    fx, fy = hex_bundle(127)
+    dx, dy = dither_offsets(n_exp, jitter=0.05, rng=rng)
+    x = (fx[None, :] + dx[:, None]).ravel()
+    y = (fy[None, :] + dy[:, None]).ravel()
+    fw = np.repeat(1.5 * (1 + 0.05 * rng.standard_normal(n_exp)), fx.size)
+    return x, y, fw, Grid.for_extent(0.75, 36.0), 1.0
+
+
+def lenslet_case(n: int = 2000):
+    x, y = hex_positions(26, 0.75)
+    order = np.argsort(np.hypot(x, y), kind="stable")[:n]
+    x, y = x[order], y[order]
+    fw = np.full(n, 1.0)
+    # a 0.75" hexagonal lenslet has the area of a circle of radius 0.394"
+    return x, y, fw, Grid.covering(x, y, 0.75, margin=2.0), 0.394
+
+
+def run_case(name: str, x, y, fw, grid: Grid, fiber_radius: float, repeats: int, svd_repeats: int) -> dict:
+    n = x.size
+    rng = np.random.default_rng(1)
+    flux = rng.normal(1.0, 0.1, n)
+    ivar = np.ones(n)
+    mask = np.zeros(n, np.uint32)
+    cfg = CoreConfig(fiber_radius=fiber_radius)
+    xs, ys, fws, f, iv, usable, dead = validate_samples(x, y, fw, flux, ivar, mask, cfg, ndim=1)
+    solver = ChannelSolver(grid, cfg)
+    geom = solver._geometry(xs, ys, dead)
+    Ag, _, _ = solver.kernel_matrix(xs, ys, fws, usable, geom)  # exactly as a channel builds it
+    ng, m = Ag.shape
+    side = min(ng, m)
+    G = (Ag @ Ag.T).toarray() if ng <= m else (Ag.T @ Ag).toarray()
+    auto = solve_crr(Ag, solver="auto")
+    row = {
+        "case": name, "samples": ng, "pixels": m, "gram_side": side, "route": auto.solver,
+        "cond": auto.condition, "est": auto.error_estimate,
+        "svd": median_ms(lambda: solve_crr(Ag, solver="svd"), svd_repeats),
+        "fast": median_ms(lambda: solve_crr(Ag, solver="auto"), repeats),
+        "gram": median_ms(lambda: solve_crr(Ag, solver="gram"), repeats),
+        "eigh": median_ms(lambda: np.linalg.eigh(G), repeats),
+    }
+    s, p, d = geom[0], geom[1], geom[2]
+    row["shepard"] = median_ms(lambda: shepard_weights_sparse(s, p, d, usable, grid.size), repeats)
+
+    def whole(method):
+        counter = {"k": 0}
+
+        def go():
+            # fresh solver and a new seeing value each time: nothing cached from a previous channel
+            counter["k"] += 1
+            one = ChannelSolver(grid, CoreConfig(method=method, fiber_radius=fiber_radius))
+            one.solve(xs, ys, fws * (1 + 1e-4 * counter["k"]), f, iv, usable, dead)
+
+        return median_ms(go, repeats)
+
+    row["channel_crr"] = whole("crr")
+    row["channel_shepard"] = whole("shepard")
+    row["block_crr"] = block_per_channel(x, y, fw, grid, fiber_radius, "crr")
+    row["block_shepard"] = block_per_channel(x, y, fw, grid, fiber_radius, "shepard")
+    return row
+
+
+def block_per_channel(x, y, fw, grid: Grid, fiber_radius: float, method: str, n_chan: int = 16) -> float:
+    """Per-channel time of reconstruct_block over consecutive MaNGA channels (dlog10 lambda = 1e-4):
+    seeing drifting as lambda^-0.2 and positions drifting 0.002"/channel (DAR), so neither the
+    weights nor the neighbour lists can be reused; kernel-table rows can."""
+    wave = 5400.0 * 10 ** (1e-4 * np.arange(n_chan))
+    X = x[:, None] + 0.002 * np.arange(n_chan)[None, :]
+    Y = np.repeat(y[:, None], n_chan, axis=1)
+    FW = fw[:, None] * (wave / 5400.0)[None, :] ** -0.2
+    F = np.random.default_rng(2).normal(1.0, 0.1, X.shape)
+    IV, M = np.ones(X.shape), np.zeros(X.shape, np.uint32)
+    cfg = CoreConfig(method=method, fiber_radius=fiber_radius)
+    t0 = time.perf_counter()
+    reconstruct_block(X, Y, FW, F, IV, M, grid, cfg)
+    return 1e3 * (time.perf_counter() - t0) / n_chan
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
+    return (f"{cpu}; {os.cpu_count()} logical CPUs ({ncpu} usable by this process); load average "
+            f"{', '.join(f'{v:.2f}' for v in load)}; Python {platform.python_version()}, numpy {np.__version__}, "
+            f"scipy {scipy.__version__}; BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS')}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", default="1", help="BLAS/OpenMP threads (set before numpy is imported)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--svd-repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="only the 127 x 3 case")
+    args = ap.parse_args(argv)
+    print(f"machine: {machine()}")
+    cases = [("MaNGA 127 x 3", *manga_case(3))]
+    if not args.quick:
+        cases += [("MaNGA 127 x 9", *manga_case(9)), ("lenslet 2000 x 1", *lenslet_case())]
+    rows = [run_case(name, *rest, args.repeats, args.svd_repeats) for name, *rest in cases]
+    print()
+    print("| case | samples x pixels (Gram side) | SVD route | fast route | gram | bare eigh | "
+          "fast/eigh | SVD/fast | Shepard W | channel CRR | channel Shepard | block CRR | block Shepard | "
+          "block CRR/eigh | CRR/Shepard (block) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['case']} | {r['samples']} x {r['pixels']} ({r['gram_side']}) | {r['svd']:.1f} | "
+              f"{r['fast']:.1f} [{r['route']}] | {r['gram']:.1f} | {r['eigh']:.1f} | {r['fast'] / r['eigh']:.2f} | "
+              f"{r['svd'] / r['fast']:.1f} | {r['shepard']:.2f} | {r['channel_crr']:.1f} | "
+              f"{r['channel_shepard']:.2f} | {r['block_crr']:.1f} | {r['block_shepard']:.2f} | "
+              f"{r['block_crr'] / r['eigh']:.2f} | {r['block_crr'] / r['block_shepard']:.1f} |")
+    print()
+    for r in rows:
+        print(f"{r['case']}: condition {r['cond']:.3g}, gram error estimate {r['est']:.2g}")
+    print(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
