@@ -6,6 +6,9 @@ reconstructed by the engine, exported, and the point source must sit at its RA/D
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -113,3 +116,6 @@ def test_simulated_point_source_round_trip(tmp_path):
     # West is toward increasing x pixel: the source is right of the centre pixel
     centre = (image.shape[1] - 1) / 2
     assert px > centre
+    if shutil.which("fitsverify"):  # HEASARC's FITS checker, where installed (Debian: fitsverify)
+        run = subprocess.run(["fitsverify", "-q", str(out)], capture_output=True, text=True)
+        assert run.stdout.strip().startswith("verification OK"), run.stdout

@@ -300,6 +300,7 @@ def _primary_header(ds: xr.Dataset, name: str) -> fits.Header:
     if fingerprint is not None:
         h["PARAMFP"] = str(fingerprint)  # SHA-256 of the crrxr parameters (no room for a comment)
     if params is not None:
+        h["LONGSTRN"] = ("OGIP 1.0", "long strings continue on CONTINUE cards")
         h["CRRXRPAR"] = str(params)  # crrxr reconstruction parameters, JSON (CONTINUE cards)
     method = _method(params)
     if method:
