@@ -1,5 +1,134 @@
-"""The demo: until the engine exists, print the resolved default parameters for manga-127."""
+"""The demo: simulate a MaNGA-like observation, build CRR and Shepard cubes, compare them.
 
-from crrxr.cli import main
+A 127-fiber bundle observed in 9 dithered exposures (1.5" seeing) of a disk galaxy with an H-alpha
+emission ring plus a foreground star, over ~300 channels from 6150 to 6750 A (covering the SDSS r
+pivot, where the PSF image and the correlation matrix are stored, and the redshifted H-alpha line).
+Both cubes are built with the default threads executor into ./demo-output/; the script prints a
+comparison table (PSF FWHM, neighbour correlation, build time) and writes a quick-look PNG.
 
-raise SystemExit(main(["params", "show", "manga-127"]))
+    python scripts/demo.py [--out DIR] [--channels N] [--workers N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from crrxr.core.grid import Grid
+from crrxr.core.kernel import kernel_fwhm, seeing_at
+from crrxr.core.psf import fit_kernel_fwhm, neighbour_correlation
+from crrxr.engine.build import run_build
+from crrxr.simulate import Galaxy, PointSource, simulate_rss
+
+SEEING = 1.5  # arcsec at 5400 A, typical MaNGA
+STAR = PointSource(x=-7.0, y=6.0, flux=60.0, spectral_index=-1.0)
+GALAXY = Galaxy(flux=150.0, r_eff=4.0, axis_ratio=0.6, position_angle=40.0, line_flux=3000.0,
+                redshift=0.02)
+
+
+def measure(cube: xr.Dataset) -> dict[str, float]:
+    """PSF FWHM (kernel-model fit of the stored PSF image) and neighbour correlation at 1 and 2 px."""
+    grid = Grid(float(cube.x[1] - cube.x[0]), cube.sizes["x"])
+    fit = fit_kernel_fwhm(cube["psf"].isel(band=0).values, grid)
+    rho1, rho2 = neighbour_correlation(cube["correlation"].isel(band=0).values, grid,
+                                       pairs=(cube["pair_i"].values, cube["pair_j"].values))
+    return {"fwhm": fit.fwhm, "rho1": rho1, "rho2": rho2}
+
+
+def quicklook(cubes: dict[str, xr.Dataset], path: Path, line_wave: float) -> None:
+    """Continuum and H-alpha line maps of each cube (DONOTUSE pixels blank) in one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(cubes), figsize=(4.2 * len(cubes), 8), constrained_layout=True)
+    for col, (name, cube) in enumerate(cubes.items()):
+        wave = cube["wavelength"].values
+        good = (cube["mask"] & 1024) == 0
+        flux = cube["flux"].where(good)
+        with warnings.catch_warnings():  # spaxels outside the bundle are all DONOTUSE (NaN here)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            cont = flux.sel(wavelength=slice(wave[0], line_wave - 30)).median("wavelength").values
+        near = np.abs(wave - line_wave) < 8
+        dw = np.gradient(wave)[near][:, None, None]
+        line = np.nansum((flux.isel(wavelength=near).values - cont[None]) * dw, axis=0)
+        ext = [float(cube.x[0]), float(cube.x[-1]), float(cube.y[0]), float(cube.y[-1])]
+        for row, (img, title) in enumerate(((cont, "continuum (median)"), (line, "H-alpha line flux"))):
+            ax = axes[row, col]
+            vmax = np.nanpercentile(img, 99.5)
+            im = ax.imshow(img, origin="lower", extent=ext, cmap="magma", vmin=0, vmax=vmax)
+            ax.set_title(f"{name}: {title}")
+            ax.set_xlabel("x [arcsec, +W]")
+            ax.set_ylabel("y [arcsec, +N]")
+            fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default="demo-output", help="output folder (default ./demo-output)")
+    ap.add_argument("--channels", type=int, default=300, help="wavelength channels (default 300)")
+    ap.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
+    args = ap.parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    wave = np.geomspace(6150.0, 6750.0, args.channels)
+    rss_path = out / "rss.zarr"
+    t0 = time.perf_counter()
+    print(f"simulating a 127-fiber x 9-exposure observation, {args.channels} channels "
+          f"{wave[0]:.0f}-{wave[-1]:.0f} A -> {rss_path}", flush=True)
+    rss = simulate_rss(rss_path, bundle=127, exposures=9, seeing=SEEING, wavelength=wave,
+                       scene=[GALAXY, STAR], noise=30.0, seed=2024, overwrite=True)
+    print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    cubes, times = {}, {}
+    for method in ("crr", "shepard"):
+        store = out / f"cube-{method}.zarr"
+        print(f"\nbuilding the {method.upper()} cube -> {store}", flush=True)
+        report = run_build(rss_path, store, method=method, scheduler="threads", workers=args.workers,
+                           overwrite=store.exists())
+        times[method] = report.wall_seconds
+        cubes[method] = xr.open_zarr(store)
+
+    band_wave = float(cubes["crr"]["band_wavelength"].values[0])
+    seeing = float(np.mean(seeing_at(rss["seeing_fwhm"].values, band_wave)))
+    k = kernel_fwhm(seeing)
+    rows = [("kernel (truth)", k, float("nan"), float("nan"), float("nan"))]
+    for method, cube in cubes.items():
+        m = measure(cube)
+        rows.append((method.upper(), m["fwhm"], m["rho1"], m["rho2"], times[method]))
+
+    band = str(cubes["crr"]["band"].values[0])
+    print(f"\ncomparison at the {band} band channel ({band_wave:.1f} A, mean seeing {seeing:.2f}\"):")
+    print(f"{'':16s} {'PSF FWHM':>9s} {'vs kernel':>9s} {'rho 1px':>8s} {'rho 2px':>8s} {'time':>8s}")
+    for name, fwhm, r1, r2, t in rows:
+        rel = f"{100 * (fwhm / k - 1):+.1f}%" if name != "kernel (truth)" else ""
+        cells = [f"{v:8.3f}" if np.isfinite(v) else f"{'':8s}" for v in (r1, r2)]
+        tt = f"{t:7.1f}s" if np.isfinite(t) else ""
+        print(f"{name:16s} {fwhm:8.3f}\" {rel:>9s} {cells[0]} {cells[1]} {tt:>8s}")
+    crr_fwhm, shep_fwhm = rows[1][1], rows[2][1]
+    print(f"CRR is {100 * (1 - crr_fwhm / shep_fwhm):.0f}% sharper than Shepard "
+          "(paper: 16% at 1.19\" seeing on 19-fiber bundles)")
+
+    png = out / "quicklook.png"
+    quicklook(cubes, png, GALAXY.line_rest * (1 + GALAXY.redshift))
+    print(f"\noutputs in {out}:")
+    for p in (rss_path, out / "cube-crr.zarr", out / "cube-shepard.zarr", png):
+        print(f"  {p}")
+    print("open a cube with plain xarray:  xr.open_zarr('"
+          f"{os.path.relpath(out / 'cube-crr.zarr')}')")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

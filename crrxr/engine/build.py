@@ -139,6 +139,10 @@ def prepare(
     n_workers = 1 if scheduler == "synchronous" else (workers or available_cores())
     if wave_chunk is None and max_memory is None:
         wave_chunk = int(pstore["engine.wave_chunk"]) or None
+        if wave_chunk is not None and wave_chunk == settings.default_wave_chunk():
+            # the untouched default: keep every worker busy on short cubes (>= 4 chunks each)
+            n_chan = int(rss.sizes["wavelength"])
+            wave_chunk = min(wave_chunk, max(1, -(-n_chan // (4 * n_workers))))
     usable = settings.count_usable(rss, pstore) if count_usable else None
     plan = make_plan(
         int(rss.sizes["wavelength"]), int(rss.sizes["spectrum"]), len(grid.x), len(grid.y),

@@ -71,6 +71,11 @@ def resolve_params(
     return load_profile(profile, overrides=layers or None, spec=spec)
 
 
+def default_wave_chunk() -> int:
+    """The spec's default ``engine.wave_chunk``."""
+    return int(reconstruction_spec()["engine.wave_chunk"].default)
+
+
 def core_config(p: Mapping[str, Any]) -> CoreConfig:
     """The plain core config of a parameter store."""
     return CoreConfig(
