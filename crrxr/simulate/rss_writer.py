@@ -79,14 +79,16 @@ def build_observation(
         raise ValueError(f"exposures must be >= 1, got {n_exp}")
     if not (np.isfinite(seeing) and seeing > 0):
         raise ValueError(f"seeing must be a positive FWHM in arcsec, got {seeing!r}")
-    if not (0 <= seeing_jitter < 0.5):
-        raise ValueError(f"seeing_jitter is a fractional rms in [0, 0.5), got {seeing_jitter!r}")
+    if not (0 <= seeing_jitter <= 0.3):
+        raise ValueError(f"seeing_jitter is a fractional rms in [0, 0.3], got {seeing_jitter!r}")
     if not jitter >= 0:
         raise ValueError(f"jitter must be >= 0 arcsec, got {jitter!r}")
     base = kernel if kernel is not None else KernelModel()
     kernel = KernelModel(radius, base.sigma_ratio, base.wing_ratio, base.wing, base.lambda_ref, base.exponent)
     dx, dy = dither_offsets(n_exp, jitter=jitter, rng=stream(seed, STREAM_JITTER))
-    seeing_ref = seeing * (1.0 + seeing_jitter * stream(seed, STREAM_SEEING).standard_normal(n_exp))
+    # Gaussian fractional jitter truncated at 3 sigma (the FWHM stays >= 10% of ``seeing``)
+    z = np.clip(stream(seed, STREAM_SEEING).standard_normal(n_exp), -3.0, 3.0)
+    seeing_ref = seeing * (1.0 + seeing_jitter * z)
     if dar_pa is None:
         pa = stream(seed, STREAM_DAR).uniform(0.0, 360.0) + DAR_PA_STEP * np.arange(n_exp)
     else:
@@ -136,7 +138,8 @@ def simulate_rss(
     Geometry: ``bundle`` fibers of a MaNGA hex bundle (2" cores, 2.5" pitch; 9 exposures by default) or
     ``lenslets`` contiguous hexagonal lenslets of ``lenslet_pitch`` (fiber radius pitch/2, 1 exposure).
     Exposures: 3-point dither triangle (side 1.44") repeated, plus isotropic Gaussian ``jitter``
-    (arcsec rms); seeing FWHM at 5400 A of ``seeing`` x (1 + ``seeing_jitter`` N(0, 1)) per exposure,
+    (arcsec rms); seeing FWHM at 5400 A of ``seeing`` x (1 + ``seeing_jitter`` z) per exposure, z ~ N(0, 1)
+    truncated at +-3,
     FWHM(lambda) = FWHM_ref (lambda/5400)^-0.2; DAR of ``dar_amplitude`` arcsec between 3600 and
     10000 A along a per-exposure parallactic angle (``dar_pa``, deg E of N; default a random start
     drifting by 8 deg per exposure), zero at 5000 A.
