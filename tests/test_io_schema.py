@@ -254,6 +254,20 @@ def test_all_errors_are_collected_in_schema_error():
     assert isinstance(info.value, ValueError)
 
 
+def test_coordinate_stored_as_variable():
+    ds = make_rss().reset_coords("fiber")
+    assert "fiber: is a data variable but must be a coordinate" in one_error(ds)
+
+
+def test_slow_chunkings_are_warnings():
+    ds = make_rss().chunk({"spectrum": 10, "wavelength": 16})
+    ds["ivar"] = ds.ivar.chunk({"spectrum": -1, "wavelength": 8})
+    report = inspect_rss(ds)
+    assert report.ok
+    assert any("flux: chunked along spectrum into 3 pieces" in w for w in report.warnings)
+    assert any("different wavelength chunks" in w for w in report.warnings)
+
+
 def test_not_a_dataset():
     assert "expected an xarray.Dataset" in validate_rss(np.zeros(3))[0]
 

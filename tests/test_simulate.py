@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -42,6 +43,10 @@ def test_store_follows_schema(tmp_path):
     np.testing.assert_array_equal(ds.exposure_index.values, np.repeat(np.arange(6), 19))
     np.testing.assert_array_equal(ds.fiber.values, np.tile(np.arange(19), 6))
     assert ds.attrs[N.ATTR_RSS_SCHEMA] == N.RSS_SCHEMA_ID and ds.attrs[N.ATTR_FIBER_RADIUS] == 1.0
+    with warnings.catch_warnings():  # a plain xr.open_zarr reads it silently (consolidated metadata)
+        warnings.simplefilter("error")
+        plain = xr.open_zarr(tmp_path / "sim.zarr")
+    assert plain.flux.chunks == ds.flux.chunks
     # no temporary siblings left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sim.zarr"]
 

@@ -83,6 +83,7 @@ def inspect_rss(ds: xr.Dataset, *, bad_bits: int | None = None) -> RSSReport:
         bad_bits = RSS_ALL_BITS if params_bad_bits is None else params_bad_bits
     _check_small_coords(ds, rep, shaped)
     _check_bulk(ds, rep, shaped, int(bad_bits))
+    _check_chunks(ds, rep, shaped)
     rep.summary = _summary(ds, shaped)
     return rep
 
@@ -304,6 +305,21 @@ def _check_bulk(ds: xr.Dataset, rep: RSSReport, good: set[str], bad_bits: int) -
         )
     if "usable" in got and got["usable"].sum() == 0:
         rep.warnings.append("no usable sample at all (every sample has ivar <= 0 or a bad mask bit)")
+
+
+def _check_chunks(ds: xr.Dataset, rep: RSSReport, good: set[str]) -> None:
+    """Warn about chunkings that work but read slowly (the engine reads all spectra per wavelength chunk)."""
+    wave_chunks = {}
+    for name in N.RSS_SPECTRAL_VARS:
+        if name in good and ds[name].chunks:
+            spec_chunks, wchunks = ds[name].chunks
+            wave_chunks[name] = wchunks
+            if len(spec_chunks) > 1:
+                rep.warnings.append(f"{name}: chunked along spectrum into {len(spec_chunks)} pieces; crrxr reads "
+                                    "every spectrum of a wavelength chunk at once: store one spectrum chunk")
+    if len(set(wave_chunks.values())) > 1:
+        rep.warnings.append("spectral variables have different wavelength chunks "
+                            f"({ {k: max(v) for k, v in wave_chunks.items()} }); chunk them alike for speed")
 
 
 def _summary(ds: xr.Dataset, good: set[str]) -> str:

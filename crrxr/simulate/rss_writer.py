@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import dask.array as da
 import numpy as np
 import xarray as xr
+import zarr
 
 import crrxr
 from crrxr.io import names as N
@@ -224,6 +226,11 @@ def simulate_rss(
             region = xr.Dataset({name: ((N.DIM_SPECTRUM, N.DIM_WAVELENGTH), arr) for name, arr in arrays.items()})
             region.to_zarr(tmp, region={N.DIM_WAVELENGTH: slice(k0, k1)}, consolidated=False)
             log.debug("wrote channels %d-%d", k0, k1)
+        # Consolidated metadata lets a plain xr.open_zarr(out) open the store fast and without
+        # warnings; zarr v3 warns that it is an extension of the spec, which is fine here.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+            zarr.consolidate_metadata(tmp)
     log.info("simulated %d spectra x %d channels -> %s", obs.n_spectra, wavelength.size, out)
     return open_rss(out)
 
