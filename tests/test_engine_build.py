@@ -138,3 +138,68 @@ def test_plain_open_zarr_without_crrxr(rss_path, tmp_path):
     assert params == expected
     wcs = json.loads(xr.open_zarr(store).attrs[C.ATTR_WCS])
     assert wcs["CRVAL1"] == 150.0 and wcs["CD1_1"] == -0.75 / 3600
+
+
+def test_sky_subtraction_inside_tasks(tmp_path):
+    clean = make_rss(n_wave=6, n_exp=3, noise=1e-4)
+    outer = np.hypot(clean.xpos[:, 0], clean.ypos[:, 0]).values > 4.0  # far from the source
+    skyful = clean.copy()
+    skyful["flux"] = clean["flux"] + 5.0
+    skyful["sky_fiber"] = ("spectrum", outer)
+    a = crrxr.build_cube(clean, tmp_path / "a.zarr", wave_chunk=4, progress=False)
+    with pytest.raises(ValueError, match="sky_fiber"):
+        run_build(clean, tmp_path / "c.zarr", sky_subtract=True, progress=False)
+    b = crrxr.build_cube(skyful, tmp_path / "b.zarr", wave_chunk=4, progress=False, sky_subtract=True)
+    peak = float(a.flux.max())
+    np.testing.assert_allclose(b.flux.values, a.flux.values, atol=1e-3 * peak)
+    assert ParameterStore.from_attrs(b.attrs)[1]["sky.enabled"] is True
+    with pytest.raises(ResumeError, match="sky.enabled"):  # resuming without sky subtraction
+        run_build(skyful, tmp_path / "b.zarr", resume=True, progress=False)
+
+
+def test_failed_channel_is_donotuse_listed_and_never_filled(rss_path, tmp_path, monkeypatch):
+    """A LinAlgError in one channel's solve (injected into numpy's eigh, which the Gram route calls
+    once per channel) marks that channel DONOTUSE with zero weights; its neighbours are solved."""
+    real_eigh = np.linalg.eigh
+    calls = []
+
+    def eigh(a, *args, **kwargs):
+        calls.append(1)
+        if fail_at and len(calls) == fail_at:
+            raise np.linalg.LinAlgError("Eigenvalues did not converge (injected)")
+        return real_eigh(a, *args, **kwargs)
+
+    monkeypatch.setattr(np.linalg, "eigh", eigh)
+    # one chunk, so the order of the calls is the order of the channels
+    opts = dict(wave_chunk=13, scheduler="synchronous", progress=False, overrides=["crr.solver=gram"])
+    fail_at = 0
+    ok = crrxr.build_cube(rss_path, tmp_path / "ok.zarr", **opts).load()
+    assert len(calls) == ok.sizes["wavelength"]  # one decomposition per channel
+    calls.clear()
+    fail_at = 8  # channel 7
+    rep = run_build(rss_path, tmp_path / "bad.zarr", **opts)
+    bad = xr.open_zarr(tmp_path / "bad.zarr").load()
+    assert rep.failed_channels == [7] and json.loads(bad.attrs[C.ATTR_FAILED]) == [7]
+    assert "injected" in " ".join(rep.failure_messages) and "1 failed channel" in rep.summary()
+    assert bad[C.CHANNEL_FAILED].values.tolist() == [1 if c == 7 else 0 for c in range(13)]
+    assert ((bad[C.MASK].values[7] & 1024) != 0).all()
+    assert (bad[C.FLUX].values[7] == 0).all() and (bad[C.IVAR].values[7] == 0).all()
+    others = [c for c in range(13) if c != 7]
+    np.testing.assert_array_equal(bad[C.FLUX].values[others], ok[C.FLUX].values[others])
+    assert bad[C.CHUNK_DONE].values.tolist() == [1]
+
+
+def test_cli_estimate_and_refusal(rss_path, tmp_path, capsys):
+    from crrxr.cli import main
+
+    assert main(["estimate", rss_path, "--max-memory", "500MB", "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "channels:        13" in out and "memory per task" in out and "threads (2 workers)" in out
+    assert main(["estimate", rss_path, "--max-memory", "1MB"]) == 1
+    assert "one channel needs" in capsys.readouterr().err
+    assert main(["build", rss_path, str(tmp_path / "c.zarr"), "--set", "grid.extent_arcsec=900",
+                 "--set", "grid.pixel_scale_arcsec=0.5", "--no-progress"]) == 1
+    assert "pixels" in capsys.readouterr().err and not (tmp_path / "c.zarr").exists()
+    assert main(["build", rss_path, str(tmp_path / "d.zarr"), "--wave-chunk", "7", "--method",
+                 "shepard", "--scheduler", "synchronous", "--no-progress"]) == 0
+    assert xr.open_zarr(tmp_path / "d.zarr").sizes[C.WAVELENGTH_CHUNK] == 2

@@ -130,11 +130,17 @@ def prepare(
     workers: int | None = None,
     max_memory: str | int | None = None,
     wave_chunk: int | None = None,
+    sky_subtract: bool = False,
     count_usable: bool = True,
 ):
     """Resolve parameters, grid and plan for an RSS Dataset (no store touched): ``(store, grid, plan)``."""
     pstore = settings.resolve_params(params, method=method, profile=profile, config=config,
                                      overrides=overrides)
+    if sky_subtract:
+        pstore = pstore.replace({"sky.enabled": True})
+    if pstore["sky.enabled"] and not any(v in rss.variables for v in ("sky_fiber", "sky")):
+        raise ValueError("sky subtraction needs a `sky_fiber` (spectrum) flag or a `sky` (exposure, "
+                         "wavelength) spectrum in the RSS; drop --sky-subtract / sky.enabled or add one")
     grid = settings.make_grid(rss, pstore)
     n_workers = 1 if scheduler == "synchronous" else (workers or available_cores())
     if wave_chunk is None and max_memory is None:
@@ -245,6 +251,7 @@ def run_build(
         pstore, grid, plan = prepare(
             rds, params, method=method, profile=profile, config=config, overrides=overrides,
             scheduler=scheduler, workers=workers, max_memory=max_memory, wave_chunk=wave_chunk,
+            sky_subtract=sky_subtract,
         )
         identity = S.rss_identity(rds)
         ex = executor or make_executor(scheduler, plan.workers, memory_limit=plan.budget_bytes)
@@ -279,7 +286,7 @@ def run_build(
             if len(ledger) != plan.n_chunks:
                 raise ResumeError(f"{store} has {len(ledger)} ledger entries but the plan has "
                                   f"{plan.n_chunks} chunks; use --overwrite to start over")
-            tasks = make_tasks(src.path, store, pstore, grid, plan, rds, sky_subtract,
+            tasks = make_tasks(src.path, store, pstore, grid, plan, rds,
                                todo=[k for k in range(plan.n_chunks) if not ledger[k]])
             if resumed:
                 _echo(f"crrxr build: resuming, {plan.n_chunks - len(tasks)}/{plan.n_chunks} chunk(s) "
@@ -315,8 +322,9 @@ def run_build(
 
 
 def make_tasks(rss_path: str, store: str, pstore, grid, plan: Plan, rss: xr.Dataset,
-               sky_subtract: bool, todo: list[int]) -> list[ChunkTask]:
-    """One :class:`ChunkTask` per chunk index in ``todo``."""
+               todo: list[int]) -> list[ChunkTask]:
+    """One :class:`ChunkTask` per chunk index in ``todo`` (sky subtraction when ``sky.enabled``)."""
+    sky_method = str(pstore["sky.method"]) if bool(pstore["sky.enabled"]) else None
     band_index = [int(i) for i in zarr.open_array(store, path=C.BAND_INDEX, mode="r")[:]]
     cfg = settings.core_config(pstore)
     slices = plan.chunk_slices()
@@ -332,7 +340,7 @@ def make_tasks(rss_path: str, store: str, pstore, grid, plan: Plan, rss: xr.Data
             seeing_exponent=float(pstore["seeing.exponent"]),
             out_dtype=str(pstore["output.dtype"]), bands=bands,
             max_sep=float(pstore["output.correlation_max_sep_arcsec"]),
-            blas_threads=plan.blas_threads, sky_subtract=sky_subtract,
+            blas_threads=plan.blas_threads, sky_method=sky_method,
         ))
     return tasks
 

@@ -24,6 +24,7 @@ from crrxr.core.grid import Grid
 from crrxr.core.kernel import seeing_at
 from crrxr.io import cube as C
 from crrxr.io.rss import open_zarr_unchecked
+from crrxr.io.sky import SKY_VARIABLES, subtract_sky
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class ChunkTask:
     bands: tuple[tuple[int, int], ...]  # (band position, channel index) of bands in this chunk
     max_sep: float  # arcsec, correlation pairs
     blas_threads: int
-    sky_subtract: bool = False
+    sky_method: str | None = None  # None: no sky subtraction
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,16 @@ class ChunkResult:
     pid: int
 
 
-def read_rss_slice(path: str, start: int, stop: int, sky_subtract: bool = False) -> xr.Dataset:
-    """Channels ``start:stop`` of the RSS at ``path``, loaded (only that slice is read)."""
+def read_rss_slice(path: str, start: int, stop: int, sky_method: str | None = None) -> xr.Dataset:
+    """Channels ``start:stop`` of the RSS at ``path``, loaded (only that slice is read); with
+    ``sky_method`` (``mean``/``median``) sky-subtracted first (a per-channel operation)."""
     rss = open_zarr_unchecked(path)  # validated once by the driver; tasks only read their slice
-    part = rss[list(RSS_VARIABLES)].isel(wavelength=slice(start, stop))
-    if sky_subtract:
-        from crrxr.io.sky import subtract_sky
-
-        part = subtract_sky(part)
+    names = list(RSS_VARIABLES)
+    if sky_method:
+        names += [v for v in SKY_VARIABLES if v in rss.variables]
+    part = rss[names].isel(wavelength=slice(start, stop))
+    if sky_method:
+        part = subtract_sky(part, method=sky_method)
     return part.load()
 
 
@@ -76,7 +79,7 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
     """Solve and write one chunk; idempotent (a rerun overwrites the same regions)."""
     t0 = time.perf_counter()
     with threadpool_limits(limits=task.blas_threads):
-        part = read_rss_slice(task.rss_path, task.start, task.stop, task.sky_subtract)
+        part = read_rss_slice(task.rss_path, task.start, task.stop, task.sky_method)
         wave = part["wavelength"].values
         exp_index = part["exposure_index"].values.astype(np.int64)
         fwhm = seeing_at(part["seeing_fwhm"].values[exp_index][:, None], wave[None, :],
