@@ -216,6 +216,8 @@ def test_bad_arguments_are_clear():
         simulate_rss(None, scene="blob", nwave=4)
     with pytest.raises(ValueError, match="S/N must be a positive"):
         simulate_rss(None, noise=-1.0, nwave=4)
+    with pytest.raises(ValueError, match="sky_fraction must be > 0"):
+        simulate_rss(None, noise=5.0, sky_fraction=0.0, nwave=4)
     with pytest.raises(ValueError, match="dead_fibers must be between 0 and 19"):
         simulate_rss(None, dead_fibers=25, nwave=4)
 

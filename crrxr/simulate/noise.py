@@ -42,6 +42,9 @@ class NoiseModel:
             raise ValueError(f"bad_pixel_fraction must be in [0, 1), got {self.bad_pixel_fraction!r}")
         if not self.sky_fraction >= 0:
             raise ValueError(f"sky_fraction must be >= 0, got {self.sky_fraction!r}")
+        if self.snr is not None and not self.sky_fraction > 0:
+            raise ValueError("with noise, sky_fraction must be > 0: samples without object flux would get "
+                             "zero variance (infinite ivar)")
 
     @property
     def sky(self) -> float:
