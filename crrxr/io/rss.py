@@ -57,17 +57,19 @@ def open_rss(
     *,
     bad_bits: int | None = None,
     chunks: dict | str | None = None,
+    check_data: bool = True,
 ) -> xr.Dataset:
     """The RSS Dataset of a Zarr store (lazy, dask-backed, on the store's own chunks) or ``ds`` itself.
 
     Validates against the schema (DESIGN.md section 2; see :mod:`crrxr.io.schema` for what is read)
     and raises :class:`SchemaError` listing every problem, ``FileNotFoundError`` for a missing path.
-    ``chunks`` is passed to ``xr.open_zarr`` (default ``{}``: the stored chunks).
+    ``chunks`` is passed to ``xr.open_zarr`` (default ``{}``: the stored chunks). ``check_data=False``
+    skips the pass over ivar/mask/positions (metadata and small coordinates only).
     """
     if isinstance(path_or_dataset, xr.Dataset):
-        check_rss(path_or_dataset, bad_bits=bad_bits)
+        check_rss(path_or_dataset, bad_bits=bad_bits, check_data=check_data)
         return path_or_dataset
     path = path_or_dataset
     ds = open_zarr_unchecked(path, chunks=chunks)
-    check_rss(ds, bad_bits=bad_bits, source=str(path))
+    check_rss(ds, bad_bits=bad_bits, source=str(path), check_data=check_data)
     return ds

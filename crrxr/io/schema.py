@@ -50,14 +50,15 @@ class RSSReport:
         return not self.errors
 
 
-def validate_rss(ds: xr.Dataset, *, bad_bits: int | None = None) -> list[str]:
+def validate_rss(ds: xr.Dataset, *, bad_bits: int | None = None, check_data: bool = True) -> list[str]:
     """All schema violations of ``ds`` as messages (empty when valid). See :func:`inspect_rss`."""
-    return inspect_rss(ds, bad_bits=bad_bits).errors
+    return inspect_rss(ds, bad_bits=bad_bits, check_data=check_data).errors
 
 
-def check_rss(ds: xr.Dataset, *, bad_bits: int | None = None, source: str | None = None) -> RSSReport:
+def check_rss(ds: xr.Dataset, *, bad_bits: int | None = None, source: str | None = None,
+              check_data: bool = True) -> RSSReport:
     """Raise :class:`SchemaError` listing every problem, or return the report (warnings logged)."""
-    report = inspect_rss(ds, bad_bits=bad_bits)
+    report = inspect_rss(ds, bad_bits=bad_bits, check_data=check_data)
     where = f"{source}: " if source else ""
     for w in report.warnings:
         log.warning("%s%s", where, w)
@@ -68,11 +69,14 @@ def check_rss(ds: xr.Dataset, *, bad_bits: int | None = None, source: str | None
     return report
 
 
-def inspect_rss(ds: xr.Dataset, *, bad_bits: int | None = None) -> RSSReport:
+def inspect_rss(ds: xr.Dataset, *, bad_bits: int | None = None, check_data: bool = True) -> RSSReport:
     """Check ``ds`` against the RSS schema; never raises for bad data, returns an :class:`RSSReport`.
 
     ``bad_bits``: mask bits that make a sample unusable (for the NaN-position check); default the
     ``mask.bad_bits`` of the dataset's crrxr parameter attrs if present, else all RSS bits (0b11111).
+    ``check_data=False`` skips the one pass over ivar/mask/xpos/ypos (negative or non-finite ivar,
+    non-finite positions of usable samples): metadata and small coordinates only, e.g. when
+    re-opening a store already validated.
     """
     if not isinstance(ds, xr.Dataset):
         return RSSReport(errors=[f"expected an xarray.Dataset, got {type(ds).__name__}"])
@@ -82,7 +86,8 @@ def inspect_rss(ds: xr.Dataset, *, bad_bits: int | None = None) -> RSSReport:
     if bad_bits is None:
         bad_bits = RSS_ALL_BITS if params_bad_bits is None else params_bad_bits
     _check_small_coords(ds, rep, shaped)
-    _check_bulk(ds, rep, shaped, int(bad_bits))
+    if check_data:
+        _check_bulk(ds, rep, shaped, int(bad_bits))
     _check_chunks(ds, rep, shaped)
     rep.summary = _summary(ds, shaped)
     return rep
