@@ -10,8 +10,10 @@ Layout read (MaNGA DRP datamodel, ``manga-PLATE-IFU-LOGRSS.fits[.gz]``):
 XPOS/YPOS are copied unchanged: the DRP writes them in arcsec "in the -xfocal,yfocal frame, North up,
 East left (+x = -RA, +y = +DEC)" (D. Law, mlsetifupositions.pro), which is crrxr's frame (+x = West).
 
-Memory: an uncompressed file is memory-mapped and each chunk is read with ``ImageHDU.section``, so
-only (n_rows, wave_chunk) blocks of each image are ever in memory. astropy can read sections of a
+Memory: an uncompressed file is memory-mapped and each chunk copies only its (n_rows, wave_chunk)
+block of each image out of the map (``data[:, a:b]`` of the memory-mapped array, or
+``ImageHDU.section`` for scaled images), so only one block per image is ever in the Python heap; the
+touched pages of the map are file-backed page cache, which the kernel can drop at any time. astropy can read sections of a
 gzip-compressed file, but only by decompressing from the start of the stream (a column block of a
 row-major image touches every row, so every chunk would re-decompress the file up to the end of the
 image: quadratic time); ``.data`` would hold the whole image. We therefore stream-decompress a
@@ -29,7 +31,7 @@ import os
 import shutil
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,14 +124,16 @@ def ingest_manga_rss(
             template.attrs.update(_attrs(layout, path))
             template.to_zarr(tmp_store, mode="w-", compute=False, consolidated=False, zarr_format=3)
             bit_counts = np.zeros(32, dtype=np.int64)
+            readers = {name: _column_reader(hdul[name]) for name in IMAGE_EXTENSIONS}
             for start in range(0, layout.n_wave, wave_chunk):
                 stop = min(start + wave_chunk, layout.n_wave)
                 block = _read_block(
-                    hdul, path, layout, start, stop, allow_unknown_mask_bits, bit_counts
+                    readers, path, layout, start, stop, allow_unknown_mask_bits, bit_counts
                 )
                 block.to_zarr(
                     tmp_store, region={N.DIM_WAVELENGTH: slice(start, stop)}, consolidated=False
                 )
+            del readers  # release the memory maps before the file is closed
             _finalize(tmp_store, bit_counts)
         if validate:
             try:
@@ -422,8 +426,24 @@ def _attrs(layout: RssLayout, path: Path) -> dict[str, object]:
     return attrs
 
 
+def _column_reader(hdu: fits.ImageHDU) -> Callable[[slice], np.ndarray]:
+    """A function returning a copy of ``data[:, cols]`` of a 2-D image without reading the rest.
+
+    Unscaled images (the MaNGA case): ``hdu.data`` is a view of the memory map (astropy copies only
+    to apply BSCALE/BZERO), and a column slice copies just those bytes: one vectorised strided copy,
+    ~200x faster than ``section`` here (which reads row by row). Scaled images (e.g. an unsigned
+    MASK stored with BZERO = 2^31): ``hdu.section``, which scales only the requested block, since
+    ``hdu.data`` would scale, i.e. copy, the whole image.
+    """
+    h = hdu.header
+    if h.get("BSCALE", 1) != 1 or h.get("BZERO", 0) != 0 or "BLANK" in h:
+        return lambda cols: np.asarray(hdu.section[:, cols])
+    data = hdu.data
+    return lambda cols: np.array(data[:, cols])
+
+
 def _read_block(
-    hdul: fits.HDUList,
+    readers: dict[str, Callable[[slice], np.ndarray]],
     source: Path,
     layout: RssLayout,
     start: int,
@@ -434,7 +454,7 @@ def _read_block(
     """Read channels [start, stop) of every image extension (section reads) as a region Dataset."""
     cols = slice(start, stop)
     try:
-        raw = {name: hdul[name].section[:, cols] for name in IMAGE_EXTENSIONS}
+        raw = {name: read(cols) for name, read in readers.items()}
     except (OSError, ValueError) as exc:
         raise MangaFormatError(f"{source}: reading channels {start}:{stop} failed ({exc})") from exc
     drp = np.asarray(raw["MASK"]).astype(np.int64) & 0xFFFFFFFF
