@@ -6,6 +6,7 @@ reconstructed by the engine, exported, and the point source must sit at its RA/D
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -96,6 +97,14 @@ def test_simulated_point_source_round_trip(tmp_path):
     cube = build_cube(rss_path, tmp_path / "cube.zarr", scheduler="synchronous", progress=False)
     out = export_logcube(tmp_path / "cube.zarr", tmp_path / "manga-1-2-LOGCUBE.fits")
     with fits.open(out) as hdul:
+        # the exported WCS agrees with the one the engine stored in the cube attrs
+        stored = json.loads(cube.attrs["wcs"])
+        for key in ("CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD2_2"):
+            assert hdul["FLUX"].header[key] == pytest.approx(stored[key], rel=1e-12), key
+        assert (hdul["FLUX"].header["CTYPE1"], hdul["FLUX"].header["CTYPE2"]) == (
+            stored["CTYPE1"],
+            stored["CTYPE2"],
+        )
         image = hdul["FLUX"].data.sum(axis=0)
         wcs = WCS(hdul["FLUX"].header).celestial
         np.testing.assert_array_equal(hdul["FLUX"].data, cube["flux"].values)

@@ -195,6 +195,23 @@ def test_missing_obsinfo_needs_explicit_seeing(tmp_path):
     np.testing.assert_array_equal(ds["exposure"].values, np.arange(N_EXP))
 
 
+def test_missing_ifu_centre_and_bad_seeing(tmp_path, caplog):
+    src_path = tmp_path / "r.fits"
+    make_logrss(src_path)
+    with fits.open(src_path) as hdul:
+        del hdul["FLUX"].header["IFURA"]
+        hdul["OBSINFO"].data["PSFFAC"][1] = np.nan
+        hdul.writeto(tmp_path / "b.fits")
+    with pytest.raises(MangaFormatError, match=r"b\.fits.*SEEING x PSFFAC.*exposure\(s\) \[1\]"):
+        ingest_manga_rss(tmp_path / "b.fits", tmp_path / "b.zarr")
+    with caplog.at_level("WARNING"):
+        ingest_manga_rss(tmp_path / "b.fits", tmp_path / "b.zarr", seeing=1.3)
+    assert "no IFURA/IFUDEC" in caplog.text
+    ds = xr.open_zarr(tmp_path / "b.zarr")
+    assert "ifu_ra" not in ds.attrs and "ifu_dec" not in ds.attrs
+    assert "user value 1.3" in ds["seeing_fwhm"].attrs["source"]
+
+
 def _listing(d: Path) -> list[str]:
     return sorted(p.name for p in d.iterdir())
 
