@@ -40,9 +40,11 @@ def test_shipped_profiles():
         assert nside % 2 == 1 and nside == (math.ceil(extent / 0.75) // 2) * 2 + 1
     lens = load_profile("lenslet-0.75")
     assert lens["grid.extent_arcsec"] == 0.0 and lens["grid.pixel_scale_arcsec"] == 0.75
-    # equivalent-area radius of a 0.75" square lenslet: flux factor 1 for 0.75" pixels
-    assert math.pi * lens["kernel.fiber_radius_arcsec"] ** 2 == pytest.approx(0.75**2, rel=1e-15)
-    assert r.resolve(lens, "output.flux_factor") == pytest.approx(1.0, rel=1e-15)
+    # equal-area radius of a hexagonal 0.75" lenslet cell (as the simulator's lenslet arrays): the flux
+    # factor is the pixel-to-cell area ratio
+    cell = math.sqrt(3.0) / 2.0 * 0.75**2
+    assert math.pi * lens["kernel.fiber_radius_arcsec"] ** 2 == pytest.approx(cell, rel=1e-15)
+    assert r.resolve(lens, "output.flux_factor") == pytest.approx(0.75**2 / cell, rel=1e-15)
 
 
 def test_defaults_without_a_profile():

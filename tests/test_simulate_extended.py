@@ -7,6 +7,7 @@ import pytest
 
 from crrxr.core.kernel import radial_kernel, seeing_at
 from crrxr.simulate import Galaxy, read_truth, simulate_rss
+from crrxr.simulate.geometry import lenslet_radius
 from crrxr.simulate.scenes import sersic_b
 from crrxr.simulate.wavegrid import channel_edges
 
@@ -62,7 +63,7 @@ def test_flux_conservation_on_dense_lenslet_array():
     wave = np.concatenate([[5400.0], np.linspace(center - 12, center + 12, 61)])
     pitch = 0.75
     ds = simulate_rss(None, lenslets=1141, lenslet_pitch=pitch, wavelength=wave, scene=gal, seed=2)
-    radius = pitch / 2
+    radius = lenslet_radius(pitch)
     cell = np.sqrt(3) / 2 * pitch**2
     total = ds.flux.values.astype(float).sum(axis=0) * cell / (np.pi * radius**2)
     assert total[0] == pytest.approx(50.0, rel=1e-4)  # continuum f_lambda at 5400 A

@@ -37,10 +37,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     geo.add_argument("--bundle", type=int, choices=MANGA_BUNDLE_SIZES, default=None,
                      help="MaNGA hex bundle size (2\" fibers, 2.5\" pitch; default 19)")
     geo.add_argument("--lenslets", type=int, default=None, metavar="N",
-                     help="contiguous hexagonal lenslet array of N lenslets (fiber radius = pitch/2)")
+                     help="contiguous hexagonal lenslet array of N lenslets (fiber radius: equal-area radius of the hexagonal cell, 0.525 x pitch)")
     p.add_argument("--lenslet-pitch", type=float, default=0.75, metavar="ARCSEC", help="lenslet pitch (0.75)")
     p.add_argument("--fiber-radius", type=float, default=None, metavar="ARCSEC",
-                   help="top-hat radius (default 1.0 for bundles, pitch/2 for lenslets)")
+                   help="top-hat radius (default 1.0 for bundles, 0.525 x pitch for lenslets)")
     p.add_argument("--exposures", type=int, default=None, metavar="N",
                    help="number of exposures (default 9 for bundles, 1 for lenslets)")
     p.add_argument("--seeing", type=float, default=1.19, metavar="FWHM", help="seeing FWHM at 5400 A (1.19)")

@@ -9,6 +9,15 @@ MANGA_FIBER_PITCH = 2.5  # arcsec, centre to centre
 MANGA_DITHER_SIDE = 1.44  # arcsec, side of the 3-point dither triangle (pitch / sqrt(3))
 
 
+def lenslet_radius(pitch: float) -> float:
+    """Radius (arcsec) of the circular top hat with the area of a hexagonal lenslet cell of ``pitch``.
+
+    A hexagonal cell of centre-to-centre pitch p has area (sqrt(3)/2) p^2; the equal-area circle has
+    r = p sqrt(sqrt(3) / (2 pi)) = 0.525 p, so fiber fluxes of a contiguous array sum to the total flux.
+    """
+    return float(pitch * np.sqrt(np.sqrt(3.0) / (2.0 * np.pi)))
+
+
 def n_rings_for(n_fibers: int) -> int:
     """Number of rings n of a hexagonal bundle with N = 3 n (n + 1) + 1 fibers."""
     n = int(round((-3 + np.sqrt(9 + 12 * (n_fibers - 1))) / 6))

@@ -24,7 +24,7 @@ from crrxr.io import names as N
 from crrxr.io.atomic import atomic_output
 from crrxr.io.rss import open_rss
 
-from .geometry import MANGA_FIBER_PITCH, dither_offsets, hex_bundle, lenslet_array
+from .geometry import MANGA_FIBER_PITCH, dither_offsets, hex_bundle, lenslet_array, lenslet_radius
 from .kernels import KernelModel
 from .noise import NoiseModel
 from .observe import (
@@ -69,7 +69,7 @@ def build_observation(
     """The :class:`Observation` of a MaNGA bundle (``bundle`` fibers) or a lenslet array (``lenslets``)."""
     if lenslets is not None:
         fx, fy = lenslet_array(int(lenslets), lenslet_pitch)
-        radius = lenslet_pitch / 2.0 if fiber_radius is None else fiber_radius
+        radius = lenslet_radius(lenslet_pitch) if fiber_radius is None else fiber_radius
         n_exp = 1 if exposures is None else int(exposures)
     else:
         if bundle is None:
@@ -138,7 +138,7 @@ def simulate_rss(
     ``out=None``, return it in memory.
 
     Geometry: ``bundle`` fibers of a MaNGA hex bundle (2" cores, 2.5" pitch; 9 exposures by default) or
-    ``lenslets`` contiguous hexagonal lenslets of ``lenslet_pitch`` (fiber radius pitch/2, 1 exposure).
+    ``lenslets`` contiguous hexagonal lenslets of ``lenslet_pitch`` (fiber radius: the equal-area radius of a hexagonal cell, 1 exposure).
     Exposures: 3-point dither triangle (side 1.44") repeated, plus isotropic Gaussian ``jitter``
     (arcsec rms); seeing FWHM at 5400 A of ``seeing`` x (1 + ``seeing_jitter`` z) per exposure, z ~ N(0, 1)
     truncated at +-3,
