@@ -107,6 +107,21 @@ def test_export_data_headers_and_layout(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cube.zarr", out.name]
 
 
+def test_psf_fwhm_header_cards(tmp_path):
+    """GFWHM..ZFWHM: Gaussian fits to the PSF images; exact for Gaussian images of known FWHM."""
+    ds = make_cube(tmp_path / "cube.zarr")
+    c = ds["x"].values
+    xx, yy = np.meshgrid(c, c)
+    fwhms = [2.4, 2.5, 2.55, 2.6]
+    sig = np.array(fwhms) / (2 * np.sqrt(2 * np.log(2)))
+    psf = np.exp(-(xx**2 + yy**2)[None] / (2 * sig[:, None, None] ** 2)) * 0.03
+    ds["psf"] = (("band", "y", "x"), psf.astype(np.float32))
+    export_logcube(ds, tmp_path / "c.fits")
+    with _open(tmp_path / "c.fits") as hdul:
+        for band, fwhm in zip("GRIZ", fwhms):
+            assert hdul[0].header[f"{band}FWHM"] == pytest.approx(fwhm, rel=1e-5)
+
+
 def test_correl_tables(tmp_path):
     src = make_cube(tmp_path / "cube.zarr")
     out = tmp_path / "c.fits"

@@ -32,11 +32,18 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 from astropy.io import fits
+from scipy import optimize
 
 import crrxr
 from crrxr.io.atomic import atomic_output
 
-__all__ = ["CubeFormatError", "export_logcube", "spectral_wcs_cards"]
+__all__ = [
+    "CubeFormatError",
+    "celestial_wcs_cards",
+    "export_logcube",
+    "gaussian_fwhm",
+    "spectral_wcs_cards",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +82,10 @@ def export_logcube(
     chunk = _wave_chunk(ds)
 
     with atomic_output(out, overwrite=overwrite) as tmp:
-        fits.PrimaryHDU(header=_primary_header(ds, name)).writeto(tmp)
+        primary = _primary_header(ds, name)
+        for key, (value, comment) in _psf_fwhm_cards(ds).items():
+            primary[key] = (value, comment)
+        fits.PrimaryHDU(header=primary).writeto(tmp)
         for var, extname, bitpix, dtype, extra in (
             ("flux", "FLUX", -32, ">f4", {"BUNIT": BUNIT_FLUX}),
             ("ivar", "IVAR", -32, ">f4", {"BUNIT": BUNIT_IVAR, "HDUCLAS1": "IVAR"}),
@@ -352,6 +362,44 @@ def _band_cards(ds: xr.Dataset, i: int) -> dict[str, object]:
             float(ds["band_wavelength"].values[i]),
             "wavelength of the channel (Angstrom)",
         )
+    return cards
+
+
+def gaussian_fwhm(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
+    """FWHM (arcsec) of a circular 2-D Gaussian centred at (0, 0) fitted to ``image`` (ny, nx).
+
+    ``x``, ``y``: pixel centres (arcsec). Least squares on the finite pixels, free amplitude and
+    width, as the MaNGA DRP reports GFWHM etc. for its reconstructed PSFs. NaN if the image has no
+    positive pixel or the fit fails.
+    """
+    img = np.asarray(image, dtype=np.float64)
+    ok = np.isfinite(img)
+    if ok.sum() < 4 or not np.any(img[ok] > 0):
+        return float("nan")
+    xx, yy = np.meshgrid(np.asarray(x, np.float64), np.asarray(y, np.float64))
+    r2, d = (xx * xx + yy * yy)[ok], img[ok]
+    pos = np.clip(d, 0, None)
+    sigma0 = max(float(np.sqrt((pos * r2).sum() / pos.sum() / 2)), 1e-2)
+
+    def residual(p: np.ndarray) -> np.ndarray:
+        return p[0] * np.exp(-r2 / (2 * p[1] ** 2)) - d
+
+    fit = optimize.least_squares(
+        residual, [float(d.max()), sigma0], bounds=([0, 1e-3], [np.inf, np.inf])
+    )
+    return float(2 * np.sqrt(2 * np.log(2)) * fit.x[1]) if fit.success else float("nan")
+
+
+def _psf_fwhm_cards(ds: xr.Dataset) -> dict[str, tuple[float, str]]:
+    """Primary-header ``<BAND>FWHM`` cards (GFWHM, RFWHM, ...) from the reconstructed PSF images."""
+    if "psf" not in ds:
+        return {}
+    cards = {}
+    x, y = ds["x"].values, ds["y"].values
+    for i, band in _band_extnames(ds):
+        fwhm = gaussian_fwhm(ds["psf"].isel(band=i).values, x, y)
+        if len(f"{band}FWHM") <= 8 and np.isfinite(fwhm):
+            cards[f"{band}FWHM"] = (round(fwhm, 6), f"FWHM of a Gaussian fit to {band}PSF (arcsec)")
     return cards
 
 
