@@ -160,7 +160,8 @@ def _uncompressed(path: Path, scratch_like: Path) -> Iterator[Path]:
     if magic != _GZIP_MAGIC:
         yield path
         return
-    tmp = temporary_sibling(scratch_like, "fits")
+    # ".<out>.fits.tmp-<random>": next to the output (same disk), matching atomic.TEMP_GLOB
+    tmp = temporary_sibling(scratch_like.with_name(scratch_like.name + ".fits"))
     try:
         try:
             with gzip.open(path, "rb") as src, open(tmp, "wb") as dst:
