@@ -146,14 +146,25 @@ class KernelTable:
     def __call__(self, r: np.ndarray, fwhm: np.ndarray) -> np.ndarray:
         """Kernel at radii ``r`` (<= r_max) for per-element seeing ``fwhm`` (same shape or scalar)."""
         r = np.asarray(r, dtype=float)
-        fwhm = np.broadcast_to(np.asarray(fwhm, dtype=float), r.shape)
+        fwhm = np.broadcast_to(np.asarray(fwhm, dtype=float), r.shape).ravel()
+        return self.by_sample(r, np.arange(fwhm.size), fwhm)
+
+    def by_sample(self, r: np.ndarray, sample: np.ndarray, fwhm: np.ndarray) -> np.ndarray:
+        """Kernel at radii ``r`` where element k belongs to sample ``sample[k]`` of seeing ``fwhm[sample[k]]``.
+
+        Cheaper than ``__call__`` when many radii share few samples (the distinct seeing values are
+        found among the samples, not among the radii).
+        """
+        r = np.asarray(r, dtype=float)
+        fwhm = np.asarray(fwhm, dtype=float)
         if r.size == 0:
             return np.zeros(r.shape)
         if np.any(r > self.r_max * (1 + 1e-12)) or np.any(r < 0):
             raise ValueError(f"kernel table covers radii 0..{self.r_max} arcsec only")
         if np.any(~np.isfinite(fwhm)) or np.any(fwhm <= 0):
             raise ValueError("seeing FWHM must be positive and finite")
-        uniq, inverse = np.unique(fwhm.ravel(), return_inverse=True)
+        uniq, inverse_sample = np.unique(fwhm, return_inverse=True)
+        inverse = inverse_sample[np.asarray(sample).ravel()]
         lo, hi, w_hi = self._nodes(uniq)
         nodes, node_index = np.unique(np.concatenate([lo, hi]), return_inverse=True)
         table = np.stack([self.row(f) for f in nodes])

@@ -148,7 +148,8 @@ class ChannelSolver:
         rowmap[use_idx] = np.arange(use_idx.size)
         k = usable[s] & (d < cfg.truncation_radius) & selected[p]
         rows, cols, dist = rowmap[s[k]], colmap[p[k]], d[k]
-        vals = self.table(dist, fw[s[k]]) * cfg.pixel_scale**2
+        # seeing of the usable samples only: unusable ones may carry any value
+        vals = self.table.by_sample(dist, rows, fw[use_idx]) * cfg.pixel_scale**2
         indptr = np.zeros(use_idx.size + 1, dtype=np.intp)
         np.cumsum(np.bincount(rows, minlength=use_idx.size), out=indptr[1:])
         A = sparse.csr_matrix((vals, cols, indptr), shape=(use_idx.size, sel_idx.size))
@@ -197,16 +198,11 @@ class ChannelSolver:
         cover = np.zeros(npix)
         if sel_idx.size:
             image[sel_idx] = factor * np.asarray(W @ f).ravel()
-            if sparse.issparse(W):
-                W2 = W.multiply(W)
-                variance = np.asarray(W2 @ var).ravel()
-                cov = np.asarray(W2.sum(axis=1)).ravel()
-            else:
-                W2 = np.square(W)
-                variance = W2 @ var
-                cov = W2.sum(axis=1)
-            ivar_img[sel_idx] = ivar_from_variance(variance) / factor**2
-            cover[sel_idx] = cov
+            # diag(W N W^T) and diag(W N~ W^T) in one pass over W^2
+            W2 = W.multiply(W) if sparse.issparse(W) else np.square(W)
+            stats = np.asarray(W2 @ np.column_stack([var, np.ones_like(var)]))
+            ivar_img[sel_idx] = ivar_from_variance(stats[:, 0]) / factor**2
+            cover[sel_idx] = stats[:, 1]
         mask = self._mask(sel_idx, cover, deadpix)
         rho = None
         if pairs is not None:
