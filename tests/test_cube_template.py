@@ -69,6 +69,6 @@ def test_correlation_pairs_match_brute_force(nx, ny, scale, sep):
     px, py = xx.ravel() * scale, yy.ravel() * scale
     d2 = (px[:, None] - px[None, :]) ** 2 + (py[:, None] - py[None, :]) ** 2
     bi, bj = np.nonzero(np.triu(d2 <= sep**2 + 1e-9))
-    assert i.dtype == np.int32
+    assert i.dtype == np.int32 and C.count_correlation_pairs(nx, ny, scale, sep) == len(i)
     np.testing.assert_array_equal(i, bi)
     np.testing.assert_array_equal(j, bj)

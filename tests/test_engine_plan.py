@@ -50,6 +50,13 @@ def test_refusals():
     with pytest.raises(PlanError, match="grid.extent_arcsec"):
         make_plan(100, 1143, 2001, 2001)
     with pytest.raises(PlanError, match="--wave-chunk"):
-        make_plan(1000, 1143, 49, 49, wave_chunk=100_000, max_memory="300MB")
+        make_plan(5000, 1143, 49, 49, wave_chunk=100_000, max_memory="300MB")
     with pytest.raises(PlanError, match="no wavelength"):
         make_plan(0, 10, 5, 5)
+
+
+def test_shepard_and_pairs_in_the_estimate():
+    crr = make_plan(100, 1143, 49, 49, wave_chunk=10)
+    shep = make_plan(100, 1143, 49, 49, wave_chunk=10, method="shepard")
+    assert shep.task_bytes < crr.task_bytes
+    assert make_plan(100, 1143, 49, 49, wave_chunk=10, n_pairs=10**6).task_bytes == crr.task_bytes + 32 * 10**6

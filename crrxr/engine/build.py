@@ -154,9 +154,16 @@ def prepare(
         int(rss.sizes["wavelength"]), int(rss.sizes["spectrum"]), len(grid.x), len(grid.y),
         wave_chunk=wave_chunk, max_memory=max_memory, workers=n_workers, cores=available_cores(),
         n_usable=usable, output_dtype_bytes=np.dtype(pstore["output.dtype"]).itemsize,
+        method=str(pstore["method"]), n_pairs=_n_pairs(grid, pstore),
     )
     pstore = pstore.replace({"engine.wave_chunk": plan.wave_chunk})
     return pstore, grid, plan
+
+
+def _n_pairs(grid, pstore) -> int:
+    """Number of stored correlation pairs (upper triangle within the maximum separation)."""
+    return C.count_correlation_pairs(len(grid.x), len(grid.y), grid.pixel_scale,
+                                     float(pstore["output.correlation_max_sep_arcsec"]))
 
 
 def estimate(rss, params=None, **kwargs) -> Plan:

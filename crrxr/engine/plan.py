@@ -40,14 +40,20 @@ def parse_memory(value: str | int | float | None) -> int | None:
     return n
 
 
-def channel_bytes(n_samples: int, n_pixels: int) -> int:
+def channel_bytes(n_samples: int, n_pixels: int, method: str = "crr", n_pairs: int = 0) -> int:
     """Working set of one channel's solve (bytes, float64): independent of the chunk length.
 
-    Dense kernel and weight matrices and their products (~3 n x m), the Gram matrix with its
-    eigenvectors and a scratch copy (~3 min(n, m)^2), the pixel covariance at band channels (m^2).
+    CRR: the dense weights W (pixels x samples) with two same-size temporaries (3 n m) and the Gram
+    matrix with its eigenvectors and a scratch copy (3 min(n, m)^2). Shepard: sparse weights, about
+    six float64 per sample-pixel neighbour (at most ~200 pixels per sample) plus a few images.
+    Correlation pairs at band channels: four float64 per pair.
     """
-    small = min(n_samples, n_pixels)
-    return 8 * (3 * n_samples * n_pixels + 3 * small * small + n_pixels * n_pixels)
+    if method == "shepard":
+        core = 6 * n_samples * min(n_pixels, 200) + 4 * n_pixels
+    else:
+        small = min(n_samples, n_pixels)
+        core = 3 * n_samples * n_pixels + 3 * small * small
+    return 8 * (core + 4 * n_pairs)
 
 
 def per_channel_bytes(n_samples: int, n_pixels: int) -> int:
@@ -59,9 +65,11 @@ def per_channel_bytes(n_samples: int, n_pixels: int) -> int:
     return 2 * 44 * n_samples + 28 * n_pixels
 
 
-def task_bytes(n_samples: int, n_pixels: int, wave_chunk: int) -> int:
+def task_bytes(n_samples: int, n_pixels: int, wave_chunk: int, method: str = "crr",
+               n_pairs: int = 0) -> int:
     """Estimated peak memory of one task solving ``wave_chunk`` channels (bytes)."""
-    return channel_bytes(n_samples, n_pixels) + wave_chunk * per_channel_bytes(n_samples, n_pixels)
+    return (channel_bytes(n_samples, n_pixels, method, n_pairs)
+            + wave_chunk * per_channel_bytes(n_samples, n_pixels))
 
 
 @dataclass(frozen=True)
@@ -125,8 +133,11 @@ def make_plan(
     cores: int = 1,
     n_usable: int | None = None,
     output_dtype_bytes: int = 4,
+    method: str = "crr",
+    n_pairs: int = 0,
 ) -> Plan:
-    """Choose the wavelength chunk length and check the plan can run.
+    """Choose the wavelength chunk length and check the plan can run (``method`` and ``n_pairs``,
+    the number of stored correlation pairs, refine the memory estimate).
 
     ``wave_chunk`` given: used as is (checked against the budget when one is given too).
     Otherwise the largest chunk whose task fits ``max_memory`` (per worker; default 2GB), capped at
@@ -149,7 +160,7 @@ def make_plan(
         )
     workers = max(1, int(workers))
     budget = parse_memory(max_memory)
-    one = task_bytes(n_samples, n_pixels, 1)
+    one = task_bytes(n_samples, n_pixels, 1, method, n_pairs)
     if budget is not None and one > budget:
         raise PlanError(
             f"one channel needs about {format_bytes(one)} ({n_samples} samples x {n_pixels} pixels) but "
@@ -158,7 +169,7 @@ def make_plan(
         )
     if wave_chunk is not None and wave_chunk > 0:
         chunk = min(int(wave_chunk), n_channels)
-        need = task_bytes(n_samples, n_pixels, chunk)
+        need = task_bytes(n_samples, n_pixels, chunk, method, n_pairs)
         if budget is not None and need > budget:
             raise PlanError(
                 f"--wave-chunk {chunk} needs about {format_bytes(need)} per task, over the budget of "
@@ -167,7 +178,7 @@ def make_plan(
     else:
         if budget is None:
             budget = parse_memory(DEFAULT_BUDGET)
-        fixed = channel_bytes(n_samples, n_pixels)
+        fixed = channel_bytes(n_samples, n_pixels, method, n_pairs)
         chunk = max(1, (budget - fixed) // per_channel_bytes(n_samples, n_pixels))
         chunk = min(chunk, MAX_AUTO_CHUNK, n_channels)
         if n_channels >= 4 * workers:
@@ -180,7 +191,7 @@ def make_plan(
         ny=ny,
         n_samples=n_samples,
         n_usable=n_usable,
-        task_bytes=task_bytes(n_samples, n_pixels, int(chunk)),
+        task_bytes=task_bytes(n_samples, n_pixels, int(chunk), method, n_pairs),
         budget_bytes=budget,
         workers=workers,
         blas_threads=blas,

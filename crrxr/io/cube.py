@@ -98,18 +98,30 @@ def select_bands(
     return BandSelection(tuple(names), idx, wavelength[idx])
 
 
+def _pair_offsets(pixel_scale: float, max_sep: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel offsets (dy, dx) of the upper triangle within ``max_sep`` arcsec."""
+    r = int(np.floor(max_sep / pixel_scale + 1e-9))
+    dy, dx = np.mgrid[0 : r + 1, -r : r + 1]
+    keep = (dx * dx + dy * dy) * pixel_scale**2 <= max_sep**2 + 1e-9
+    keep &= (dy > 0) | (dx >= 0)  # upper triangle: j >= i in flat order
+    return dy[keep], dx[keep]
+
+
+def count_correlation_pairs(nx: int, ny: int, pixel_scale: float, max_sep: float) -> int:
+    """len(correlation_pairs(...)) without building them."""
+    dy, dx = _pair_offsets(pixel_scale, max_sep)
+    return int(np.sum(np.clip(ny - dy, 0, None) * np.clip(nx - np.abs(dx), 0, None)))
+
+
 def correlation_pairs(nx: int, ny: int, pixel_scale: float, max_sep: float) -> tuple[np.ndarray, np.ndarray]:
     """Flat pixel index pairs (i <= j, ``iy * nx + ix``) separated by at most ``max_sep`` arcsec.
 
     Returns two (n_pair,) int32 arrays sorted by (i, j); the diagonal (i == j) is included.
     """
-    r = int(np.floor(max_sep / pixel_scale + 1e-9))
-    dy, dx = np.mgrid[0 : r + 1, -r : r + 1]
-    keep = (dx * dx + dy * dy) * pixel_scale**2 <= max_sep**2 + 1e-9
-    keep &= (dy > 0) | (dx >= 0)  # upper triangle: j >= i in flat order
+    dy, dx = _pair_offsets(pixel_scale, max_sep)
     iy, ix = np.mgrid[0:ny, 0:nx]
     pi, pj = [], []
-    for oy, ox in zip(dy[keep], dx[keep]):
+    for oy, ox in zip(dy, dx):
         ok = (iy + oy < ny) & (ix + ox >= 0) & (ix + ox < nx)
         i = (iy * nx + ix)[ok]
         pi.append(i)
