@@ -2,8 +2,8 @@
 
 Cases: MaNGA 127 fibers x 3 and x 9 exposures (0.05" dither jitter, 5% seeing jitter, 0.75" pixels,
 36" grid) and a 2000-lenslet single exposure (0.75" lenslets in a contiguous hex array, 0.75" pixels).
-Columns (median of repeats, milliseconds): literal SVD route, fast route (solver="auto", route used in
-brackets), forced gram route, Shepard weights, a bare numpy.linalg.eigh of the same Gram size (the
+Columns (median of repeats, milliseconds): literal SVD route, lean SVD (the same SVD without the
+pixel x pixel products), fast route (solver="auto", route used in brackets), forced gram route, Shepard weights, a bare numpy.linalg.eigh of the same Gram size (the
 floor), and whole channels (kernel matrix + weights + image + ivar + masks) for CRR and Shepard.
 
 BLAS threads are fixed before numpy is imported (``--threads``, default 1).
@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 
 from crrxr.core import CoreConfig, Grid, reconstruct_block  # noqa: E402
-from crrxr.core.crr import solve_crr  # noqa: E402
+from crrxr.core.crr import _svd_fast, solve_crr  # noqa: E402
 from crrxr.core.shepard import shepard_weights_sparse  # noqa: E402
 from crrxr.core.slice import ChannelSolver, validate_samples  # noqa: E402
 from crrxr.simulate.geometry import dither_offsets, hex_bundle, hex_positions  # noqa: E402
@@ -108,6 +108,7 @@ def run_case(name: str, x, y, fw, grid: Grid, fiber_radius: float, repeats: int,
 
     fns = {
         "svd": lambda: solve_crr(Ag, solver="svd"),
+        "svd_lean": lambda: _svd_fast(Ag, 1e-3, 1e-6, "code"),
         "fast": lambda: solve_crr(Ag, solver="auto"),
         "gram": lambda: solve_crr(Ag, solver="gram"),
         "eigh": lambda: np.linalg.eigh(G),
@@ -118,7 +119,7 @@ def run_case(name: str, x, y, fw, grid: Grid, fiber_radius: float, repeats: int,
         "block_shepard": lambda: block_per_channel(x, y, fw, grid, fiber_radius, "shepard", n_block),
     }
     n_block = 8 if ng <= 1500 else 2  # channels per reconstruct_block call
-    slow = {"svd": svd_repeats, "block_crr": max(1, repeats // 2)}
+    slow = {"svd": svd_repeats, "svd_lean": svd_repeats, "block_crr": max(1, repeats // 2)}
     if ng > 1500:  # the literal and fallback SVDs take seconds here
         slow.update(fast=svd_repeats, channel_crr=svd_repeats, block_crr=1)
     timed = interleaved(fns, repeats, slow)
@@ -177,12 +178,12 @@ def main(argv=None) -> int:
         cases += [("MaNGA 127 x 9", *manga_case(9)), ("lenslet 2000 x 1", *lenslet_case())]
     rows = [run_case(name, *rest, args.repeats, args.svd_repeats) for name, *rest in cases]
     print()
-    print("| case | samples x pixels (Gram side) | SVD route | fast route | gram | bare eigh | "
+    print("| case | samples x pixels (Gram side) | SVD route | lean SVD | fast route | gram | bare eigh | "
           "fast/eigh | SVD/fast | Shepard W | channel CRR | channel Shepard | block CRR | block Shepard | "
           "block CRR/eigh | CRR/Shepard (block) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['case']} | {r['samples']} x {r['pixels']} ({r['gram_side']}) | {r['svd']:.1f} | "
+        print(f"| {r['case']} | {r['samples']} x {r['pixels']} ({r['gram_side']}) | {r['svd']:.1f} | {r['svd_lean']:.1f} | "
               f"{r['fast']:.1f} [{r['route']}] | {r['gram']:.1f} | {r['eigh']:.1f} | {r['fast'] / r['eigh']:.2f} | "
               f"{r['svd'] / r['fast']:.1f} | {r['shepard']:.2f} | {r['channel_crr']:.1f} | "
               f"{r['channel_shepard']:.2f} | {r['block_crr']:.1f} | {r['block_shepard']:.2f} | "

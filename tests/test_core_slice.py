@@ -268,3 +268,20 @@ def test_block_failed_channel_is_isolated(monkeypatch):
 
 def test_grid_nside_rule_matches_authors():
     assert odd_nside(36.0, 0.75) == 49
+
+
+def test_block_skips_rejected_gram_route_and_matches_slices():
+    # 12 exposures with 0.02" jitter: "auto" rejects the gram route; the block then goes straight to
+    # the SVD for the following channels, with the same results as channel-by-channel solves
+    x, y, fw = bundle(n_exp=12, jitter=0.02, seed=0, seeing_jitter=0.05)
+    n, n_chan = x.size, 3
+    X = x[:, None] + 0.001 * np.arange(n_chan)[None, :]
+    Y = np.repeat(y[:, None], n_chan, 1)
+    FW = fw[:, None] * (1 + 1e-4 * np.arange(n_chan))[None, :]
+    F = np.repeat(point_fluxes(x, y, fw)[:, None], n_chan, 1)
+    IV, M = np.ones((n, n_chan)), np.zeros((n, n_chan), np.uint32)
+    res = reconstruct_block(X, Y, FW, F, IV, M, GRID)
+    assert res.solver == ("svd",) * n_chan
+    for c in range(n_chan):
+        one = reconstruct_slice(X[:, c], Y[:, c], FW[:, c], F[:, c], IV[:, c], M[:, c], GRID)
+        assert one.solver == "svd" and np.array_equal(one.flux, res.flux[c])

@@ -86,8 +86,13 @@ def solve_crr(
     variant: str = "code",
     solver: str = "auto",
     gram_rtol: float = GRAM_RTOL,
+    try_gram: bool = True,
 ) -> CRRWeights:
-    """CRR weights for the kernel matrix of the good samples only, ``Ag`` (n_good, n_pixels)."""
+    """CRR weights for the kernel matrix of the good samples only, ``Ag`` (n_good, n_pixels).
+
+    ``try_gram=False`` makes ``solver="auto"`` go straight to the SVD (a caller that has just seen
+    the gram route rejected for a nearly identical matrix saves the wasted eigendecomposition).
+    """
     if variant not in ("code", "paper"):
         raise CRRSolveError(f"variant must be 'code' or 'paper', got {variant!r}")
     if solver not in ("auto", "svd", "gram"):
@@ -107,6 +112,8 @@ def solve_crr(
         raise CRRSolveError("kernel matrix contains NaN or infinite values")
     if solver == "svd":
         return _svd_literal(Ag, lam, floor, variant)
+    if solver == "auto" and not try_gram:
+        return _svd_fast(Ag, lam, floor, variant)
     try:
         sol = _gram(Ag, lam, floor, variant)
     except np.linalg.LinAlgError:
