@@ -76,6 +76,16 @@ def test_gram_equals_svd_and_reference(case, variant):
     assert np.all(svd[:, ~good] == 0) and np.all(gram[:, ~good] == 0)
 
 
+def test_sparse_input_equals_dense():
+    from scipy import sparse
+
+    A, good = manga_kernel_matrix(masked=0.1, seed=3)
+    for solver in ("svd", "gram"):
+        dense = crr_weights(A, good, solver=solver)
+        for fmt in (sparse.coo_matrix, sparse.csr_matrix, sparse.csc_matrix):
+            assert rel(crr_weights(fmt(A), good, solver=solver), dense) <= 1e-12
+
+
 def test_pixel_side_gram_is_used():
     A, good = manga_kernel_matrix(**WELL_POSED["pixel-side"])
     assert good.sum() > A.shape[1]  # more samples than pixels: the pixel-side Gram matrix is smaller

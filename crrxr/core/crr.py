@@ -72,7 +72,7 @@ def crr_weights(
     if len(shape) != 2 or good.shape != (shape[0],):
         raise CRRSolveError(f"A must be (n_samples, n_pixels) and good (n_samples,), got {shape} and {good.shape}")
     rows = np.flatnonzero(good)
-    Ag = A[rows] if sparse.issparse(A) else np.asarray(A, dtype=float)[rows]
+    Ag = A.tocsr()[rows] if sparse.issparse(A) else np.asarray(A, dtype=float)[rows]
     sol = solve_crr(Ag, lam=lam, floor=floor, variant=variant, solver=solver)
     W = np.zeros((shape[1], shape[0]))
     W[:, rows] = sol.weights
