@@ -169,9 +169,13 @@ def test_all_masked_and_missed_grid(method):
     cfg = CoreConfig(method=method)
     res = reconstruct_slice(x, y, fw, np.ones(x.size), np.zeros(x.size), z, GRID, cfg)
     assert np.all(res.flux == 0) and np.all(res.ivar == 0)
-    assert np.all(res.mask & masks.DONOTUSE) and np.all(res.mask & (masks.NOCOV | masks.LOWCOV))
-    bad = reconstruct_slice(x, y, fw, np.ones(x.size), np.ones(x.size), np.full(x.size, masks.RSS_REJECT), GRID, cfg)
-    assert np.all(bad.flux == 0) and np.all(bad.mask & masks.DONOTUSE)
+    assert np.all(res.mask == masks.NOCOV | masks.DONOTUSE)
+    dead = np.full(x.size, masks.RSS_REJECT)
+    dead[0] |= masks.RSS_DEADFIBER
+    bad = reconstruct_slice(x, y, fw, np.ones(x.size), np.ones(x.size), dead, GRID, cfg)
+    assert np.all(bad.flux == 0) and np.all(bad.ivar == 0)
+    assert np.all(bad.mask & masks.NOCOV) and np.all(bad.mask & masks.DONOTUSE)
+    assert np.any(bad.mask & masks.DEADFIBER) and np.all(np.isfinite(bad.flux))
     far = reconstruct_slice(x + 100, y, fw, np.ones(x.size), np.ones(x.size), z, GRID, cfg, psf=True)
     assert np.all(far.mask == masks.NOCOV | masks.DONOTUSE) and np.all(far.flux == 0) and np.all(far.psf == 0)
 

@@ -8,8 +8,9 @@ Masks (MaNGA DRP3PIXMASK): NOCOV for pixels outside the solve (CRR: no sample po
 not, within ``select_radius``; Shepard: no usable sample within ``shepard_rlim``); LOWCOV for solved
 pixels whose coverage diag(W N~ W^T) exceeds ``lowcov_threshold`` x the median of its nonzero values
 or is 0; DEADFIBER where a sample flagged RSS_DEADFIBER lies within ``truncation_radius``;
-DONOTUSE = NOCOV | LOWCOV. When no pixel can be solved (grid misses every sample, or every sample is
-unusable) the result is all-masked: flux 0, ivar 0, NOCOV or LOWCOV, and DONOTUSE everywhere.
+DONOTUSE = NOCOV | LOWCOV. When no pixel can be solved (the grid misses every sample, or no sample
+of the channel is usable) the result is all-masked: flux 0, ivar 0 and NOCOV | DONOTUSE everywhere
+(plus DEADFIBER where a dead fiber reaches).
 """
 
 from __future__ import annotations
@@ -215,7 +216,8 @@ class ChannelSolver:
             stats = np.asarray(W2 @ np.column_stack([var, np.ones_like(var)]))
             ivar_img[sel_idx] = ivar_from_variance(stats[:, 0]) / factor**2
             cover[sel_idx] = stats[:, 1]
-        mask = self._mask(sel_idx, cover, deadpix)
+        # a channel without any usable sample is all NOCOV (not LOWCOV), like a pixel nothing reaches
+        mask = self._mask(sel_idx if use_idx.size else sel_idx[:0], cover, deadpix)
         rho = None
         if pairs is not None:
             rho = self._rho(pairs, sel_idx, W, var)
