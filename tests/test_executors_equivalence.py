@@ -48,3 +48,37 @@ def test_make_executor_names():
     assert isinstance(ex, DistributedExecutor) and ex.address == "tcp://127.0.0.1:8786"
     with pytest.raises(ValueError, match="unknown scheduler"):
         make_executor("gpu")
+
+
+def test_existing_scheduler_address(reference, tmp_path):
+    from distributed import LocalCluster
+
+    rss, ref = reference
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        store = tmp_path / "addr.zarr"
+        rep = run_build(rss, store, wave_chunk=4, scheduler=cluster.scheduler_address,
+                        progress=False)
+        assert "tcp://127.0.0.1" in rep.executor
+    _same(ref, xr.open_zarr(store).load())
+
+
+def test_task_graph_is_small(reference, tmp_path):
+    """Each task carries paths, a slice and plain config: no arrays, no whole-RSS closures."""
+    import pickle
+
+    import dask
+
+    from crrxr.engine import settings
+    from crrxr.engine.build import make_tasks, prepare
+    from crrxr.engine.chunk import solve_chunk
+
+    rss, _ = reference
+    ds = settings.open_rss(rss)
+    pstore, grid, plan = prepare(ds, wave_chunk=4)
+    store = tmp_path / "g.zarr"
+    run_build(rss, store, wave_chunk=4, scheduler="synchronous", progress=False)
+    tasks = make_tasks(rss, str(store), pstore, grid, plan, ds, todo=list(range(plan.n_chunks)))
+    graph = dict(dask.delayed(solve_chunk)(tasks[0], dask_key_name="k0").__dask_graph__())
+    assert len(graph) == 1
+    assert all(len(pickle.dumps(t)) < 4096 for t in tasks)

@@ -51,7 +51,8 @@ class BuildReport:
     chunks_solved: int
     chunks_skipped: int
     wall_seconds: float
-    peak_memory: int
+    peak_memory: int  # bytes, this process and its children (local workers) together
+    peak_process_memory: int = 0  # bytes, the largest single process
     failed_channels: list[int] = field(default_factory=list)
     failure_messages: list[str] = field(default_factory=list)
     resumed: bool = False
@@ -319,7 +320,8 @@ def run_build(
         report = BuildReport(
             store=store, plan=plan, executor=ex.describe(), chunks_total=plan.n_chunks,
             chunks_solved=len(tasks), chunks_skipped=plan.n_chunks - len(tasks),
-            wall_seconds=time.perf_counter() - t0, peak_memory=peak.peak, failed_channels=failed,
+            wall_seconds=time.perf_counter() - t0, peak_memory=peak.peak,
+            peak_process_memory=peak.peak_process, failed_channels=failed,
             failure_messages=messages, resumed=resumed, removed_partials=removed,
         )
         _echo(report.summary(), mode)

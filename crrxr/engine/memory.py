@@ -8,8 +8,9 @@ from collections.abc import Callable
 import psutil
 
 
-def tree_rss(pids: Callable[[], list[int]] | None = None) -> int:
-    """Resident bytes of this process, its children (local workers) and ``pids()`` (remote-less)."""
+def tree_rss(pids: Callable[[], list[int]] | None = None) -> tuple[int, int]:
+    """(total, largest single process) resident bytes of this process, its children (local workers,
+    cluster processes) and ``pids()``."""
     me = psutil.Process()
     procs = {me.pid: me}
     try:
@@ -24,27 +25,33 @@ def tree_rss(pids: Callable[[], list[int]] | None = None) -> int:
                     procs[pid] = psutil.Process(pid)
                 except psutil.Error:
                     pass
-    total = 0
+    total = largest = 0
     for p in procs.values():
         try:
-            total += p.memory_info().rss
+            rss = p.memory_info().rss
         except psutil.Error:
-            pass
-    return total
+            continue
+        total += rss
+        largest = max(largest, rss)
+    return total, largest
 
 
 class PeakMemory:
-    """``with PeakMemory() as pm: ...``; ``pm.peak`` is the largest sampled :func:`tree_rss` (bytes)."""
+    """``with PeakMemory() as pm: ...``; ``pm.peak`` is the largest sampled total of :func:`tree_rss`
+    (bytes), ``pm.peak_process`` the largest single process seen."""
 
     def __init__(self, interval: float = 0.1, pids: Callable[[], list[int]] | None = None):
         self.interval = interval
         self.pids = pids
         self.peak = 0
+        self.peak_process = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def sample(self) -> None:
-        self.peak = max(self.peak, tree_rss(self.pids))
+        total, largest = tree_rss(self.pids)
+        self.peak = max(self.peak, total)
+        self.peak_process = max(self.peak_process, largest)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
