@@ -183,7 +183,7 @@ def test_lenslet_array_geometry():
     assert np.hypot(x, y).max() < 4 * 0.75 + 1e-9  # filled from the centre outwards
     ds = simulate_rss(None, lenslets=50, nwave=5)
     assert ds.sizes["exposure"] == 1 and ds.sizes["spectrum"] == 50
-    assert ds.attrs[N.ATTR_FIBER_RADIUS] == 0.375
+    assert ds.attrs[N.ATTR_FIBER_RADIUS] == pytest.approx(0.75 * np.sqrt(np.sqrt(3) / (2 * np.pi)), rel=1e-14)  # equal-area circle of the hexagonal cell
     assert read_truth(ds)["observation.fiber_radius_arcsec"] == 0.375
 
 
