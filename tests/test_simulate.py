@@ -184,7 +184,7 @@ def test_lenslet_array_geometry():
     ds = simulate_rss(None, lenslets=50, nwave=5)
     assert ds.sizes["exposure"] == 1 and ds.sizes["spectrum"] == 50
     assert ds.attrs[N.ATTR_FIBER_RADIUS] == pytest.approx(0.75 * np.sqrt(np.sqrt(3) / (2 * np.pi)), rel=1e-14)  # equal-area circle of the hexagonal cell
-    assert read_truth(ds)["observation.fiber_radius_arcsec"] == 0.375
+    assert read_truth(ds)["observation.fiber_radius_arcsec"] == ds.attrs[N.ATTR_FIBER_RADIUS]
 
 
 def test_wavelength_grid():
