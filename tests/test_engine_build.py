@@ -203,3 +203,17 @@ def test_cli_estimate_and_refusal(rss_path, tmp_path, capsys):
     assert main(["build", rss_path, str(tmp_path / "d.zarr"), "--wave-chunk", "7", "--method",
                  "shepard", "--scheduler", "synchronous", "--no-progress"]) == 0
     assert xr.open_zarr(tmp_path / "d.zarr").sizes[C.WAVELENGTH_CHUNK] == 2
+
+
+def test_torn_template_needs_overwrite(rss_path, tmp_path):
+    import shutil
+
+    store = tmp_path / "cube.zarr"
+    run_build(rss_path, store, wave_chunk=5, scheduler="synchronous", progress=False)
+    shutil.rmtree(store / C.CHUNK_DONE)
+    S_json = (store / "zarr.json").read_text()
+    (store / "zarr.json").write_text(S_json.replace('"chunk_done"', '"chunk_gone"'))
+    with pytest.raises(ResumeError, match="--overwrite"):
+        run_build(rss_path, store, resume=True, progress=False)
+    rep = run_build(rss_path, store, overwrite=True, wave_chunk=5, progress=False)
+    assert rep.chunks_solved == 3

@@ -279,7 +279,12 @@ def run_build(
             removed: list[str] = []
             resumed = False
             if exists and resume:
-                _check_resume(store, pstore, identity)
+                try:
+                    _check_resume(store, pstore, identity)
+                    S.read_ledger(store)
+                except (KeyError, FileNotFoundError, zarr.errors.BaseZarrError) as exc:
+                    raise ResumeError(f"{store} is not a complete cube template ({exc}); use "
+                                      "--overwrite to start over") from exc
                 removed = S.remove_partials(store)
                 S.drop_consolidated(store)
                 resumed = True

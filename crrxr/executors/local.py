@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,7 +47,7 @@ class LocalExecutor(Executor):
             kwargs["num_workers"] = self.workers
         callbacks: list[Callback] = []
         if progress == "bar":
-            callbacks.append(ProgressBar(minimum=0.5, dt=0.5))
+            callbacks.append(ProgressBar(minimum=0.5, dt=0.5, out=sys.stderr))
         elif progress == "log":
             callbacks.append(_CountTasks({t.key for t in tasks}, ProgressLog(len(tasks))))
         with _Stack(callbacks):
