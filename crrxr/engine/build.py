@@ -53,6 +53,7 @@ class BuildReport:
     wall_seconds: float
     peak_memory: int  # bytes, this process and its children (local workers) together
     peak_process_memory: int = 0  # bytes, the largest single process
+    channels_solved: int = 0
     failed_channels: list[int] = field(default_factory=list)
     failure_messages: list[str] = field(default_factory=list)
     resumed: bool = False
@@ -60,11 +61,8 @@ class BuildReport:
 
     @property
     def channels_per_second(self) -> float:
-        solved = sum(
-            min(self.plan.wave_chunk, self.plan.n_channels - k * self.plan.wave_chunk)
-            for k in range(self.chunks_solved)
-        )
-        return solved / self.wall_seconds if self.wall_seconds > 0 else float("nan")
+        """Channels solved in this run per second of wall time (planning and writing included)."""
+        return self.channels_solved / self.wall_seconds if self.wall_seconds > 0 else float("nan")
 
     def summary(self) -> str:
         failed = (f"{len(self.failed_channels)} failed channel(s): {self.failed_channels[:20]}"
@@ -76,7 +74,10 @@ class BuildReport:
         return "\n".join([
             f"built {self.store}: {self.chunks_solved}/{self.chunks_total} chunk(s) solved{resumed}",
             f"wall time {self.wall_seconds:.1f} s, {self.channels_per_second:.1f} channels/s, "
-            f"peak memory {format_bytes(self.peak_memory)} ({self.executor})",
+            f"peak memory {format_bytes(self.peak_memory)}"
+            + (f" (largest process {format_bytes(self.peak_process_memory)})"
+               if self.peak_process_memory and self.peak_process_memory < self.peak_memory else "")
+            + f", {self.executor}",
             failed,
         ])
 
@@ -255,7 +256,6 @@ def run_build(
                 wave_chunk = int(json.loads(stored[C.ATTR_PARAMS])["values"]["engine.wave_chunk"])
             except (KeyError, ValueError, TypeError):
                 pass
-            max_memory = max_memory if wave_chunk is None else None
         pstore, grid, plan = prepare(
             rds, params, method=method, profile=profile, config=config, overrides=overrides,
             scheduler=scheduler, workers=workers, max_memory=max_memory, wave_chunk=wave_chunk,
@@ -308,8 +308,10 @@ def run_build(
             graph = [dask.delayed(solve_chunk, pure=True)(t, dask_key_name=f"solve_chunk-{t.index}")
                      for t in tasks]
             results: list[ChunkResult] = []
-            with PeakMemory() as peak, ex:
-                results = ex.compute(graph, progress=mode)
+            with PeakMemory() as peak:
+                if graph:  # nothing to start (no cluster) when every chunk is already done
+                    with ex:
+                        results = ex.compute(graph, progress=mode)
             failed = S.read_failed_channels(store)
             messages = [m for r in results for m in r.messages]
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -325,6 +327,7 @@ def run_build(
         report = BuildReport(
             store=store, plan=plan, executor=ex.describe(), chunks_total=plan.n_chunks,
             chunks_solved=len(tasks), chunks_skipped=plan.n_chunks - len(tasks),
+            channels_solved=sum(r.n_channels for r in results),
             wall_seconds=time.perf_counter() - t0, peak_memory=peak.peak,
             peak_process_memory=peak.peak_process, failed_channels=failed,
             failure_messages=messages, resumed=resumed, removed_partials=removed,
