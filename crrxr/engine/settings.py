@@ -23,6 +23,7 @@ from crrxr.params import (
     reconstruction_spec,
 )
 from crrxr.params.codec import PARAMS_ATTR
+from crrxr.params.profiles import flatten_keys
 
 
 def open_rss(path: str) -> xr.Dataset:
@@ -53,17 +54,17 @@ def resolve_params(
                 raise ValueError(f"{config}: expected a mapping of parameter keys")
             data.pop("base", None)
             data.pop("description", None)
-            layers.update(data)
+            layers.update(flatten_keys(data, str(config)))
     if isinstance(params, ParameterStore):
         base = {k: v for k, v in params.items() if k in spec and not spec[k].is_derived}
         if profile is not None:
             raise ValueError("give either a ParameterStore as params or a profile, not both")
         layers = {**base, **layers}
     elif params is not None:
-        layers.update(dict(params))
+        layers.update(flatten_keys(dict(params), "params"))
     if overrides:
         if isinstance(overrides, Mapping):
-            layers.update(dict(overrides))
+            layers.update(flatten_keys(dict(overrides), "overrides"))
         else:
             layers.update(parse_set_options(list(overrides), spec))
     if method is not None:
