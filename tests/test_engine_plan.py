@@ -2,7 +2,14 @@
 
 import pytest
 
-from crrxr.engine.plan import MAX_AUTO_CHUNK, PlanError, make_plan, parse_memory, task_bytes
+from crrxr.engine.plan import (
+    MAX_AUTO_CHUNK,
+    PlanError,
+    make_plan,
+    parse_memory,
+    task_bytes,
+    usable_bytes,
+)
 
 
 def test_parse_memory():
@@ -15,9 +22,9 @@ def test_parse_memory():
 
 def test_budget_bounds_the_task_and_chunks_cover_the_axis():
     n_chan, n_samp, nside = 4563, 1143, 49
-    for budget in ("300MB", "1GB", "4GB"):
+    for budget in ("500MB", "1GB", "4GB"):
         plan = make_plan(n_chan, n_samp, nside, nside, max_memory=budget, workers=2, cores=2)
-        assert plan.task_bytes <= parse_memory(budget)
+        assert plan.task_bytes <= usable_bytes(parse_memory(budget)) < parse_memory(budget)
         assert 1 <= plan.wave_chunk <= MAX_AUTO_CHUNK
         slices = plan.chunk_slices()
         assert slices[0].start == 0 and slices[-1].stop == n_chan
@@ -25,7 +32,7 @@ def test_budget_bounds_the_task_and_chunks_cover_the_axis():
         assert len(slices) == plan.n_chunks
         # a larger chunk would not fit or is capped
         bigger = task_bytes(n_samp, nside * nside, plan.wave_chunk + 1)
-        assert bigger > parse_memory(budget) or plan.wave_chunk in (MAX_AUTO_CHUNK, -(-n_chan // 4))
+        assert bigger > usable_bytes(parse_memory(budget)) or plan.wave_chunk in (MAX_AUTO_CHUNK, -(-n_chan // 4))
 
 
 def test_explicit_chunk_and_describe():
@@ -50,7 +57,7 @@ def test_refusals():
     with pytest.raises(PlanError, match="grid.extent_arcsec"):
         make_plan(100, 1143, 2001, 2001)
     with pytest.raises(PlanError, match="--wave-chunk"):
-        make_plan(5000, 1143, 49, 49, wave_chunk=100_000, max_memory="300MB")
+        make_plan(5000, 1143, 49, 49, wave_chunk=100_000, max_memory="600MB")
     with pytest.raises(PlanError, match="no wavelength"):
         make_plan(0, 10, 5, 5)
 

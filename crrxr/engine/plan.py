@@ -14,8 +14,11 @@ from dask.utils import format_bytes, parse_bytes
 MAX_PIXELS = 1_000_000
 #: Default memory budget per worker when neither a wave chunk nor a budget is given.
 DEFAULT_BUDGET = "2GB"
-#: Interpreter + numpy/scipy/zarr baseline of one worker process (bytes), counted once per worker.
-WORKER_BASELINE = 150 * 2**20
+#: Interpreter + numpy/scipy/xarray/zarr/dask baseline of one worker process (bytes; ~185 MiB measured).
+WORKER_BASELINE = 200 * 2**20
+#: Fraction of a worker's budget a task may reach with the baseline: Dask pauses a worker at 80% of
+#: its memory limit and kills it at 95%; task memory is unmanaged, so spilling cannot help.
+USABLE_FRACTION = 0.8
 #: Upper bound of channels per chunk chosen from a budget (larger chunks add little and delay resume).
 MAX_AUTO_CHUNK = 256
 
@@ -70,6 +73,11 @@ def task_bytes(n_samples: int, n_pixels: int, wave_chunk: int, method: str = "cr
     """Estimated peak memory of one task solving ``wave_chunk`` channels (bytes)."""
     return (channel_bytes(n_samples, n_pixels, method, n_pairs)
             + wave_chunk * per_channel_bytes(n_samples, n_pixels))
+
+
+def usable_bytes(budget: int) -> int:
+    """Memory a task may use in a worker whose limit is ``budget`` bytes."""
+    return int(USABLE_FRACTION * budget) - WORKER_BASELINE
 
 
 @dataclass(frozen=True)
@@ -161,25 +169,29 @@ def make_plan(
     workers = max(1, int(workers))
     budget = parse_memory(max_memory)
     one = task_bytes(n_samples, n_pixels, 1, method, n_pairs)
-    if budget is not None and one > budget:
+    if budget is not None and one > usable_bytes(budget):
         raise PlanError(
-            f"one channel needs about {format_bytes(one)} ({n_samples} samples x {n_pixels} pixels) but "
-            f"the memory budget per worker is {format_bytes(budget)}; raise --max-memory or shrink the "
-            "grid (grid.extent_arcsec, grid.pixel_scale_arcsec)"
+            f"one channel needs about {format_bytes(one)} ({n_samples} samples x {n_pixels} pixels"
+            f"{f', {n_pairs} correlation pairs' if n_pairs else ''}) but a worker with a budget of "
+            f"{format_bytes(budget)} has {format_bytes(max(usable_bytes(budget), 0))} for tasks "
+            f"({USABLE_FRACTION:.0%} of it less a {format_bytes(WORKER_BASELINE)} baseline); raise "
+            "--max-memory or shrink the grid (grid.extent_arcsec, grid.pixel_scale_arcsec, "
+            "output.correlation_max_sep_arcsec)"
         )
     if wave_chunk is not None and wave_chunk > 0:
         chunk = min(int(wave_chunk), n_channels)
         need = task_bytes(n_samples, n_pixels, chunk, method, n_pairs)
-        if budget is not None and need > budget:
+        if budget is not None and need > usable_bytes(budget):
             raise PlanError(
-                f"--wave-chunk {chunk} needs about {format_bytes(need)} per task, over the budget of "
-                f"{format_bytes(budget)}; use a smaller --wave-chunk or give only --max-memory"
+                f"--wave-chunk {chunk} needs about {format_bytes(need)} per task, over the "
+                f"{format_bytes(usable_bytes(budget))} a worker with a budget of {format_bytes(budget)} "
+                "has for tasks; use a smaller --wave-chunk or give only --max-memory"
             )
     else:
         if budget is None:
             budget = parse_memory(DEFAULT_BUDGET)
         fixed = channel_bytes(n_samples, n_pixels, method, n_pairs)
-        chunk = max(1, (budget - fixed) // per_channel_bytes(n_samples, n_pixels))
+        chunk = max(1, (usable_bytes(budget) - fixed) // per_channel_bytes(n_samples, n_pixels))
         chunk = min(chunk, MAX_AUTO_CHUNK, n_channels)
         if n_channels >= 4 * workers:
             chunk = min(chunk, -(-n_channels // (2 * workers)))
