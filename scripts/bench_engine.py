@@ -115,7 +115,8 @@ def part_budget(d: Path, results: Path, workers: int, lenslets: int, channels: i
     rss = simulate(d / f"rss-lenslet{lenslets}-{channels}.zarr", lenslets=lenslets, nwave=channels,
                    wave_range=(4800.0, 9000.0), scene="point", noise=20.0, seed=8)
     rep = build(rss, d / f"cube-lenslet{lenslets}.zarr", method="shepard", scheduler="distributed",
-                workers=workers, max_memory=budget, overrides=["grid.pixel_scale_arcsec=0.25"])
+                workers=workers, max_memory=budget,
+                overrides=["grid.pixel_scale_arcsec=0.25", "output.correlation_max_sep_arcsec=1.0"])
     import xarray as xr
 
     cube = xr.open_zarr(d / f"cube-lenslet{lenslets}.zarr")
@@ -130,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--results", default=None, help="JSON-lines file (default DIR/results.jsonl)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--lenslets", type=int, default=1000)
-    ap.add_argument("--lenslet-channels", type=int, default=6000)
-    ap.add_argument("--budget", default="400MB", help="memory limit per worker for the budget part")
+    ap.add_argument("--lenslet-channels", type=int, default=16000)
+    ap.add_argument("--budget", default="500MB", help="memory limit per worker for the budget part")
     args = ap.parse_args(argv)
     d = Path(args.dir)
     d.mkdir(parents=True, exist_ok=True)

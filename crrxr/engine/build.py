@@ -157,6 +157,7 @@ def prepare(
         wave_chunk=wave_chunk, max_memory=max_memory, workers=n_workers, cores=available_cores(),
         n_usable=usable, output_dtype_bytes=np.dtype(pstore["output.dtype"]).itemsize,
         method=str(pstore["method"]), n_pairs=_n_pairs(grid, pstore),
+        n_neighbours=_n_neighbours(int(rss.sizes["spectrum"]), grid, pstore),
     )
     pstore = pstore.replace({"engine.wave_chunk": plan.wave_chunk})
     return pstore, grid, plan
@@ -166,6 +167,13 @@ def _n_pairs(grid, pstore) -> int:
     """Number of stored correlation pairs (upper triangle within the maximum separation)."""
     return C.count_correlation_pairs(len(grid.x), len(grid.y), grid.pixel_scale,
                                      float(pstore["output.correlation_max_sep_arcsec"]))
+
+
+def _n_neighbours(n_samples: int, grid, pstore) -> int:
+    """Sample-pixel pairs within the kernel's reach (upper bound: every pixel of the grid)."""
+    cfg = settings.core_config(pstore)
+    per_sample = np.pi * cfg.neighbour_radius**2 / grid.pixel_scale**2
+    return int(n_samples * min(len(grid.x) * len(grid.y), np.ceil(per_sample)))
 
 
 def estimate(rss, params=None, **kwargs) -> Plan:

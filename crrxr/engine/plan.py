@@ -43,20 +43,27 @@ def parse_memory(value: str | int | float | None) -> int | None:
     return n
 
 
-def channel_bytes(n_samples: int, n_pixels: int, method: str = "crr", n_pairs: int = 0) -> int:
-    """Working set of one channel's solve (bytes, float64): independent of the chunk length.
+#: Bytes per sample-pixel neighbour pair of a channel's geometry (indices, distances, masks, kernel
+#: values, sparse matrices; ~100 B measured on a 1000-lenslet, 0.25" grid).
+NEIGHBOUR_BYTES = 100
+#: Bytes per stored correlation pair at a band channel (pair lists, covariance terms; ~280 B measured).
+PAIR_BYTES = 300
 
-    CRR: the dense weights W (pixels x samples) with two same-size temporaries (3 n m) and the Gram
-    matrix with its eigenvectors and a scratch copy (3 min(n, m)^2). Shepard: sparse weights, about
-    six float64 per sample-pixel neighbour (at most ~200 pixels per sample) plus a few images.
-    Correlation pairs at band channels: four float64 per pair.
+
+def channel_bytes(n_samples: int, n_pixels: int, method: str = "crr", n_pairs: int = 0,
+                  n_neighbours: int = 0) -> int:
+    """Working set of one channel's solve (bytes): independent of the chunk length.
+
+    ``n_neighbours``: sample-pixel pairs within the kernel's reach (the sparse geometry); CRR adds
+    the dense weights W (pixels x samples) with two same-size temporaries (3 n m float64) and the Gram
+    matrix with its eigenvectors and a scratch copy (3 min(n, m)^2 float64). ``n_pairs``: stored
+    correlation pairs, computed at band channels.
     """
-    if method == "shepard":
-        core = 6 * n_samples * min(n_pixels, 200) + 4 * n_pixels
-    else:
+    total = NEIGHBOUR_BYTES * n_neighbours + PAIR_BYTES * n_pairs
+    if method != "shepard":
         small = min(n_samples, n_pixels)
-        core = 3 * n_samples * n_pixels + 3 * small * small
-    return 8 * (core + 4 * n_pairs)
+        total += 8 * (3 * n_samples * n_pixels + 3 * small * small)
+    return total
 
 
 def per_channel_bytes(n_samples: int, n_pixels: int) -> int:
@@ -69,9 +76,9 @@ def per_channel_bytes(n_samples: int, n_pixels: int) -> int:
 
 
 def task_bytes(n_samples: int, n_pixels: int, wave_chunk: int, method: str = "crr",
-               n_pairs: int = 0) -> int:
+               n_pairs: int = 0, n_neighbours: int = 0) -> int:
     """Estimated peak memory of one task solving ``wave_chunk`` channels (bytes)."""
-    return (channel_bytes(n_samples, n_pixels, method, n_pairs)
+    return (channel_bytes(n_samples, n_pixels, method, n_pairs, n_neighbours)
             + wave_chunk * per_channel_bytes(n_samples, n_pixels))
 
 
@@ -143,6 +150,7 @@ def make_plan(
     output_dtype_bytes: int = 4,
     method: str = "crr",
     n_pairs: int = 0,
+    n_neighbours: int = 0,
 ) -> Plan:
     """Choose the wavelength chunk length and check the plan can run (``method`` and ``n_pairs``,
     the number of stored correlation pairs, refine the memory estimate).
@@ -168,7 +176,7 @@ def make_plan(
         )
     workers = max(1, int(workers))
     budget = parse_memory(max_memory)
-    one = task_bytes(n_samples, n_pixels, 1, method, n_pairs)
+    one = task_bytes(n_samples, n_pixels, 1, method, n_pairs, n_neighbours)
     if budget is not None and one > usable_bytes(budget):
         raise PlanError(
             f"one channel needs about {format_bytes(one)} ({n_samples} samples x {n_pixels} pixels"
@@ -180,7 +188,7 @@ def make_plan(
         )
     if wave_chunk is not None and wave_chunk > 0:
         chunk = min(int(wave_chunk), n_channels)
-        need = task_bytes(n_samples, n_pixels, chunk, method, n_pairs)
+        need = task_bytes(n_samples, n_pixels, chunk, method, n_pairs, n_neighbours)
         if budget is not None and need > usable_bytes(budget):
             raise PlanError(
                 f"--wave-chunk {chunk} needs about {format_bytes(need)} per task, over the "
@@ -190,7 +198,7 @@ def make_plan(
     else:
         if budget is None:
             budget = parse_memory(DEFAULT_BUDGET)
-        fixed = channel_bytes(n_samples, n_pixels, method, n_pairs)
+        fixed = channel_bytes(n_samples, n_pixels, method, n_pairs, n_neighbours)
         chunk = max(1, (usable_bytes(budget) - fixed) // per_channel_bytes(n_samples, n_pixels))
         chunk = min(chunk, MAX_AUTO_CHUNK, n_channels)
         if n_channels >= 4 * workers:
@@ -203,7 +211,7 @@ def make_plan(
         ny=ny,
         n_samples=n_samples,
         n_usable=n_usable,
-        task_bytes=task_bytes(n_samples, n_pixels, int(chunk), method, n_pairs),
+        task_bytes=task_bytes(n_samples, n_pixels, int(chunk), method, n_pairs, n_neighbours),
         budget_bytes=budget,
         workers=workers,
         blas_threads=blas,
