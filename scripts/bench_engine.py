@@ -75,6 +75,8 @@ def _fields(rep) -> dict:
         "budget_mb": round(rep.plan.budget_bytes / 2**20, 1) if rep.plan.budget_bytes else None,
         "output_mb": round(rep.plan.output_bytes / 2**20, 1),
         "wall_s": round(rep.wall_seconds, 2), "channels_per_s": round(rep.channels_per_second, 3),
+        "solve_s": round(rep.solve_seconds, 2),
+        "solve_channels_per_s": round(rep.channels_solved / rep.solve_seconds, 3) if rep.solve_seconds else None,
         "peak_total_mb": round(rep.peak_memory / 2**20, 1),
         "peak_process_mb": round(rep.peak_process_memory / 2**20, 1),
         "failed_channels": len(rep.failed_channels), "executor": rep.executor,
@@ -90,13 +92,13 @@ def part_scaling(d: Path, results: Path, workers: int) -> None:
         record(results, part="scaling", **_fields(rep))
 
 
-def part_workers(d: Path, results: Path, channels: int = 48) -> None:
+def part_workers(d: Path, results: Path, channels: int = 160) -> None:
     wave = np.geomspace(6000.0, 6300.0, channels)
     rss = simulate(d / f"rss127-{channels}.zarr", bundle=127, exposures=9, wavelength=wave,
                    scene="point", noise=20.0, seed=6)
     for w in (1, 2):
         rep = build(rss, d / f"cube127-w{w}.zarr", method="crr", scheduler="threads", workers=w,
-                    wave_chunk=6)
+                    wave_chunk=10)
         record(results, part="workers", **_fields(rep))
 
 
@@ -132,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--lenslets", type=int, default=1000)
     ap.add_argument("--lenslet-channels", type=int, default=16000)
-    ap.add_argument("--budget", default="500MB", help="memory limit per worker for the budget part")
+    ap.add_argument("--budget", default="600MB", help="memory limit per worker for the budget part")
+    ap.add_argument("--worker-channels", type=int, default=160, help="channels of the workers part")
     args = ap.parse_args(argv)
     d = Path(args.dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         if part == "scaling":
             part_scaling(d, results, args.workers)
         elif part == "workers":
-            part_workers(d, results)
+            part_workers(d, results, args.worker_channels)
         elif part == "full":
             part_full(d, results, args.workers)
         elif part == "budget":

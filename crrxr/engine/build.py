@@ -54,6 +54,7 @@ class BuildReport:
     peak_memory: int  # bytes, this process and its children (local workers) together
     peak_process_memory: int = 0  # bytes, the largest single process
     channels_solved: int = 0
+    solve_seconds: float = 0.0  # wall time of the task phase alone (no planning, template, finish)
     failed_channels: list[int] = field(default_factory=list)
     failure_messages: list[str] = field(default_factory=list)
     resumed: bool = False
@@ -319,7 +320,11 @@ def run_build(
             with PeakMemory() as peak:
                 if graph:  # nothing to start (no cluster) when every chunk is already done
                     with ex:
+                        t_solve = time.perf_counter()
                         results = ex.compute(graph, progress=mode)
+                        solve_seconds = time.perf_counter() - t_solve
+                else:
+                    solve_seconds = 0.0
             failed = S.read_failed_channels(store)
             messages = [m for r in results for m in r.messages]
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -335,7 +340,7 @@ def run_build(
         report = BuildReport(
             store=store, plan=plan, executor=ex.describe(), chunks_total=plan.n_chunks,
             chunks_solved=len(tasks), chunks_skipped=plan.n_chunks - len(tasks),
-            channels_solved=sum(r.n_channels for r in results),
+            channels_solved=sum(r.n_channels for r in results), solve_seconds=solve_seconds,
             wall_seconds=time.perf_counter() - t0, peak_memory=peak.peak,
             peak_process_memory=peak.peak_process, failed_channels=failed,
             failure_messages=messages, resumed=resumed, removed_partials=removed,
