@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -93,13 +94,27 @@ def part_scaling(d: Path, results: Path, workers: int) -> None:
 
 
 def part_workers(d: Path, results: Path, channels: int = 160) -> None:
+    """1 worker pinned to one core vs 2 workers on two cores (``taskset``), threads and processes.
+
+    Each build runs in its own ``taskset`` subprocess so that the engine sees the cores it may use
+    (BLAS threads = cores // workers): the 1-worker run really is one core.
+    """
     wave = np.geomspace(6000.0, 6300.0, channels)
     rss = simulate(d / f"rss127-{channels}.zarr", bundle=127, exposures=9, wavelength=wave,
                    scene="point", noise=20.0, seed=6)
-    for w in (1, 2):
-        rep = build(rss, d / f"cube127-w{w}.zarr", method="crr", scheduler="threads", workers=w,
-                    wave_chunk=10)
-        record(results, part="workers", **_fields(rep))
+    for scheduler, w, cores in (("threads", 1, "0"), ("threads", 2, "0,1"), ("processes", 2, "0,1")):
+        store = d / f"cube127-{scheduler}-w{w}.zarr"
+        here = str(Path(__file__).parent)
+        code = (
+            f"import json, sys; sys.path.insert(0, {here!r}); import bench_engine as b; "
+            f"rep = b.build(b.Path({str(rss)!r}), b.Path({str(store)!r}), method='crr', "
+            f"scheduler={scheduler!r}, workers={w}, wave_chunk=10); "
+            "print('RESULT ' + json.dumps(b._fields(rep)))"
+        )
+        out = subprocess.run(["taskset", "-c", cores, sys.executable, "-c", code],
+                             capture_output=True, text=True, check=True)
+        line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
+        record(results, part="workers", cores=cores, **json.loads(line[len("RESULT "):]))
 
 
 def part_full(d: Path, results: Path, workers: int) -> None:

@@ -4,6 +4,8 @@ import pytest
 
 from crrxr.engine.plan import (
     MAX_AUTO_CHUNK,
+    NEIGHBOUR_BYTES,
+    PAIR_BYTES,
     PlanError,
     make_plan,
     parse_memory,
@@ -66,4 +68,6 @@ def test_shepard_and_pairs_in_the_estimate():
     crr = make_plan(100, 1143, 49, 49, wave_chunk=10)
     shep = make_plan(100, 1143, 49, 49, wave_chunk=10, method="shepard")
     assert shep.task_bytes < crr.task_bytes
-    assert make_plan(100, 1143, 49, 49, wave_chunk=10, n_pairs=10**6).task_bytes == crr.task_bytes + 32 * 10**6
+    assert make_plan(100, 1143, 49, 49, wave_chunk=10, n_pairs=10**6).task_bytes == crr.task_bytes + PAIR_BYTES * 10**6
+    more = make_plan(100, 1143, 49, 49, wave_chunk=10, method="shepard", n_neighbours=10**6)
+    assert more.task_bytes == shep.task_bytes + NEIGHBOUR_BYTES * 10**6

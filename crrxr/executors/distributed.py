@@ -41,7 +41,7 @@ class DistributedExecutor(Executor):
                 threads_per_worker=1,
                 processes=True,
                 host="127.0.0.1",
-                dashboard_address=None,
+                dashboard_address=":0",  # a free port: never clash with a running cluster
                 memory_limit=self.memory_limit if self.memory_limit else "auto",
                 silence_logs=logging.ERROR,
             )
