@@ -109,7 +109,7 @@ class _RSSSource:
         if isinstance(rss, xr.Dataset):
             self._tmp = tempfile.mkdtemp(prefix="crrxr-rss-")
             self.path = os.path.join(self._tmp, "rss.zarr")
-            rss.to_zarr(self.path, mode="w", consolidated=False)
+            rss.drop_encoding().to_zarr(self.path, mode="w", consolidated=False)
         else:
             self.path = os.fspath(rss)
             if not os.path.exists(self.path):
