@@ -43,7 +43,7 @@ class DistributedExecutor(Executor):
                 host="127.0.0.1",
                 dashboard_address=":0",  # a free port: never clash with a running cluster
                 memory_limit=self.memory_limit if self.memory_limit else "auto",
-                silence_logs=logging.ERROR,
+                silence_logs=logging.WARNING,  # keep memory warnings and worker restarts visible
             )
             self.client = Client(self.cluster)
         return self
