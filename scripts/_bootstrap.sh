@@ -12,8 +12,9 @@ stamp=".venv/.crrxr-install-stamp"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "[crrxr] installing crrxr[all] into .venv (first run takes about a minute)"
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -e ".[all]"
+    # (this machine's pip config names local mirrors that may not exist: drop those warnings only)
+    .venv/bin/python -m pip install -q --upgrade pip 2>&1 | { grep -v "is ignored: it is neither" || true; }
+    .venv/bin/python -m pip install -q -e ".[all]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
     echo "$want" > "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
