@@ -192,7 +192,7 @@ def test_failed_channel_is_donotuse_listed_and_never_filled(rss_path, tmp_path, 
 def test_cli_estimate_and_refusal(rss_path, tmp_path, capsys):
     from crrxr.cli import main
 
-    assert main(["estimate", rss_path, "--max-memory", "500MB", "--workers", "2"]) == 0
+    assert main(["estimate", rss_path, "--max-memory", "1GB", "--workers", "2"]) == 0
     out = capsys.readouterr().out
     assert "channels:        13" in out and "memory per task" in out and "threads (2 workers)" in out
     assert main(["estimate", rss_path, "--max-memory", "1MB"]) == 1

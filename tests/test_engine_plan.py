@@ -24,7 +24,7 @@ def test_parse_memory():
 
 def test_budget_bounds_the_task_and_chunks_cover_the_axis():
     n_chan, n_samp, nside = 4563, 1143, 49
-    for budget in ("500MB", "1GB", "4GB"):
+    for budget in ("800MB", "1GB", "4GB"):
         plan = make_plan(n_chan, n_samp, nside, nside, max_memory=budget, workers=2, cores=2)
         assert plan.task_bytes <= usable_bytes(parse_memory(budget)) < parse_memory(budget)
         assert 1 <= plan.wave_chunk <= MAX_AUTO_CHUNK
@@ -59,7 +59,7 @@ def test_refusals():
     with pytest.raises(PlanError, match="grid.extent_arcsec"):
         make_plan(100, 1143, 2001, 2001)
     with pytest.raises(PlanError, match="--wave-chunk"):
-        make_plan(5000, 1143, 49, 49, wave_chunk=100_000, max_memory="600MB")
+        make_plan(5000, 1143, 49, 49, wave_chunk=100_000, max_memory="1GB")
     with pytest.raises(PlanError, match="no wavelength"):
         make_plan(0, 10, 5, 5)
 

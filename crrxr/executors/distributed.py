@@ -72,16 +72,22 @@ class DistributedExecutor(Executor):
         if not tasks:
             return []
         futures = self.client.compute(list(tasks))
+        position = {fut.key: i for i, fut in enumerate(futures)}
         if progress == "bar":
             dist_progress(futures)
         plog = ProgressLog(len(futures)) if progress == "log" else None
-        for fut in as_completed(futures):
-            fut.result()  # raise the task's error here
+        results: list[Any] = [None] * len(futures)
+        pending = as_completed(futures)
+        futures.clear()  # hold each result only until it is collected: a restarted worker then
+        for fut in pending:  # never makes the scheduler recompute chunks already written
+            result = fut.result()  # raises the task's error here
+            results[position[fut.key]] = result
+            fut.release()
             if plog is not None:
                 plog.advance()
             if on_result is not None:
-                on_result(fut.result())
-        return self.client.gather(futures)
+                on_result(result)
+        return results
 
     def describe(self) -> str:
         where = self.address or "LocalCluster on 127.0.0.1"
