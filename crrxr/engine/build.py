@@ -138,7 +138,7 @@ def prepare(
 ):
     """Resolve parameters, grid and plan for an RSS Dataset (no store touched): ``(store, grid, plan)``."""
     pstore = settings.resolve_params(params, method=method, profile=profile, config=config,
-                                     overrides=overrides)
+                                     overrides=overrides, rss_attrs=rss.attrs)
     if sky_subtract:
         pstore = pstore.replace({"sky.enabled": True})
     if pstore["sky.enabled"] and not any(v in rss.variables for v in ("sky_fiber", "sky")):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,7 @@ import yaml
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
 from crrxr.io import open_rss as _open_rss
+from crrxr.io.names import ATTR_FIBER_RADIUS
 from crrxr.params import (
     ParameterStore,
     load_profile,
@@ -24,6 +26,8 @@ from crrxr.params import (
 )
 from crrxr.params.codec import PARAMS_ATTR
 from crrxr.params.profiles import flatten_keys
+
+log = logging.getLogger(__name__)
 
 
 def open_rss(path: str) -> xr.Dataset:
@@ -38,10 +42,17 @@ def resolve_params(
     profile: str | None = None,
     config: str | os.PathLike | None = None,
     overrides: list[str] | Mapping[str, Any] | None = None,
+    rss_attrs: Mapping[str, Any] | None = None,
 ) -> ParameterStore:
     """Primitive parameters: defaults <- ``profile`` <- ``config`` YAML <- ``params`` <- ``overrides``
     (``--set k=v`` strings or a mapping) <- ``method``. A full :class:`ParameterStore` given as
-    ``params`` is used as the base instead of a profile. Derived keys are dropped (recomputed)."""
+    ``params`` is used as the base instead of a profile. Derived keys are dropped (recomputed).
+
+    ``rss_attrs``: the RSS's attrs. Where it records the fiber/lenslet top-hat radius
+    (``fiber_radius_arcsec``, written by ``crrxr simulate``) and neither a profile nor an explicit value
+    sets ``kernel.fiber_radius_arcsec``, the RSS's radius is used, so a lenslet RSS reconstructs with
+    its own kernel without a profile; an explicit value that differs from it is kept, with a warning.
+    """
     spec = reconstruction_spec()
     layers: dict[str, Any] = {}
     if config is not None:
@@ -52,7 +63,10 @@ def resolve_params(
                 data = yaml.safe_load(fh) or {}
             if not isinstance(data, dict):
                 raise ValueError(f"{config}: expected a mapping of parameter keys")
-            data.pop("base", None)
+            base = data.pop("profile", None)
+            if base is not None and str(base) != str(profile):
+                raise ValueError(f"{config} names the base profile {base!r} but --profile {profile!r} "
+                                 "was given too; keep one of them")
             data.pop("description", None)
             layers.update(flatten_keys(data, str(config)))
     if isinstance(params, ParameterStore):
@@ -69,7 +83,28 @@ def resolve_params(
             layers.update(parse_set_options(list(overrides), spec))
     if method is not None:
         layers["method"] = method
-    return load_profile(profile, overrides=layers or None, spec=spec)
+    store = load_profile(profile, overrides=layers or None, spec=spec)
+    return _apply_rss_fiber_radius(store, rss_attrs, explicit=profile is not None
+                                   or isinstance(params, ParameterStore) or RADIUS_KEY in layers)
+
+
+RADIUS_KEY = "kernel.fiber_radius_arcsec"
+
+
+def _apply_rss_fiber_radius(store: ParameterStore, rss_attrs: Mapping[str, Any] | None,
+                            explicit: bool) -> ParameterStore:
+    """Take the RSS's recorded top-hat radius where nothing set one (see :func:`resolve_params`)."""
+    hint = (rss_attrs or {}).get(ATTR_FIBER_RADIUS)
+    if hint is None:
+        return store
+    hint = float(hint)
+    if not explicit:
+        log.info("using the RSS's fiber radius %.6g arcsec (attr %s)", hint, ATTR_FIBER_RADIUS)
+        return store.replace({RADIUS_KEY: hint})
+    if not np.isclose(hint, float(store[RADIUS_KEY]), rtol=1e-9, atol=0.0):
+        log.warning("%s = %.6g arcsec differs from the RSS's recorded fiber radius %.6g arcsec",
+                    RADIUS_KEY, float(store[RADIUS_KEY]), hint)
+    return store
 
 
 def default_wave_chunk() -> int:
