@@ -1,4 +1,4 @@
-"""Engine benchmarks (numbers recorded in docs/benchmarks-engine.md; no timed assertions anywhere).
+"""Engine benchmarks (numbers recorded in docs/benchmarks.md, "Engine benchmarks"; no timed assertions anywhere).
 
 Parts (run one, several, or ``all``; each prints one JSON line per measurement and appends it to
 ``--results`` so that long runs can be polled):
