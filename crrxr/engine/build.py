@@ -90,9 +90,10 @@ def _progress_mode(progress: bool | str | None) -> str:
         return "bar" if sys.stderr.isatty() else "log"
     if progress is False:
         return "off"
-    if progress in ("bar", "log", "off"):
+    if progress in ("bar", "log", "summary", "off"):
         return str(progress)
-    raise ValueError(f"progress must be True, False, None, 'bar', 'log' or 'off', got {progress!r}")
+    raise ValueError("progress must be True, False, None, 'bar', 'log', 'summary' (plan and summary, no "
+                     f"progress lines) or 'off', got {progress!r}")
 
 
 def _echo(msg: str, mode: str) -> None:
@@ -321,7 +322,7 @@ def run_build(
                 if graph:  # nothing to start (no cluster) when every chunk is already done
                     with ex:
                         t_solve = time.perf_counter()
-                        results = ex.compute(graph, progress=mode)
+                        results = ex.compute(graph, progress="off" if mode == "summary" else mode)
                         solve_seconds = time.perf_counter() - t_solve
                 else:
                     solve_seconds = 0.0

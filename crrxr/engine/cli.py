@@ -40,8 +40,10 @@ def _build(args: argparse.Namespace) -> int:
 
     kw = _kwargs(args)
     # Failed channels are flagged DONOTUSE, listed in attrs and in the summary; the build succeeded.
+    # --no-progress drops the progress bar / lines, never the plan and the final summary
+    progress = "summary" if args.progress is False else args.progress
     run_build(args.rss, args.cube, resume=args.resume, overwrite=args.overwrite,
-              progress=args.progress, sky_subtract=args.sky_subtract, **kw)
+              progress=progress, sky_subtract=args.sky_subtract, **kw)
     return 0
 
 
@@ -67,7 +69,8 @@ def add_parser(subparsers) -> None:
                        help="finish an interrupted build (same RSS and parameters)")
     again.add_argument("--overwrite", action="store_true", help="replace an existing cube store")
     b.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on a terminal / log lines otherwise (default: on)")
+                   help="progress bar on a terminal / log lines otherwise (default: on); the plan and the "
+                        "final summary are printed either way")
     b.set_defaults(func=_build)
 
     e = subparsers.add_parser("estimate", help="print the build plan (chunks, memory) without running",
