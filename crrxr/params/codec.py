@@ -26,6 +26,26 @@ SPEC_SCHEMA = "crrxr.paramspec"
 PARAMS_SCHEMA = "crrxr.params"
 CODEC_VERSION = 1
 SUPPORTED_CODEC_VERSIONS = (1,)
+
+
+def load_versioned_json(text: str, schema: str, what: str) -> dict[str, Any]:
+    """Parse a codec JSON document and check its ``schema`` and ``codec_version``.
+
+    ``what`` names the document in errors (e.g. "attr 'crrxr_params'").
+    """
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise CodecError(f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema") != schema:
+        got = data.get("schema") if isinstance(data, dict) else type(data).__name__
+        raise CodecError(f"{what} has schema {got!r}, expected {schema!r}")
+    if data.get("codec_version") not in SUPPORTED_CODEC_VERSIONS:
+        raise CodecError(
+            f"{what} has codec version {data.get('codec_version')!r}; this crrxr reads versions "
+            f"{SUPPORTED_CODEC_VERSIONS}: upgrade crrxr"
+        )
+    return data
 _ARRAY_TAG = "__ndarray__"
 
 
@@ -111,18 +131,7 @@ def from_attrs(attrs: Any, expected: ParamSpec | None = None) -> tuple[ParamSpec
         if not isinstance(attrs[name], str):
             raise CodecError(f"attr {name!r} must be a JSON string, got {type(attrs[name]).__name__}")
     spec = ParamSpec.from_json(attrs[SPEC_ATTR])
-    try:
-        params = json.loads(attrs[PARAMS_ATTR])
-    except json.JSONDecodeError as exc:
-        raise CodecError(f"attr {PARAMS_ATTR!r} is not valid JSON: {exc}") from None
-    if not isinstance(params, dict) or params.get("schema") != PARAMS_SCHEMA:
-        got = params.get("schema") if isinstance(params, dict) else type(params).__name__
-        raise CodecError(f"attr {PARAMS_ATTR!r} has schema {got!r}, expected {PARAMS_SCHEMA!r}")
-    if params.get("codec_version") not in SUPPORTED_CODEC_VERSIONS:
-        raise CodecError(
-            f"attr {PARAMS_ATTR!r} has codec version {params.get('codec_version')!r}; this crrxr "
-            f"reads versions {SUPPORTED_CODEC_VERSIONS}: upgrade crrxr"
-        )
+    params = load_versioned_json(attrs[PARAMS_ATTR], PARAMS_SCHEMA, f"attr {PARAMS_ATTR!r}")
     fingerprint = spec.fingerprint()
     if params.get("fingerprint") != fingerprint:
         raise FingerprintMismatchError(

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from .codec import SPEC_SCHEMA, SUPPORTED_CODEC_VERSIONS, canonical_json
+from .codec import SPEC_SCHEMA, SUPPORTED_CODEC_VERSIONS, canonical_json, load_versioned_json
 from .errors import CodecError, DuplicateKeyError, SpecError, UnknownKeyError, did_you_mean
 from .field import KIND_DERIVED, KIND_PRIMITIVE, ParamField
 
@@ -172,18 +171,7 @@ class ParamSpec:
     @classmethod
     def from_json(cls, text: str) -> ParamSpec:
         """Inverse of :meth:`to_json`; refuses another schema or an unsupported codec version."""
-        try:
-            data = json.loads(text)
-        except (json.JSONDecodeError, TypeError) as exc:
-            raise CodecError(f"parameter spec is not valid JSON: {exc}") from None
-        if not isinstance(data, dict) or data.get("schema") != SPEC_SCHEMA:
-            got = data.get("schema") if isinstance(data, dict) else type(data).__name__
-            raise CodecError(f"parameter spec has schema {got!r}, expected {SPEC_SCHEMA!r}")
-        if data.get("codec_version") not in SUPPORTED_CODEC_VERSIONS:
-            raise CodecError(
-                f"parameter spec has codec version {data.get('codec_version')!r}; this crrxr reads "
-                f"versions {SUPPORTED_CODEC_VERSIONS}: upgrade crrxr"
-            )
+        data = load_versioned_json(text, SPEC_SCHEMA, "parameter spec")
         try:
             fields = [ParamField.from_json_dict(f) for f in data["fields"]]
             return cls(fields, data["name"], data["system_id"], data["schema_version"])
