@@ -154,9 +154,6 @@ def count_usable(rss: xr.Dataset, p: Mapping[str, Any]) -> int:
     return int(ok.sum().compute())
 
 
-def flux_factor(p: Mapping[str, Any]) -> float:
-    return float(p["grid.pixel_scale_arcsec"]) ** 2 / (np.pi * float(p["kernel.fiber_radius_arcsec"]) ** 2)
-
 
 def params_attrs(p: ParameterStore) -> dict[str, str]:
     """``crrxr_paramspec`` and ``crrxr_params`` attrs of the primitive parameters."""
