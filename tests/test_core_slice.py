@@ -7,7 +7,7 @@ import crrxr.core.slice as core_slice
 from crrxr.core import CoreConfig, Grid, InputError, masks, reconstruct_block, reconstruct_slice
 from crrxr.core.grid import odd_nside
 from crrxr.core.kernel import radial_kernel
-from crrxr.core.neighbours import neighbour_pairs
+from crrxr.core.neighbours import NeighbourCache, neighbour_pairs
 from crrxr.simulate.geometry import dither_offsets, hex_bundle
 
 
@@ -160,6 +160,30 @@ def test_neighbour_pairs_brute_force():
     ref = np.argwhere(dd <= 2.3)
     assert np.array_equal(np.stack([s, p], axis=1), ref)
     assert np.allclose(d, dd[ref[:, 0], ref[:, 1]])
+
+
+
+def test_neighbour_cache_equals_fresh_search():
+    """Drifting positions (DAR-like steps, one jump past the pad, a NaN appearing): every call equals
+    a fresh neighbour_pairs bit for bit, and the candidate search is redone only when needed."""
+    rng = np.random.default_rng(7)
+    x0, y0 = rng.uniform(-8, 8, 60), rng.uniform(-8, 8, 60)
+    g = Grid(0.5, 31)
+    cache = NeighbourCache(g, 2.0, pad=0.1)
+    for k in range(40):
+        x, y = x0 + 0.004 * k, y0 - 0.003 * k
+        if k == 25:
+            x = x.copy()
+            x[5] += 0.5  # one sample jumps farther than the pad
+        if k == 33:
+            x = x.copy()
+            x[7] = np.nan
+        got = cache(x, y)
+        ref = neighbour_pairs(x, y, g, 2.0)
+        for a, b in zip(got, ref):
+            assert np.array_equal(a, b)
+    # 0.004" and 0.003" per step: the anchor moves after ~20 steps, at the jump and at the NaN
+    assert 3 <= cache.searches <= 6
 
 
 @pytest.mark.parametrize("method", ["crr", "shepard"])

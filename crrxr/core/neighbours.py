@@ -46,3 +46,46 @@ def neighbour_pairs(
     dist = np.sqrt(d2[rows, cols])
     # np.nonzero is row-major and the window runs over (oy, ox): already sorted by sample, then pixel.
     return sample, pix, dist
+
+
+class NeighbourCache:
+    """``neighbour_pairs`` for positions that drift slowly (differential refraction across channels).
+
+    Candidate pairs are found once with ``radius + pad`` around anchor positions; while every sample
+    stays within ``pad`` arcsec of its anchor (and the set of finite positions is unchanged), a call
+    only recomputes the distances of the candidates and keeps those within ``radius``. The result is
+    identical to ``neighbour_pairs`` (same pairs, order and distances, bit for bit): a pixel within
+    ``radius`` of the new position lies within ``radius + pad`` of the anchor.
+    """
+
+    def __init__(self, grid: Grid, radius: float, pad: float = 0.1) -> None:
+        if not (np.isfinite(pad) and pad >= 0):
+            raise ValueError(f"pad must be a finite non-negative number of arcsec, got {pad!r}")
+        self.grid = grid
+        self.radius = float(radius)
+        self.pad = float(pad)
+        self._anchor: tuple[np.ndarray, ...] | None = None
+        self.searches = 0  # fresh candidate searches so far
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(sample, flat pixel, distance) of the pairs within ``radius``, as ``neighbour_pairs``."""
+        x = np.asarray(x, dtype=float)
+        y = np.asarray(y, dtype=float)
+        finite = np.isfinite(x) & np.isfinite(y)
+        a = self._anchor
+        if a is None or a[0].shape != x.shape or not np.array_equal(a[2], finite) \
+                or np.any(np.hypot(x[finite] - a[0][finite], y[finite] - a[1][finite]) > self.pad):
+            s, p, _ = neighbour_pairs(x, y, self.grid, self.radius + self.pad)
+            self.searches += 1
+            n, scale = self.grid.nside, self.grid.pixel_scale
+            c = (n - 1) / 2.0
+            # pixel centres exactly as neighbour_pairs computes them: (index - c) * scale
+            px = (p % n - c) * scale
+            py = (p // n - c) * scale
+            a = self._anchor = (x.copy(), y.copy(), finite, s, p, px, py)
+        s, p, px, py = a[3:]
+        dx = x[s] - px
+        dy = y[s] - py
+        d2 = dx * dx + dy * dy
+        keep = d2 <= self.radius * self.radius
+        return s[keep], p[keep], np.sqrt(d2[keep])

@@ -26,7 +26,7 @@ from crrxr.core.covariance import ivar_from_variance, pair_correlation
 from crrxr.core.crr import solve_crr
 from crrxr.core.grid import Grid
 from crrxr.core.kernel import KernelTable, radial_kernel
-from crrxr.core.neighbours import neighbour_pairs
+from crrxr.core.neighbours import NeighbourCache
 from crrxr.core.shepard import shepard_weights_sparse
 
 RETRY_GRAM = 16
@@ -112,6 +112,7 @@ class ChannelSolver:
         self.config = config
         self.table = KernelTable(config.truncation_radius, config.fiber_radius, config.sigma_ratio,
                                  config.wing_ratio, config.wing)
+        self._pairs = NeighbourCache(grid, config.neighbour_radius)
         self._geom_key: tuple[np.ndarray, np.ndarray] | None = None
         self._geom: tuple | None = None
         self._weights_key: tuple | None = None
@@ -126,7 +127,7 @@ class ChannelSolver:
                 and np.array_equal(self._geom_key[1], y, equal_nan=True) and np.array_equal(self._geom_key[2], dead):
             return self._geom
         cfg = self.config
-        s, p, d = neighbour_pairs(x, y, self.grid, cfg.neighbour_radius)
+        s, p, d = self._pairs(x, y)
         selected = np.zeros(self.grid.size, dtype=bool)
         selected[p[d <= cfg.select_radius]] = True
         deadpix = np.zeros(self.grid.size, dtype=bool)
