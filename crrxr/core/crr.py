@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.linalg
 from scipy import sparse
 
 EPS = np.finfo(float).eps
@@ -180,12 +179,12 @@ def _svd_fast(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
 
 
 def _eigh(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ascending eigenvalues and eigenvectors of the symmetric ``G`` (overwritten).
+    """Ascending eigenvalues and eigenvectors of the symmetric ``G`` (LAPACK dsyevd via numpy).
 
-    LAPACK divide and conquer (dsyevd) through scipy: the same algorithm as ``numpy.linalg.eigh``
-    but measured 10-20% faster here (docs/benchmarks.md), without numpy's extra copies.
+    numpy's, not scipy's: each wheel ships its own OpenBLAS, and alternating between the two in a hot
+    loop is 3-4x slower with threaded BLAS (DESIGN.md section 4); with one thread they measured equal.
     """
-    return scipy.linalg.eigh(G, driver="evd", overwrite_a=True, check_finite=False)
+    return np.linalg.eigh(G)
 
 
 def _scale_rows(Ag: np.ndarray | sparse.csr_matrix, r: np.ndarray) -> np.ndarray | sparse.csr_matrix:
@@ -204,7 +203,7 @@ def _gram(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
     sample_side = n <= m
     AgT = Ag.T.tocsr() if is_sparse else Ag.T
     G = Ag @ AgT if sample_side else AgT @ Ag
-    G = G.toarray() if is_sparse else np.array(G, order="F")
+    G = G.toarray() if is_sparse else np.asarray(G)
     w, E = _eigh(G)
     w_max = max(float(w[-1]), 0.0)
     thresh = floor * floor
