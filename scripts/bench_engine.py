@@ -117,12 +117,12 @@ def part_workers(d: Path, results: Path, channels: int = 160) -> None:
         record(results, part="workers", cores=cores, **json.loads(line[len("RESULT "):]))
 
 
-def part_full(d: Path, results: Path, workers: int) -> None:
+def part_full(d: Path, results: Path, workers: int, scheduler: str = "threads") -> None:
     rss = simulate(d / "rss127-full.zarr", bundle=127, exposures=9, nwave=None,
                    scene=[PointSource(flux=100.0)], noise=20.0, seed=7)
-    store = d / "cube127-full.zarr"
+    store = d / f"cube127-full-{scheduler}.zarr"
     resume = store.exists()  # a previous run was interrupted: finish it (the ledger says what is left)
-    rep = run_build(rss, store, method="crr", scheduler="threads", workers=workers, resume=resume,
+    rep = run_build(rss, store, method="crr", scheduler=scheduler, workers=workers, resume=resume,
                     progress="log")
     record(results, part="full", resumed=resume, chunks_solved=rep.chunks_solved, **_fields(rep))
 
@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lenslet-channels", type=int, default=16000)
     ap.add_argument("--budget", default="600MB", help="memory limit per worker for the budget part")
     ap.add_argument("--worker-channels", type=int, default=160, help="channels of the workers part")
+    ap.add_argument("--full-scheduler", default="threads", choices=("threads", "processes", "distributed"),
+                    help="executor of the full part (default threads, the engine's default)")
     args = ap.parse_args(argv)
     d = Path(args.dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         elif part == "workers":
             part_workers(d, results, args.worker_channels)
         elif part == "full":
-            part_full(d, results, args.workers)
+            part_full(d, results, args.workers, args.full_scheduler)
         elif part == "budget":
             part_budget(d, results, args.workers, args.lenslets, args.lenslet_channels, args.budget)
     return 0

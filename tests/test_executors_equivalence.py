@@ -54,8 +54,12 @@ def test_existing_scheduler_address(reference, tmp_path):
     from distributed import LocalCluster
 
     rss, ref = reference
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
-                      dashboard_address=":0") as cluster:
+    import dask
+
+    scratch = str(tmp_path / "scratch")
+    with dask.config.set({"temporary-directory": scratch}), \
+            LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
+                         dashboard_address=":0", local_directory=scratch) as cluster:
         store = tmp_path / "addr.zarr"
         rep = run_build(rss, store, wave_chunk=4, scheduler=cluster.scheduler_address,
                         progress=False)
@@ -82,3 +86,16 @@ def test_task_graph_is_small(reference, tmp_path):
     graph = dict(dask.delayed(solve_chunk)(tasks[0], dask_key_name="k0").__dask_graph__())
     assert len(graph) == 1
     assert all(len(pickle.dumps(t)) < 4096 for t in tasks)
+
+
+def test_local_cluster_leaves_no_scratch_space():
+    """The LocalCluster's spill/scratch folder is private to the run and removed on close."""
+    import os
+
+    from crrxr.executors.distributed import DistributedExecutor
+
+    with DistributedExecutor(workers=1) as ex:
+        scratch = ex._scratch
+        assert scratch and os.path.isdir(scratch)
+        assert ex.client.submit(sum, [1, 2]).result() == 3
+    assert not os.path.exists(scratch)

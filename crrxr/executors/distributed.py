@@ -4,8 +4,12 @@ one thread per worker) or an existing scheduler given by address."""
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
+
+import dask
 
 from crrxr.executors.base import Executor, ProgressLog
 
@@ -28,6 +32,9 @@ class DistributedExecutor(Executor):
         self.address = address
         self.client = None
         self.cluster = None
+        self._scratch: str | None = None
+        self._config = None
+        self._log_level: int | None = None
 
     def __enter__(self) -> DistributedExecutor:
         from distributed import Client, LocalCluster
@@ -36,16 +43,30 @@ class DistributedExecutor(Executor):
             self.client = Client(self.address)
             self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
         else:
-            self.cluster = LocalCluster(
-                n_workers=self.workers,
-                threads_per_worker=1,
-                processes=True,
-                host="127.0.0.1",
-                dashboard_address=":0",  # a free port: never clash with a running cluster
-                memory_limit=self.memory_limit if self.memory_limit else "auto",
-                silence_logs=logging.WARNING,  # keep memory warnings and worker restarts visible
-            )
-            self.client = Client(self.cluster)
+            # worker spill/scratch space of this run only, removed on close (dask's default
+            # ./dask-scratch-space would be left in the user's working directory)
+            self._scratch = tempfile.mkdtemp(prefix="crrxr-dask-")
+            self._config = dask.config.set({"temporary-directory": self._scratch})
+            # the in-process scheduler and nannies log every connection at INFO while the cluster
+            # closes (LocalCluster's silence_logs covers only its start): keep warnings, drop chatter
+            dlog = logging.getLogger("distributed")
+            self._log_level = dlog.level
+            dlog.setLevel(max(dlog.getEffectiveLevel(), logging.WARNING))
+            try:
+                self.cluster = LocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=":0",  # a free port: never clash with a running cluster
+                    memory_limit=self.memory_limit if self.memory_limit else "auto",
+                    silence_logs=logging.WARNING,  # keep memory warnings and worker restarts visible
+                    local_directory=self._scratch,
+                )
+                self.client = Client(self.cluster)
+            except BaseException:
+                self.close()  # no `with` exit follows a failed enter: undo the above here
+                raise
         return self
 
     def close(self) -> None:
@@ -55,6 +76,15 @@ class DistributedExecutor(Executor):
         if self.cluster is not None:
             self.cluster.close()
             self.cluster = None
+        if self._log_level is not None:
+            logging.getLogger("distributed").setLevel(self._log_level)
+            self._log_level = None
+        if self._config is not None:
+            self._config.__exit__(None, None, None)
+            self._config = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def worker_pids(self) -> list[int]:
         if self.client is None:
