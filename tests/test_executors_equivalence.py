@@ -56,10 +56,9 @@ def test_existing_scheduler_address(reference, tmp_path):
     rss, ref = reference
     import dask
 
-    scratch = str(tmp_path / "scratch")
-    with dask.config.set({"temporary-directory": scratch}), \
+    with dask.config.set({"temporary-directory": str(tmp_path / "scratch")}), \
             LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
-                         dashboard_address=":0", local_directory=scratch) as cluster:
+                         dashboard_address=":0") as cluster:
         store = tmp_path / "addr.zarr"
         rep = run_build(rss, store, wave_chunk=4, scheduler=cluster.scheduler_address,
                         progress=False)

@@ -174,12 +174,10 @@ class KernelTable:
         i = np.minimum(t.astype(np.intp), ncol - 2)
         frac = t - i
         if uniq.size * ncol <= 2 * r.size:
-            # few seeing values: blend the two seeing nodes once per value, then one radial gather
-            rows = table[i_lo] * (1.0 - w_hi)[:, None] + table[i_hi] * w_hi[:, None]
-            flat = rows.ravel()
-            base = inverse * ncol + i
-            out = flat[base] * (1.0 - frac) + flat[base + 1] * frac
-            return out.reshape(r.shape)
+            # few seeing values: blend the two seeing nodes once per value, so one radial gather follows
+            table = table[i_lo] * (1.0 - w_hi)[:, None] + table[i_hi] * w_hi[:, None]
+            i_lo = i_hi = np.arange(uniq.size)
+            w_hi = np.zeros(uniq.size)
         flat = table.ravel()
 
         def radial(rows: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from typing import Any
 
 import dask
@@ -33,8 +34,7 @@ class DistributedExecutor(Executor):
         self.client = None
         self.cluster = None
         self._scratch: str | None = None
-        self._config = None
-        self._log_level: int | None = None
+        self._undo = ExitStack()  # what __enter__ changed outside the cluster, undone on close
 
     def __enter__(self) -> DistributedExecutor:
         from distributed import Client, LocalCluster
@@ -44,13 +44,14 @@ class DistributedExecutor(Executor):
             self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
         else:
             # worker spill/scratch space of this run only, removed on close (dask's default
-            # ./dask-scratch-space would be left in the user's working directory)
+            # dask-scratch-space under the temp folder would be left behind)
             self._scratch = tempfile.mkdtemp(prefix="crrxr-dask-")
-            self._config = dask.config.set({"temporary-directory": self._scratch})
+            self._undo.callback(shutil.rmtree, self._scratch, ignore_errors=True)
+            self._undo.enter_context(dask.config.set({"temporary-directory": self._scratch}))
             # the in-process scheduler and nannies log every connection at INFO while the cluster
             # closes (LocalCluster's silence_logs covers only its start): keep warnings, drop chatter
             dlog = logging.getLogger("distributed")
-            self._log_level = dlog.level
+            self._undo.callback(dlog.setLevel, dlog.level)
             dlog.setLevel(max(dlog.getEffectiveLevel(), logging.WARNING))
             try:
                 self.cluster = LocalCluster(
@@ -61,7 +62,6 @@ class DistributedExecutor(Executor):
                     dashboard_address=":0",  # a free port: never clash with a running cluster
                     memory_limit=self.memory_limit if self.memory_limit else "auto",
                     silence_logs=logging.WARNING,  # keep memory warnings and worker restarts visible
-                    local_directory=self._scratch,
                 )
                 self.client = Client(self.cluster)
             except BaseException:
@@ -76,15 +76,7 @@ class DistributedExecutor(Executor):
         if self.cluster is not None:
             self.cluster.close()
             self.cluster = None
-        if self._log_level is not None:
-            logging.getLogger("distributed").setLevel(self._log_level)
-            self._log_level = None
-        if self._config is not None:
-            self._config.__exit__(None, None, None)
-            self._config = None
-        if self._scratch is not None:
-            shutil.rmtree(self._scratch, ignore_errors=True)
-            self._scratch = None
+        self._undo.close()  # log level, dask config, then the scratch folder
 
     def worker_pids(self) -> list[int]:
         if self.client is None:
