@@ -65,8 +65,14 @@ def interleaved(fns: dict, repeats: int, skip_after: dict | None = None) -> dict
             fn()
             cpu[name].append(CLOCK() - c0)
             wall[name].append(time.perf_counter() - t0)
-    return {name: (1e3 * float(np.median(cpu[name])), 1e3 * float(np.median(wall[name])),
-                   1e3 * float(np.min(wall[name]))) for name in fns}
+    return {
+        name: (
+            1e3 * float(np.median(cpu[name])),
+            1e3 * float(np.median(wall[name])),
+            1e3 * float(np.min(wall[name])),
+        )
+        for name in fns
+    }
 
 
 def manga_case(n_exp: int, seed: int = 0):
@@ -88,7 +94,9 @@ def lenslet_case(n: int = 2000):
     return x, y, fw, Grid.covering(x, y, 0.75, margin=2.0), 0.394
 
 
-def run_case(name: str, x, y, fw, grid: Grid, fiber_radius: float, repeats: int, svd_repeats: int) -> dict:
+def run_case(
+    name: str, x, y, fw, grid: Grid, fiber_radius: float, repeats: int, svd_repeats: int
+) -> dict:
     n = x.size
     rng = np.random.default_rng(1)
     flux = rng.normal(1.0, 0.1, n)
@@ -117,7 +125,9 @@ def run_case(name: str, x, y, fw, grid: Grid, fiber_radius: float, repeats: int,
         def go():
             # fresh solver and a new seeing value each time: nothing cached from a previous channel
             counter["k"] += 1
-            ChannelSolver(grid, cfg_m).solve(xs, ys, fws * (1 + 1e-4 * counter["k"]), f, iv, usable, dead)
+            ChannelSolver(grid, cfg_m).solve(
+                xs, ys, fws * (1 + 1e-4 * counter["k"]), f, iv, usable, dead
+            )
 
         return go
 
@@ -134,7 +144,9 @@ def run_case(name: str, x, y, fw, grid: Grid, fiber_radius: float, repeats: int,
         "channel_crr": whole("crr"),
         "channel_shepard": whole("shepard"),
         "block_crr": lambda: block_per_channel(x, y, fw, grid, fiber_radius, "crr", n_block),
-        "block_shepard": lambda: block_per_channel(x, y, fw, grid, fiber_radius, "shepard", n_block),
+        "block_shepard": lambda: block_per_channel(
+            x, y, fw, grid, fiber_radius, "shepard", n_block
+        ),
     }
     n_block = 16 if ng <= 1500 else 2  # channels per reconstruct_block call
     slow = {"svd": svd_repeats, "svd_lean": svd_repeats, "block_crr": max(1, repeats // 2)}
@@ -142,8 +154,14 @@ def run_case(name: str, x, y, fw, grid: Grid, fiber_radius: float, repeats: int,
         slow.update(fast=svd_repeats, channel_crr=svd_repeats, block_crr=1)
     timed = interleaved(fns, repeats, slow)
     row = {
-        "case": name, "samples": ng, "pixels": m, "gram_side": side, "route": auto.solver,
-        "cond": auto.condition, "est": auto.error_estimate, "timed": timed,
+        "case": name,
+        "samples": ng,
+        "pixels": m,
+        "gram_side": side,
+        "route": auto.solver,
+        "cond": auto.condition,
+        "est": auto.error_estimate,
+        "timed": timed,
     }
     row.update({k: v[0] for k, v in timed.items()})
     for k in ("block_crr", "block_shepard"):  # per channel
@@ -152,7 +170,9 @@ def run_case(name: str, x, y, fw, grid: Grid, fiber_radius: float, repeats: int,
     return row
 
 
-def block_per_channel(x, y, fw, grid: Grid, fiber_radius: float, method: str, n_chan: int = 8) -> None:
+def block_per_channel(
+    x, y, fw, grid: Grid, fiber_radius: float, method: str, n_chan: int = 8
+) -> None:
     """Per-channel time of reconstruct_block over consecutive MaNGA channels (dlog10 lambda = 1e-4):
     seeing drifting as lambda^-0.2 and positions drifting 0.002"/channel (DAR), so neither the
     weights nor the neighbour lists can be reused; kernel-table rows can."""
@@ -178,14 +198,18 @@ def machine() -> str:
         pass
     ncpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",)
-    return (f"{cpu}; {os.cpu_count()} logical CPUs ({ncpu} usable by this process); load average "
-            f"{', '.join(f'{v:.2f}' for v in load)}; Python {platform.python_version()}, numpy {np.__version__}, "
-            f"scipy {scipy.__version__}; BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS')}")
+    return (
+        f"{cpu}; {os.cpu_count()} logical CPUs ({ncpu} usable by this process); load average "
+        f"{', '.join(f'{v:.2f}' for v in load)}; Python {platform.python_version()}, numpy {np.__version__}, "
+        f"scipy {scipy.__version__}; BLAS threads {os.environ.get('OPENBLAS_NUM_THREADS')}"
+    )
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", default="1", help="BLAS/OpenMP threads (set before numpy is imported)")
+    ap.add_argument(
+        "--threads", default="1", help="BLAS/OpenMP threads (set before numpy is imported)"
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--svd-repeats", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="only the 127 x 3 case")
@@ -196,36 +220,50 @@ def main(argv=None) -> int:
         cases += [("MaNGA 127 x 9", *manga_case(9)), ("lenslet 2000 x 1", *lenslet_case())]
     rows = [run_case(name, *rest, args.repeats, args.svd_repeats) for name, *rest in cases]
     print()
-    print("| case | samples x pixels (Gram side) | SVD route | lean SVD | fast route | gram | bare eigh | "
-          "fast/eigh | SVD/fast | Shepard W | channel CRR | channel Shepard | block CRR | block Shepard | "
-          "block CRR/eigh | CRR/Shepard (block) |")
+    print(
+        "| case | samples x pixels (Gram side) | SVD route | lean SVD | fast route | gram | bare eigh | "
+        "fast/eigh | SVD/fast | Shepard W | channel CRR | channel Shepard | block CRR | block Shepard | "
+        "block CRR/eigh | CRR/Shepard (block) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['case']} | {r['samples']} x {r['pixels']} ({r['gram_side']}) | {r['svd']:.1f} | {r['svd_lean']:.1f} | "
-              f"{r['fast']:.1f} [{r['route']}] | {r['gram']:.1f} | {r['eigh']:.1f} | {r['fast'] / r['eigh']:.2f} | "
-              f"{r['svd'] / r['fast']:.1f} | {r['shepard']:.2f} | {r['channel_crr']:.1f} | "
-              f"{r['channel_shepard']:.2f} | {r['block_crr']:.1f} | {r['block_shepard']:.2f} | "
-              f"{r['block_crr'] / r['eigh']:.2f} | {r['block_crr'] / r['block_shepard']:.1f} |")
+        print(
+            f"| {r['case']} | {r['samples']} x {r['pixels']} ({r['gram_side']}) | {r['svd']:.1f} | {r['svd_lean']:.1f} | "
+            f"{r['fast']:.1f} [{r['route']}] | {r['gram']:.1f} | {r['eigh']:.1f} | {r['fast'] / r['eigh']:.2f} | "
+            f"{r['svd'] / r['fast']:.1f} | {r['shepard']:.2f} | {r['channel_crr']:.1f} | "
+            f"{r['channel_shepard']:.2f} | {r['block_crr']:.1f} | {r['block_shepard']:.2f} | "
+            f"{r['block_crr'] / r['eigh']:.2f} | {r['block_crr'] / r['block_shepard']:.1f} |"
+        )
     print()
-    print("Kernels of the gram route (median CPU ms per channel): the Gram product A_g A_g^T (sparse), "
-          "numpy eigh, the syrk M = B B^T and the sparse W product; their sum is the floor of any "
-          "channel on this route.")
+    print(
+        "Kernels of the gram route (median CPU ms per channel): the Gram product A_g A_g^T (sparse), "
+        "numpy eigh, the syrk M = B B^T and the sparse W product; their sum is the floor of any "
+        "channel on this route."
+    )
     print()
-    print("| case | Gram product | eigh | syrk M | W product | sum (floor) | fast route | fast / sum | block CRR / sum |")
+    print(
+        "| case | Gram product | eigh | syrk M | W product | sum (floor) | fast route | fast / sum | block CRR / sum |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ksum = r["k_gram"] + r["eigh"] + r["k_syrk"] + r["k_wprod"]
-        print(f"| {r['case']} | {r['k_gram']:.1f} | {r['eigh']:.1f} | {r['k_syrk']:.1f} | {r['k_wprod']:.1f} | "
-              f"{ksum:.1f} | {r['fast']:.1f} | {r['fast'] / ksum:.2f} | {r['block_crr'] / ksum:.2f} |")
+        print(
+            f"| {r['case']} | {r['k_gram']:.1f} | {r['eigh']:.1f} | {r['k_syrk']:.1f} | {r['k_wprod']:.1f} | "
+            f"{ksum:.1f} | {r['fast']:.1f} | {r['fast'] / ksum:.2f} | {r['block_crr'] / ksum:.2f} |"
+        )
     print()
-    print("block columns: reconstruct_block over 16 channels (2 for the lenslet case), per channel.")
+    print(
+        "block columns: reconstruct_block over 16 channels (2 for the lenslet case), per channel."
+    )
     print("Wall-clock times, median / minimum (ms):")
     for r in rows:
         walls = ", ".join(f"{k} {v[1]:.1f}/{v[2]:.1f}" for k, v in r["timed"].items())
         print(f"- {r['case']}: {walls}")
     print()
     for r in rows:
-        print(f"{r['case']}: condition {r['cond']:.3g}, auto route {r['route']}, error estimate of that route {r['est']:.2g}")
+        print(
+            f"{r['case']}: condition {r['cond']:.3g}, auto route {r['route']}, error estimate of that route {r['est']:.2g}"
+        )
     print(f"load average at the end: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     return 0
 

@@ -70,26 +70,47 @@ def build(rss: Path, store: Path, **kwargs):
 
 def _fields(rep) -> dict:
     return {
-        "channels": rep.plan.n_channels, "wave_chunk": rep.plan.wave_chunk, "chunks": rep.plan.n_chunks,
-        "pixels": rep.plan.n_pixels, "samples": rep.plan.n_samples, "workers": rep.plan.workers,
+        "channels": rep.plan.n_channels,
+        "wave_chunk": rep.plan.wave_chunk,
+        "chunks": rep.plan.n_chunks,
+        "pixels": rep.plan.n_pixels,
+        "samples": rep.plan.n_samples,
+        "workers": rep.plan.workers,
         "task_estimate_mb": round(rep.plan.task_bytes / 2**20, 1),
         "budget_mb": round(rep.plan.budget_bytes / 2**20, 1) if rep.plan.budget_bytes else None,
         "output_mb": round(rep.plan.output_bytes / 2**20, 1),
-        "wall_s": round(rep.wall_seconds, 2), "channels_per_s": round(rep.channels_per_second, 3),
+        "wall_s": round(rep.wall_seconds, 2),
+        "channels_per_s": round(rep.channels_per_second, 3),
         "solve_s": round(rep.solve_seconds, 2),
-        "solve_channels_per_s": round(rep.channels_solved / rep.solve_seconds, 3) if rep.solve_seconds else None,
+        "solve_channels_per_s": round(rep.channels_solved / rep.solve_seconds, 3)
+        if rep.solve_seconds
+        else None,
         "peak_total_mb": round(rep.peak_memory / 2**20, 1),
         "peak_process_mb": round(rep.peak_process_memory / 2**20, 1),
-        "failed_channels": len(rep.failed_channels), "executor": rep.executor,
+        "failed_channels": len(rep.failed_channels),
+        "executor": rep.executor,
     }
 
 
 def part_scaling(d: Path, results: Path, workers: int) -> None:
     for n in (1000, 2000, 4563):
-        rss = simulate(d / f"rss19-{n}.zarr", bundle=19, exposures=9, nwave=n, scene="point",
-                       noise=20.0, seed=5)
-        rep = build(rss, d / f"cube19-{n}.zarr", method="crr", scheduler="threads", workers=workers,
-                    max_memory="1GB")
+        rss = simulate(
+            d / f"rss19-{n}.zarr",
+            bundle=19,
+            exposures=9,
+            nwave=n,
+            scene="point",
+            noise=20.0,
+            seed=5,
+        )
+        rep = build(
+            rss,
+            d / f"cube19-{n}.zarr",
+            method="crr",
+            scheduler="threads",
+            workers=workers,
+            max_memory="1GB",
+        )
         record(results, part="scaling", **_fields(rep))
 
 
@@ -100,9 +121,20 @@ def part_workers(d: Path, results: Path, channels: int = 160) -> None:
     (BLAS threads = cores // workers): the 1-worker run really is one core.
     """
     wave = np.geomspace(6000.0, 6300.0, channels)
-    rss = simulate(d / f"rss127-{channels}.zarr", bundle=127, exposures=9, wavelength=wave,
-                   scene="point", noise=20.0, seed=6)
-    for scheduler, w, cores in (("threads", 1, "0"), ("threads", 2, "0,1"), ("processes", 2, "0,1")):
+    rss = simulate(
+        d / f"rss127-{channels}.zarr",
+        bundle=127,
+        exposures=9,
+        wavelength=wave,
+        scene="point",
+        noise=20.0,
+        seed=6,
+    )
+    for scheduler, w, cores in (
+        ("threads", 1, "0"),
+        ("threads", 2, "0,1"),
+        ("processes", 2, "0,1"),
+    ):
         store = d / f"cube127-{scheduler}-w{w}.zarr"
         here = str(Path(__file__).parent)
         code = (
@@ -111,34 +143,73 @@ def part_workers(d: Path, results: Path, channels: int = 160) -> None:
             f"scheduler={scheduler!r}, workers={w}, wave_chunk=10); "
             "print('RESULT ' + json.dumps(b._fields(rep)))"
         )
-        out = subprocess.run(["taskset", "-c", cores, sys.executable, "-c", code],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["taskset", "-c", cores, sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
-        record(results, part="workers", cores=cores, **json.loads(line[len("RESULT "):]))
+        record(results, part="workers", cores=cores, **json.loads(line[len("RESULT ") :]))
 
 
 def part_full(d: Path, results: Path, workers: int, scheduler: str = "threads") -> None:
-    rss = simulate(d / "rss127-full.zarr", bundle=127, exposures=9, nwave=None,
-                   scene=[PointSource(flux=100.0)], noise=20.0, seed=7)
+    rss = simulate(
+        d / "rss127-full.zarr",
+        bundle=127,
+        exposures=9,
+        nwave=None,
+        scene=[PointSource(flux=100.0)],
+        noise=20.0,
+        seed=7,
+    )
     store = d / f"cube127-full-{scheduler}.zarr"
-    resume = store.exists()  # a previous run was interrupted: finish it (the ledger says what is left)
-    rep = run_build(rss, store, method="crr", scheduler=scheduler, workers=workers, resume=resume,
-                    progress="log")
+    resume = (
+        store.exists()
+    )  # a previous run was interrupted: finish it (the ledger says what is left)
+    rep = run_build(
+        rss,
+        store,
+        method="crr",
+        scheduler=scheduler,
+        workers=workers,
+        resume=resume,
+        progress="log",
+    )
     record(results, part="full", resumed=resume, chunks_solved=rep.chunks_solved, **_fields(rep))
 
 
-def part_budget(d: Path, results: Path, workers: int, lenslets: int, channels: int,
-                budget: str) -> None:
-    rss = simulate(d / f"rss-lenslet{lenslets}-{channels}.zarr", lenslets=lenslets, nwave=channels,
-                   wave_range=(4800.0, 9000.0), scene="point", noise=20.0, seed=8)
-    rep = build(rss, d / f"cube-lenslet{lenslets}.zarr", method="shepard", scheduler="distributed",
-                workers=workers, max_memory=budget,
-                overrides=["grid.pixel_scale_arcsec=0.25", "output.correlation_max_sep_arcsec=1.0"])
+def part_budget(
+    d: Path, results: Path, workers: int, lenslets: int, channels: int, budget: str
+) -> None:
+    rss = simulate(
+        d / f"rss-lenslet{lenslets}-{channels}.zarr",
+        lenslets=lenslets,
+        nwave=channels,
+        wave_range=(4800.0, 9000.0),
+        scene="point",
+        noise=20.0,
+        seed=8,
+    )
+    rep = build(
+        rss,
+        d / f"cube-lenslet{lenslets}.zarr",
+        method="shepard",
+        scheduler="distributed",
+        workers=workers,
+        max_memory=budget,
+        overrides=["grid.pixel_scale_arcsec=0.25", "output.correlation_max_sep_arcsec=1.0"],
+    )
     import xarray as xr
 
     cube = xr.open_zarr(d / f"cube-lenslet{lenslets}.zarr")
-    record(results, part="budget", memory_limit_per_worker=budget,
-           cube_flux_mb=round(cube[FLUX].nbytes / 2**20, 1), **_fields(rep))
+    record(
+        results,
+        part="budget",
+        memory_limit_per_worker=budget,
+        cube_flux_mb=round(cube[FLUX].nbytes / 2**20, 1),
+        **_fields(rep),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,8 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lenslet-channels", type=int, default=16000)
     ap.add_argument("--budget", default="600MB", help="memory limit per worker for the budget part")
     ap.add_argument("--worker-channels", type=int, default=160, help="channels of the workers part")
-    ap.add_argument("--full-scheduler", default="threads", choices=("threads", "processes", "distributed"),
-                    help="executor of the full part (default threads, the engine's default)")
+    ap.add_argument(
+        "--full-scheduler",
+        default="threads",
+        choices=("threads", "processes", "distributed"),
+        help="executor of the full part (default threads, the engine's default)",
+    )
     args = ap.parse_args(argv)
     d = Path(args.dir)
     d.mkdir(parents=True, exist_ok=True)

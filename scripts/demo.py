@@ -32,16 +32,20 @@ from crrxr.simulate import Galaxy, PointSource, simulate_rss
 PROFILE = "manga-127"  # 36" grid of 0.75" pixels, the paper's CRR defaults
 SEEING = 1.5  # arcsec at 5400 A, typical MaNGA
 STAR = PointSource(x=-7.0, y=6.0, flux=60.0, spectral_index=-1.0)
-GALAXY = Galaxy(flux=150.0, r_eff=4.0, axis_ratio=0.6, position_angle=40.0, line_flux=3000.0,
-                redshift=0.02)
+GALAXY = Galaxy(
+    flux=150.0, r_eff=4.0, axis_ratio=0.6, position_angle=40.0, line_flux=3000.0, redshift=0.02
+)
 
 
 def measure(cube: xr.Dataset) -> dict[str, float]:
     """PSF FWHM (kernel-model fit of the stored PSF image) and neighbour correlation at 1 and 2 px."""
     grid = Grid(float(cube.x[1] - cube.x[0]), cube.sizes["x"])
     fit = fit_kernel_fwhm(cube["psf"].isel(band=0).values, grid)
-    rho1, rho2 = neighbour_correlation(cube["correlation"].isel(band=0).values, grid,
-                                       pairs=(cube["pair_i"].values, cube["pair_j"].values))
+    rho1, rho2 = neighbour_correlation(
+        cube["correlation"].isel(band=0).values,
+        grid,
+        pairs=(cube["pair_i"].values, cube["pair_j"].values),
+    )
     return {"fwhm": fit.fwhm, "rho1": rho1, "rho2": rho2}
 
 
@@ -64,7 +68,9 @@ def quicklook(cubes: dict[str, xr.Dataset], path: Path, line_wave: float) -> Non
         dw = np.gradient(wave)[near][:, None, None]
         line = np.nansum((flux.isel(wavelength=near).values - cont[None]) * dw, axis=0)
         ext = [float(cube.x[0]), float(cube.x[-1]), float(cube.y[0]), float(cube.y[-1])]
-        for row, (img, title) in enumerate(((cont, "continuum (median)"), (line, "H-alpha line flux"))):
+        for row, (img, title) in enumerate(
+            ((cont, "continuum (median)"), (line, "H-alpha line flux"))
+        ):
             ax = axes[row, col]
             vmax = np.nanpercentile(img, 99.5)
             im = ax.imshow(img, origin="lower", extent=ext, cmap="magma", vmin=0, vmax=vmax)
@@ -92,18 +98,37 @@ def main(argv: list[str] | None = None) -> int:
     wave = np.geomspace(6150.0, 6750.0, args.channels)
     rss_path = out / "rss.zarr"
     t0 = time.perf_counter()
-    print(f"simulating a 127-fiber x 9-exposure observation, {args.channels} channels "
-          f"{wave[0]:.0f}-{wave[-1]:.0f} A -> {rss_path}", flush=True)
-    rss = simulate_rss(rss_path, bundle=127, exposures=9, seeing=SEEING, wavelength=wave,
-                       scene=[GALAXY, STAR], noise=30.0, seed=2024, overwrite=True)
+    print(
+        f"simulating a 127-fiber x 9-exposure observation, {args.channels} channels "
+        f"{wave[0]:.0f}-{wave[-1]:.0f} A -> {rss_path}",
+        flush=True,
+    )
+    rss = simulate_rss(
+        rss_path,
+        bundle=127,
+        exposures=9,
+        seeing=SEEING,
+        wavelength=wave,
+        scene=[GALAXY, STAR],
+        noise=30.0,
+        seed=2024,
+        overwrite=True,
+    )
     print(f"  done in {time.perf_counter() - t0:.1f} s", flush=True)
 
     cubes, times = {}, {}
     for method in ("crr", "shepard"):
         store = out / f"cube-{method}.zarr"
         print(f"\nbuilding the {method.upper()} cube -> {store}", flush=True)
-        report = run_build(rss_path, store, method=method, profile=PROFILE, scheduler="threads",
-                           workers=args.workers, overwrite=store.exists())
+        report = run_build(
+            rss_path,
+            store,
+            method=method,
+            profile=PROFILE,
+            scheduler="threads",
+            workers=args.workers,
+            overwrite=store.exists(),
+        )
         times[method] = report.wall_seconds
         cubes[method] = xr.open_zarr(store)
 
@@ -116,24 +141,31 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((method.upper(), m["fwhm"], m["rho1"], m["rho2"], times[method]))
 
     band = str(cubes["crr"]["band"].values[0])
-    print(f"\ncomparison at the {band} band channel ({band_wave:.1f} A, mean seeing {seeing:.2f}\"):")
-    print(f"{'':16s} {'PSF FWHM':>9s} {'vs kernel':>9s} {'rho 1px':>8s} {'rho 2px':>8s} {'time':>8s}")
+    print(
+        f'\ncomparison at the {band} band channel ({band_wave:.1f} A, mean seeing {seeing:.2f}"):'
+    )
+    print(
+        f"{'':16s} {'PSF FWHM':>9s} {'vs kernel':>9s} {'rho 1px':>8s} {'rho 2px':>8s} {'time':>8s}"
+    )
     for name, fwhm, r1, r2, t in rows:
         rel = f"{100 * (fwhm / k - 1):+.1f}%" if name != "kernel (truth)" else ""
         cells = [f"{v:8.3f}" if np.isfinite(v) else f"{'':8s}" for v in (r1, r2)]
         tt = f"{t:7.1f}s" if np.isfinite(t) else ""
-        print(f"{name:16s} {fwhm:8.3f}\" {rel:>9s} {cells[0]} {cells[1]} {tt:>8s}")
+        print(f'{name:16s} {fwhm:8.3f}" {rel:>9s} {cells[0]} {cells[1]} {tt:>8s}')
     crr_fwhm, shep_fwhm = rows[1][1], rows[2][1]
-    print(f"CRR is {100 * (1 - crr_fwhm / shep_fwhm):.0f}% sharper than Shepard "
-          "(paper: 16% at 1.19\" seeing on 19-fiber bundles)")
+    print(
+        f"CRR is {100 * (1 - crr_fwhm / shep_fwhm):.0f}% sharper than Shepard "
+        '(paper: 16% at 1.19" seeing on 19-fiber bundles)'
+    )
 
     png = out / "quicklook.png"
     quicklook(cubes, png, GALAXY.line_rest * (1 + GALAXY.redshift))
     print(f"\noutputs in {out}:")
     for p in (rss_path, out / "cube-crr.zarr", out / "cube-shepard.zarr", png):
         print(f"  {p}")
-    print("open a cube with plain xarray:  xr.open_zarr('"
-          f"{os.path.relpath(out / 'cube-crr.zarr')}')")
+    print(
+        f"open a cube with plain xarray:  xr.open_zarr('{os.path.relpath(out / 'cube-crr.zarr')}')"
+    )
     return 0
 
 

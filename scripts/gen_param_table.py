@@ -23,7 +23,9 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only check; exit 1 when out of date")
-    parser.add_argument("--readme", type=Path, default=README, help="README to update (default: repo's)")
+    parser.add_argument(
+        "--readme", type=Path, default=README, help="README to update (default: repo's)"
+    )
     args = parser.parse_args(argv)
     text = args.readme.read_text(encoding="utf-8")
     table = markdown_table(reconstruction_spec())
@@ -31,8 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.readme}: parameter table is up to date")
         return 0
     if args.check:
-        print(f"{args.readme}: parameter table is out of date; run scripts/gen_param_table.py",
-              file=sys.stderr)
+        print(
+            f"{args.readme}: parameter table is out of date; run scripts/gen_param_table.py",
+            file=sys.stderr,
+        )
         return 1
     args.readme.write_text(splice_readme(text, table), encoding="utf-8")
     print(f"{args.readme}: parameter table regenerated")

@@ -29,8 +29,16 @@ def test_monte_carlo_variance_and_covariance(method):
     noise = rng.standard_normal((x.size, n_real)) * np.sqrt(var)[:, None]
     X, Y = np.repeat(x[:, None], n_real, 1), np.repeat(y[:, None], n_real, 1)
     ivar = np.repeat((1 / var)[:, None], n_real, 1)
-    res = reconstruct_block(X, Y, fw, noise, ivar, np.zeros_like(noise, dtype=np.uint32), grid,
-                            CoreConfig(method=method))
+    res = reconstruct_block(
+        X,
+        Y,
+        fw,
+        noise,
+        ivar,
+        np.zeros_like(noise, dtype=np.uint32),
+        grid,
+        CoreConfig(method=method),
+    )
     images = res.flux.reshape(n_real, -1)
     solved = res.ivar[0].ravel() > 0
     # diagonal: sample variance vs 1/ivar; relative standard error of a variance = sqrt(2 / n)
@@ -46,9 +54,18 @@ def test_monte_carlo_variance_and_covariance(method):
     d = images[:, solved] - images[:, solved].mean(axis=0)
     sample_cov = (d[:, :-1] * d[:, 1:]).sum(axis=0) / (n_real - 1)
     # model covariance from the correlation path of the core (rho at the same pairs)
-    rho = reconstruct_block(X[:, :1], Y[:, :1], fw, noise[:, :1], ivar[:, :1],
-                            np.zeros((x.size, 1), np.uint32), grid, CoreConfig(method=method),
-                            correlation_pairs=(a, b), want=(0,)).rho[0]
+    rho = reconstruct_block(
+        X[:, :1],
+        Y[:, :1],
+        fw,
+        noise[:, :1],
+        ivar[:, :1],
+        np.zeros((x.size, 1), np.uint32),
+        grid,
+        CoreConfig(method=method),
+        correlation_pairs=(a, b),
+        want=(0,),
+    ).rho[0]
     model_cov = rho * np.sqrt(ca * cb)
     z = (sample_cov - model_cov) / np.sqrt((ca * cb + model_cov**2) / n_real)
     assert np.max(np.abs(z)) < 5.0
@@ -75,4 +92,7 @@ def test_covariance_helpers_agree_with_dense_formula():
 
     assert np.allclose(pair_correlation(sparse.csr_matrix(W), v, i, j), expect)
     full = correlation_matrix(W, v)
-    assert sparse.issparse(full) and np.allclose(full.toarray(), np.triu(np.divide(C, np.outer(d, d), out=np.zeros_like(C), where=np.outer(d, d) > 0)))
+    assert sparse.issparse(full) and np.allclose(
+        full.toarray(),
+        np.triu(np.divide(C, np.outer(d, d), out=np.zeros_like(C), where=np.outer(d, d) > 0)),
+    )

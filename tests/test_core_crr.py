@@ -9,8 +9,18 @@ from crrxr.core.kernel import radial_kernel
 from crrxr.simulate.geometry import dither_offsets, hex_bundle
 
 
-def manga_kernel_matrix(n_fibers=19, n_exp=3, jitter=0.0, seeing_jitter=0.0, pixel=0.75, extent=17.0,
-                        seed=0, duplicate=1, masked=0.0, seeing=1.19):
+def manga_kernel_matrix(
+    n_fibers=19,
+    n_exp=3,
+    jitter=0.0,
+    seeing_jitter=0.0,
+    pixel=0.75,
+    extent=17.0,
+    seed=0,
+    duplicate=1,
+    masked=0.0,
+    seeing=1.19,
+):
     """Dense A (n_samples, n_selected_pixels) for a dithered hex bundle, and the good mask."""
     rng = np.random.default_rng(seed)
     fx, fy = hex_bundle(n_fibers)
@@ -88,7 +98,9 @@ def test_sparse_input_equals_dense():
 
 def test_pixel_side_gram_is_used():
     A, good = manga_kernel_matrix(**WELL_POSED["pixel-side"])
-    assert good.sum() > A.shape[1]  # more samples than pixels: the pixel-side Gram matrix is smaller
+    assert (
+        good.sum() > A.shape[1]
+    )  # more samples than pixels: the pixel-side Gram matrix is smaller
     sol = solve_crr(A[good], solver="gram")
     assert sol.solver == "gram" and sol.rank == A.shape[1]
 
@@ -164,7 +176,9 @@ def test_floor_drops_modes_and_empty_cases():
     assert big.rank == 0 and np.all(big.weights == 0)
 
 
-@pytest.mark.parametrize("kwargs", [dict(variant="x"), dict(solver="qr"), dict(lam=-1.0), dict(floor=np.nan)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(variant="x"), dict(solver="qr"), dict(lam=-1.0), dict(floor=np.nan)]
+)
 def test_bad_arguments(kwargs):
     A, good = manga_kernel_matrix()
     with pytest.raises(CRRSolveError):

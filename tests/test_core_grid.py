@@ -8,7 +8,9 @@ from astropy.wcs import WCS
 from crrxr.core.grid import Grid, odd_nside
 
 
-@pytest.mark.parametrize(("extent", "nside"), [(12, 17), (17, 23), (22, 31), (27, 37), (32, 43), (36, 49)])
+@pytest.mark.parametrize(
+    ("extent", "nside"), [(12, 17), (17, 23), (22, 31), (27, 37), (32, 43), (36, 49)]
+)
 def test_manga_grid_sizes(extent, nside):
     # (ceil(L/p) // 2) * 2 + 1 at 0.75" (the authors' code; 23 x 23 for a 19-fiber IFU)
     assert Grid.for_extent(0.75, extent).nside == nside
@@ -36,8 +38,15 @@ def test_covering():
         Grid.covering([np.nan], [np.nan], 0.75)
 
 
-@pytest.mark.parametrize(("args", "match"), [((0.0, 5), "pixel_scale"), ((0.5, 0), "nside"), ((0.5, 2.5), "nside"),
-                                            ((np.nan, 5), "pixel_scale")])
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        ((0.0, 5), "pixel_scale"),
+        ((0.5, 0), "nside"),
+        ((0.5, 2.5), "nside"),
+        ((np.nan, 5), "pixel_scale"),
+    ],
+)
 def test_bad_grid(args, match):
     with pytest.raises(ValueError, match=match):
         Grid(*args)

@@ -26,21 +26,36 @@ def fft_kernel_row(fwhm, wing, h, supersample, box=12.0):
     disc /= supersample**2 * np.pi
     (f1, s1), (f2, s2) = double_gaussian_components(fwhm, wing=wing)
     r2 = X**2 + Y**2
-    seeing = f1 * np.exp(-r2 / 2 / s1**2) / (2 * np.pi * s1**2) + f2 * np.exp(-r2 / 2 / s2**2) / (2 * np.pi * s2**2)
-    conv = np.fft.ifft2(np.fft.fft2(np.fft.ifftshift(disc)) * np.fft.fft2(np.fft.ifftshift(seeing))).real * h * h
+    seeing = f1 * np.exp(-r2 / 2 / s1**2) / (2 * np.pi * s1**2) + f2 * np.exp(-r2 / 2 / s2**2) / (
+        2 * np.pi * s2**2
+    )
+    conv = (
+        np.fft.ifft2(
+            np.fft.fft2(np.fft.ifftshift(disc)) * np.fft.fft2(np.fft.ifftshift(seeing))
+        ).real
+        * h
+        * h
+    )
     return np.abs(c), np.fft.fftshift(conv)[n // 2]
 
 
 @pytest.mark.parametrize("fwhm", [0.6, 1.19, 2.5])
 @pytest.mark.parametrize("wing", ["flux", "peak"])
 def test_unit_integral(fwhm, wing):
-    total, _ = integrate.quad(lambda r: 2 * np.pi * r * radial_kernel(np.array(r), fwhm, wing=wing), 0, 30,
-                              limit=200, epsabs=1e-13)
+    total, _ = integrate.quad(
+        lambda r: 2 * np.pi * r * radial_kernel(np.array(r), fwhm, wing=wing),
+        0,
+        30,
+        limit=200,
+        epsabs=1e-13,
+    )
     assert total == pytest.approx(1.0, abs=1e-8)
 
 
-@pytest.mark.parametrize(("fwhm", "wing", "h", "ss"), [(1.19, "flux", 0.01, 8), (1.19, "peak", 0.01, 8),
-                                                       (0.8, "flux", 0.02, 16)])
+@pytest.mark.parametrize(
+    ("fwhm", "wing", "h", "ss"),
+    [(1.19, "flux", 0.01, 8), (1.19, "peak", 0.01, 8), (0.8, "flux", 0.02, 16)],
+)
 def test_closed_form_matches_fft_convolution(fwhm, wing, h, ss):
     r, brute = fft_kernel_row(fwhm, wing, h, ss)
     exact = radial_kernel(r, fwhm, wing=wing)
@@ -79,7 +94,9 @@ def test_kernel_is_monotone_and_point_source_flux():
 
 def _gauss_mix(r, fwhm):
     (f1, s1), (f2, s2) = double_gaussian_components(fwhm)
-    return f1 * np.exp(-r**2 / 2 / s1**2) / (2 * np.pi * s1**2) + f2 * np.exp(-r**2 / 2 / s2**2) / (2 * np.pi * s2**2)
+    return f1 * np.exp(-(r**2) / 2 / s1**2) / (2 * np.pi * s1**2) + f2 * np.exp(
+        -(r**2) / 2 / s2**2
+    ) / (2 * np.pi * s2**2)
 
 
 def test_seeing_law():
@@ -106,8 +123,12 @@ def test_kernel_table_reuses_rows_across_a_block():
     fw = 1.3 * (10 ** (1e-4 * np.arange(64))) ** -0.2
     r = np.linspace(0, 4, 50)
     for f in fw:
-        assert np.allclose(table(r, np.full(r.size, f)), radial_kernel(r, f), rtol=0,
-                           atol=1e-6 * radial_kernel(np.array(0.0), f))
+        assert np.allclose(
+            table(r, np.full(r.size, f)),
+            radial_kernel(r, f),
+            rtol=0,
+            atol=1e-6 * radial_kernel(np.array(0.0), f),
+        )
     assert len(table._rows) <= 8
 
 

@@ -21,7 +21,9 @@ def simulate(seed, n_exp=9, seeing=1.19):
     x = (fx[None, :] + dx[:, None]).ravel()
     y = (fy[None, :] + dy[:, None]).ravel()
     fw = np.repeat(fw_exp, fx.size)
-    flux = np.pi * np.array([radial_kernel(np.array(np.hypot(a, b)), w) for a, b, w in zip(x, y, fw)])
+    flux = np.pi * np.array(
+        [radial_kernel(np.array(np.hypot(a, b)), w) for a, b, w in zip(x, y, fw)]
+    )
     return x, y, fw, flux, fw_exp
 
 
@@ -34,8 +36,18 @@ def measure(seed, pixel=0.75):
     pairs = (np.full(nb.size, c), nb)
     out = {}
     for method in ("crr", "shepard"):
-        res = reconstruct_slice(x, y, fw, flux, np.ones(x.size), np.zeros(x.size, np.uint32), grid,
-                                CoreConfig(method=method, pixel_scale=pixel), correlation_pairs=pairs, psf=True)
+        res = reconstruct_slice(
+            x,
+            y,
+            fw,
+            flux,
+            np.ones(x.size),
+            np.zeros(x.size, np.uint32),
+            grid,
+            CoreConfig(method=method, pixel_scale=pixel),
+            correlation_pairs=pairs,
+            psf=True,
+        )
         fit = fit_kernel_fwhm(res.psf, grid, true_seeing=float(np.mean(fw_exp)))
         out[method] = (fit, neighbour_correlation(res.rho, grid, pairs=pairs))
     return out, kernel_fwhm(float(np.mean(fw_exp)))
@@ -55,9 +67,11 @@ def measured(seed):
 def test_table1_and_table2(seed):
     out, k_fwhm = measured(seed)
     (crr, (c1, c2)), (shep, (s1, s2)) = out["crr"], out["shepard"]
-    print(f"seed {seed}: kernel {k_fwhm:.3f} CRR {crr.fwhm:.3f} Shepard {shep.fwhm:.3f} | "
-          f"Strehl CRR {crr.strehl_true:.3f} Shepard {shep.strehl_true:.3f} | "
-          f"rho CRR {c1:.3f}/{c2:.3f} Shepard {s1:.3f}/{s2:.3f}")
+    print(
+        f"seed {seed}: kernel {k_fwhm:.3f} CRR {crr.fwhm:.3f} Shepard {shep.fwhm:.3f} | "
+        f"Strehl CRR {crr.strehl_true:.3f} Shepard {shep.strehl_true:.3f} | "
+        f"rho CRR {c1:.3f}/{c2:.3f} Shepard {s1:.3f}/{s2:.3f}"
+    )
     # CRR is 4.6-5.0% broader than the kernel at the mean seeing over these seeds (paper: 3.6%);
     # each realisation within 5.5%, their mean within 5% (test below)
     assert abs(crr.fwhm / k_fwhm - 1) <= 0.055
@@ -88,9 +102,13 @@ def test_fit_recovers_exact_kernel_image():
     grid = Grid(0.75, 23)
     img = kernel_image(grid, 1.3, flux=2.0)
     fit = fit_kernel_fwhm(img, grid, true_seeing=1.3, true_flux=2.0)
-    assert fit.seeing == pytest.approx(1.3, rel=1e-6) and fit.amplitude == pytest.approx(2.0, rel=1e-6)
+    assert fit.seeing == pytest.approx(1.3, rel=1e-6) and fit.amplitude == pytest.approx(
+        2.0, rel=1e-6
+    )
     assert fit.fwhm == pytest.approx(kernel_fwhm(1.3), rel=1e-6)
-    assert fit.strehl == pytest.approx(1.0, rel=1e-6) and fit.strehl_true == pytest.approx(1.0, rel=1e-6)
+    assert fit.strehl == pytest.approx(1.0, rel=1e-6) and fit.strehl_true == pytest.approx(
+        1.0, rel=1e-6
+    )
     off = kernel_image(grid, 1.3, x0=0.3, y0=-0.2)
     free = fit_kernel_fwhm(off, grid, free_centre=True)
     assert (free.x0, free.y0) == (pytest.approx(0.3, abs=1e-5), pytest.approx(-0.2, abs=1e-5))
@@ -107,7 +125,10 @@ def test_neighbour_correlation_forms():
     r1, r2 = neighbour_correlation(rho, grid)
     assert r1 == pytest.approx(np.sqrt((0.25 + 0.09 + 0.01 + 0.01) / 4))
     assert r2 == pytest.approx(np.sqrt(0.04 / 4))
-    assert neighbour_correlation(sparse.csr_matrix(np.triu(rho)), grid) == (pytest.approx(r1), pytest.approx(r2))
+    assert neighbour_correlation(sparse.csr_matrix(np.triu(rho)), grid) == (
+        pytest.approx(r1),
+        pytest.approx(r2),
+    )
     i, j = np.array([12, 11, 14]), np.array([13, 12, 12])
     p1, p2 = neighbour_correlation(np.array([0.5, 0.3, 0.2]), grid, pairs=(i, j))
     assert p1 == pytest.approx(np.sqrt((0.25 + 0.09) / 4)) and p2 == pytest.approx(0.1)
@@ -119,7 +140,9 @@ def test_kernel_mismatch_barely_changes_crr_fwhm():
     grid = Grid.for_extent(0.75, 17.0)
     fwhm = {}
     for factor in (1.0, 0.9, 1.1, 0.8, 1.2):
-        res = reconstruct_slice(x, y, fw * factor, flux, np.ones(x.size), np.zeros(x.size, np.uint32), grid)
+        res = reconstruct_slice(
+            x, y, fw * factor, flux, np.ones(x.size), np.zeros(x.size, np.uint32), grid
+        )
         fwhm[factor] = fit_kernel_fwhm(res.flux, grid).fwhm
     for factor, tol in ((0.9, 0.005), (1.1, 0.005), (0.8, 0.01), (1.2, 0.01)):
         assert abs(fwhm[factor] / fwhm[1.0] - 1) <= tol

@@ -22,7 +22,9 @@ def bundle(n_fibers=19, n_exp=3, jitter=0.0, seed=0, seeing=1.19, seeing_jitter=
 
 
 def point_fluxes(x, y, fw, x0=0.0, y0=0.0):
-    return np.pi * np.array([radial_kernel(np.array(np.hypot(a - x0, b - y0)), w) for a, b, w in zip(x, y, fw)])
+    return np.pi * np.array(
+        [radial_kernel(np.array(np.hypot(a - x0, b - y0)), w) for a, b, w in zip(x, y, fw)]
+    )
 
 
 GRID = Grid.for_extent(0.75, 17.0)
@@ -36,8 +38,16 @@ def test_flat_field_uniform_in_covered_interior(method):
     grid = Grid.for_extent(0.75, 22.0)
     sb = 3.0  # surface brightness per arcsec^2 -> fiber flux sb * pi r_fib^2, spaxel flux sb * p^2
     flux = np.full(x.size, sb * np.pi)
-    res = reconstruct_slice(x, y, fw, flux, np.ones(x.size), np.zeros(x.size, np.uint32), grid,
-                            CoreConfig(method=method))
+    res = reconstruct_slice(
+        x,
+        y,
+        fw,
+        flux,
+        np.ones(x.size),
+        np.zeros(x.size, np.uint32),
+        grid,
+        CoreConfig(method=method),
+    )
     xx, yy = grid.centres()
     interior = (np.hypot(xx, yy) < 4.5).reshape(grid.shape) & ((res.mask & masks.DONOTUSE) == 0)
     assert interior.sum() > 100
@@ -70,14 +80,16 @@ def test_shepard_nocov_and_units():
     x, y, fw = bundle()
     ivar = np.ones(x.size)
     flux = np.arange(x.size, dtype=float)
-    res = reconstruct_slice(x, y, fw, flux, ivar, np.zeros(x.size, np.uint32), GRID, CoreConfig(method="shepard"))
+    res = reconstruct_slice(
+        x, y, fw, flux, ivar, np.zeros(x.size, np.uint32), GRID, CoreConfig(method="shepard")
+    )
     xx, yy = GRID.centres()
     d = np.hypot(x[:, None] - xx[None, :], y[:, None] - yy[None, :])
     covered = (d < 1.6).any(axis=0)
     assert np.array_equal((res.mask.ravel() & masks.NOCOV) != 0, ~covered)
     # a pixel's value is p^2/pi times the Gaussian-weighted mean of its fibers' fluxes
     j = np.flatnonzero(covered)[10]
-    w = np.where(d[:, j] < 1.6, np.exp(-d[:, j] ** 2 / (2 * 0.7**2)), 0)
+    w = np.where(d[:, j] < 1.6, np.exp(-(d[:, j] ** 2) / (2 * 0.7**2)), 0)
     assert res.flux.ravel()[j] == pytest.approx(0.75**2 / np.pi * (w @ flux) / w.sum(), rel=1e-12)
     var = (w / w.sum()) ** 2 @ (1 / ivar)
     assert res.ivar.ravel()[j] == pytest.approx(1 / var / (0.75**2 / np.pi) ** 2, rel=1e-12)
@@ -113,9 +125,13 @@ def test_linearity_and_translation(method):
     sx, sy = 2, -1
     shifted = reconstruct_slice(x + sx * 0.75, y + sy * 0.75, fw, f1, iv, z, g, cfg)
     base = reconstruct_slice(x, y, fw, f1, iv, z, g, cfg)
-    assert np.allclose(shifted.flux[3 + sy:-3 + sy, 3 + sx:-3 + sx], base.flux[3:-3, 3:-3],
-                       rtol=0, atol=1e-9 * np.abs(base.flux).max())
-    assert np.array_equal(shifted.mask[3 + sy:-3 + sy, 3 + sx:-3 + sx], base.mask[3:-3, 3:-3])
+    assert np.allclose(
+        shifted.flux[3 + sy : -3 + sy, 3 + sx : -3 + sx],
+        base.flux[3:-3, 3:-3],
+        rtol=0,
+        atol=1e-9 * np.abs(base.flux).max(),
+    )
+    assert np.array_equal(shifted.mask[3 + sy : -3 + sy, 3 + sx : -3 + sx], base.mask[3:-3, 3:-3])
 
 
 def test_rho_matches_dense_covariance():
@@ -130,10 +146,15 @@ def test_rho_matches_dense_covariance():
     g = Grid.for_extent(0.75, 12.0)
     i = np.array([0, 40, 60, 60, 84, 84])
     j = np.array([1, 41, 61, 84, 85, 84 + g.nside])
-    res = reconstruct_slice(x, y, fw, np.ones(x.size), iv, z, g, CoreConfig(solver="svd"), correlation_pairs=(i, j))
+    res = reconstruct_slice(
+        x, y, fw, np.ones(x.size), iv, z, g, CoreConfig(solver="svd"), correlation_pairs=(i, j)
+    )
     xx, yy = g.centres()
     d = np.hypot(x[:, None] - xx[None, :], y[:, None] - yy[None, :])
-    A = np.where(d < 4.0, np.stack([radial_kernel(d[k], fw[k]) for k in range(x.size)]), 0) * 0.75**2
+    A = (
+        np.where(d < 4.0, np.stack([radial_kernel(d[k], fw[k]) for k in range(x.size)]), 0)
+        * 0.75**2
+    )
     sel = (d <= 1.6).any(axis=0)
     good = iv > 0
     W = np.zeros((g.size, x.size))
@@ -160,7 +181,6 @@ def test_neighbour_pairs_brute_force():
     ref = np.argwhere(dd <= 2.3)
     assert np.array_equal(np.stack([s, p], axis=1), ref)
     assert np.allclose(d, dd[ref[:, 0], ref[:, 1]])
-
 
 
 def test_neighbour_cache_equals_fresh_search():
@@ -200,8 +220,14 @@ def test_all_masked_and_missed_grid(method):
     assert np.all(bad.flux == 0) and np.all(bad.ivar == 0)
     assert np.all(bad.mask & masks.NOCOV) and np.all(bad.mask & masks.DONOTUSE)
     assert np.any(bad.mask & masks.DEADFIBER) and np.all(np.isfinite(bad.flux))
-    far = reconstruct_slice(x + 100, y, fw, np.ones(x.size), np.ones(x.size), z, GRID, cfg, psf=True)
-    assert np.all(far.mask == masks.NOCOV | masks.DONOTUSE) and np.all(far.flux == 0) and np.all(far.psf == 0)
+    far = reconstruct_slice(
+        x + 100, y, fw, np.ones(x.size), np.ones(x.size), z, GRID, cfg, psf=True
+    )
+    assert (
+        np.all(far.mask == masks.NOCOV | masks.DONOTUSE)
+        and np.all(far.flux == 0)
+        and np.all(far.psf == 0)
+    )
 
 
 def test_bad_input():
@@ -220,7 +246,9 @@ def test_bad_input():
     with pytest.raises(InputError, match="ivar"):
         reconstruct_slice(x, y, fw, np.ones(n), -np.ones(n), np.zeros(n, np.uint32), GRID)
     with pytest.raises(InputError, match="no samples"):
-        reconstruct_slice(x[:0], y[:0], fw[:0], np.ones(0), np.ones(0), np.zeros(0, np.uint32), GRID)
+        reconstruct_slice(
+            x[:0], y[:0], fw[:0], np.ones(0), np.ones(0), np.zeros(0, np.uint32), GRID
+        )
     with pytest.raises(InputError, match="shape"):
         reconstruct_slice(x, y[:-1], fw, grid=GRID, **ok)
     with pytest.raises(InputError, match="pixel scale"):
@@ -240,7 +268,9 @@ def test_block_equals_slices_and_reuses():
     n, n_chan = x.size, 5
     rng = np.random.default_rng(3)
     wave_fw = fw[:, None] * (1 + 0.01 * np.arange(n_chan))[None, :]
-    X = np.repeat(x[:, None], n_chan, axis=1) + 0.02 * np.arange(n_chan)[None, :] * (np.arange(n_chan) >= 3)
+    X = np.repeat(x[:, None], n_chan, axis=1) + 0.02 * np.arange(n_chan)[None, :] * (
+        np.arange(n_chan) >= 3
+    )
     Y = np.repeat(y[:, None], n_chan, axis=1)
     F = rng.normal(1.0, 0.1, (n, n_chan))
     IV = rng.uniform(0.5, 2, (n, n_chan))
@@ -252,8 +282,17 @@ def test_block_equals_slices_and_reuses():
     assert res.flux.shape == (n_chan, *GRID.shape) and not res.failed.any()
     assert set(res.rho) == {1, 4} and set(res.psf) == {1, 4}
     for c in range(n_chan):
-        one = reconstruct_slice(X[:, c], Y[:, c], wave_fw[:, c], F[:, c], IV[:, c], M[:, c], GRID,
-                                correlation_pairs=(i, j), psf=True)
+        one = reconstruct_slice(
+            X[:, c],
+            Y[:, c],
+            wave_fw[:, c],
+            F[:, c],
+            IV[:, c],
+            M[:, c],
+            GRID,
+            correlation_pairs=(i, j),
+            psf=True,
+        )
         assert np.array_equal(one.flux, res.flux[c]) and np.array_equal(one.ivar, res.ivar[c])
         assert np.array_equal(one.mask, res.mask[c])
         if c in res.rho:
@@ -261,7 +300,10 @@ def test_block_equals_slices_and_reuses():
     assert res.messages == ("",) * n_chan
     # constant seeing given as (n_samples,)
     const = reconstruct_block(X, Y, fw, F, IV, M, GRID)
-    assert np.array_equal(const.flux[0], reconstruct_slice(X[:, 0], Y[:, 0], fw, F[:, 0], IV[:, 0], M[:, 0], GRID).flux)
+    assert np.array_equal(
+        const.flux[0],
+        reconstruct_slice(X[:, 0], Y[:, 0], fw, F[:, 0], IV[:, 0], M[:, 0], GRID).flux,
+    )
     with pytest.raises(InputError, match="want"):
         reconstruct_block(X, Y, fw, F, IV, M, GRID, want=(n_chan,))
 

@@ -15,8 +15,9 @@ def _template(tmp_path, nw=10, nside=5, wc=4):
     x = (np.arange(nside) - nside // 2) * 0.75
     bands = C.select_bands(wave, [4702.5, 6176.58, 7496.12], ["g", "r", "i"])
     pairs = C.correlation_pairs(nside, nside, 0.75, 1.6)
-    ds, enc = C.cube_template(wave, x, x, wc, bands, pairs,
-                              {C.ATTR_WCS: C.canonical_json({"CD1_1": -0.75 / 3600})})
+    ds, enc = C.cube_template(
+        wave, x, x, wc, bands, pairs, {C.ATTR_WCS: C.canonical_json({"CD1_1": -0.75 / 3600})}
+    )
     store = tmp_path / "cube.zarr"
     ds.to_zarr(store, compute=False, consolidated=False, zarr_format=3, encoding=enc)
     return store, ds
@@ -33,7 +34,13 @@ def test_template_layout_and_fill(tmp_path):
     assert zarr.open_array(str(store), path=C.CHUNK_DONE).chunks == (1,)
     assert out.sizes[C.WAVELENGTH_CHUNK] == 3
     assert out[C.MASK].attrs["flag_masks"] == [1, 2, 4, 8, 1024]
-    assert out[C.MASK].attrs["flag_meanings"].split() == ["NOCOV", "LOWCOV", "DEADFIBER", "FORESTAR", "DONOTUSE"]
+    assert out[C.MASK].attrs["flag_meanings"].split() == [
+        "NOCOV",
+        "LOWCOV",
+        "DEADFIBER",
+        "FORESTAR",
+        "DONOTUSE",
+    ]
     assert out[C.FLUX].attrs["units"]
     # only the r band lies in 6000-6300 A
     assert list(out[C.BAND].values) == ["r"]
@@ -62,7 +69,9 @@ def test_band_names_must_match():
         C.select_bands(np.arange(5.0), [1.0, 2.0], ["g"])
 
 
-@pytest.mark.parametrize("nx,ny,scale,sep", [(5, 5, 0.75, 1.6), (7, 4, 0.5, 1.1), (9, 9, 0.75, 5.0)])
+@pytest.mark.parametrize(
+    "nx,ny,scale,sep", [(5, 5, 0.75, 1.6), (7, 4, 0.5, 1.1), (9, 9, 0.75, 5.0)]
+)
 def test_correlation_pairs_match_brute_force(nx, ny, scale, sep):
     i, j = C.correlation_pairs(nx, ny, scale, sep)
     yy, xx = np.mgrid[0:ny, 0:nx]

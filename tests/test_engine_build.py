@@ -55,8 +55,9 @@ def test_existing_store_needs_resume_or_overwrite(rss_path, tmp_path):
     # a finished store resumes to a no-op
     rep = run_build(rss_path, store, resume=True, scheduler="synchronous", progress=False)
     assert rep.chunks_solved == 0 and rep.chunks_skipped == 3
-    rep = run_build(rss_path, store, overwrite=True, wave_chunk=4, scheduler="synchronous",
-                    progress=False)
+    rep = run_build(
+        rss_path, store, overwrite=True, wave_chunk=4, scheduler="synchronous", progress=False
+    )
     assert rep.chunks_solved == 4 and xr.open_zarr(store).sizes[C.WAVELENGTH_CHUNK] == 4
 
 
@@ -87,8 +88,14 @@ def test_resume_recomputes_only_missing_chunks_and_refuses_changes(rss_path, tmp
 
 def test_dataset_input_and_profile_grid(tmp_path):
     ds = make_rss(n_wave=6, n_exp=3)
-    cube = crrxr.build_cube(ds, tmp_path / "c.zarr", profile="manga-19", wave_chunk=4,
-                            scheduler="synchronous", progress=False)
+    cube = crrxr.build_cube(
+        ds,
+        tmp_path / "c.zarr",
+        profile="manga-19",
+        wave_chunk=4,
+        scheduler="synchronous",
+        progress=False,
+    )
     # manga-19 fixes the grid side (17" at 0.75" -> 23 pixels)
     spec_store = ParameterStore.from_attrs(cube.attrs)[1]
     extent = float(spec_store["grid.extent_arcsec"])
@@ -109,8 +116,14 @@ def test_refusals_before_work(rss_path, tmp_path):
 
 def test_plain_open_zarr_without_crrxr(rss_path, tmp_path):
     store = tmp_path / "cube.zarr"
-    run_build(rss_path, store, wave_chunk=5, scheduler="synchronous", progress=False,
-              overrides=["crr.lambda=0.002"])
+    run_build(
+        rss_path,
+        store,
+        wave_chunk=5,
+        scheduler="synchronous",
+        progress=False,
+        overrides=["crr.lambda=0.002"],
+    )
     code = textwrap.dedent(f"""
         import json, sys, warnings
         warnings.simplefilter("error")
@@ -127,12 +140,22 @@ def test_plain_open_zarr_without_crrxr(rss_path, tmp_path):
     got = json.loads(out.stdout)
     assert got["vars"] == sorted(C.DATA_VARIABLES)
     assert got["coords"] == sorted([C.WAVELENGTH, C.X, C.Y, C.BAND, C.PAIR_I, C.PAIR_J])
-    for a in (C.ATTR_PARAMS, C.ATTR_PARAMSPEC, C.ATTR_VERSION, C.ATTR_HISTORY, C.ATTR_RSS_IDENTITY,
-              C.ATTR_WCS, C.ATTR_FAILED, "ifu_ra", "ifu_dec"):
+    for a in (
+        C.ATTR_PARAMS,
+        C.ATTR_PARAMSPEC,
+        C.ATTR_VERSION,
+        C.ATTR_HISTORY,
+        C.ATTR_RSS_IDENTITY,
+        C.ATTR_WCS,
+        C.ATTR_FAILED,
+        "ifu_ra",
+        "ifu_dec",
+    ):
         assert a in got["attrs"]
     assert got["flag_meanings"].split()[-1] == "DONOTUSE"
     spec, params = ParameterStore.from_attrs(
-        {C.ATTR_PARAMS: got["params"], C.ATTR_PARAMSPEC: got["spec"]})
+        {C.ATTR_PARAMS: got["params"], C.ATTR_PARAMSPEC: got["spec"]}
+    )
     assert params["crr.lambda"] == 0.002 and params["engine.wave_chunk"] == 5
     expected = load_profile(overrides={"crr.lambda": 0.002, "engine.wave_chunk": 5})
     assert params == expected
@@ -149,7 +172,9 @@ def test_sky_subtraction_inside_tasks(tmp_path):
     a = crrxr.build_cube(clean, tmp_path / "a.zarr", wave_chunk=4, progress=False)
     with pytest.raises(ValueError, match="sky_fiber"):
         run_build(clean, tmp_path / "c.zarr", sky_subtract=True, progress=False)
-    b = crrxr.build_cube(skyful, tmp_path / "b.zarr", wave_chunk=4, progress=False, sky_subtract=True)
+    b = crrxr.build_cube(
+        skyful, tmp_path / "b.zarr", wave_chunk=4, progress=False, sky_subtract=True
+    )
     peak = float(a.flux.max())
     np.testing.assert_allclose(b.flux.values, a.flux.values, atol=1e-3 * peak)
     assert ParameterStore.from_attrs(b.attrs)[1]["sky.enabled"] is True
@@ -173,7 +198,9 @@ def test_failed_channel_is_donotuse_listed_and_never_filled(rss_path, tmp_path, 
 
     monkeypatch.setattr(crr, "_eigh", eigh)
     # one chunk, so the order of the calls is the order of the channels
-    opts = dict(wave_chunk=13, scheduler="synchronous", progress=False, overrides=["crr.solver=gram"])
+    opts = dict(
+        wave_chunk=13, scheduler="synchronous", progress=False, overrides=["crr.solver=gram"]
+    )
     fail_at = 0
     ok = crrxr.build_cube(rss_path, tmp_path / "ok.zarr", **opts).load()
     assert len(calls) == ok.sizes["wavelength"]  # one decomposition per channel
@@ -196,14 +223,44 @@ def test_cli_estimate_and_refusal(rss_path, tmp_path, capsys):
 
     assert main(["estimate", rss_path, "--max-memory", "1GB", "--workers", "2"]) == 0
     out = capsys.readouterr().out
-    assert "channels:        13" in out and "memory per task" in out and "threads (2 workers)" in out
+    assert (
+        "channels:        13" in out and "memory per task" in out and "threads (2 workers)" in out
+    )
     assert main(["estimate", rss_path, "--max-memory", "1MB"]) == 1
     assert "one channel needs" in capsys.readouterr().err
-    assert main(["build", rss_path, str(tmp_path / "c.zarr"), "--set", "grid.extent_arcsec=900",
-                 "--set", "grid.pixel_scale_arcsec=0.5", "--no-progress"]) == 1
+    assert (
+        main(
+            [
+                "build",
+                rss_path,
+                str(tmp_path / "c.zarr"),
+                "--set",
+                "grid.extent_arcsec=900",
+                "--set",
+                "grid.pixel_scale_arcsec=0.5",
+                "--no-progress",
+            ]
+        )
+        == 1
+    )
     assert "pixels" in capsys.readouterr().err and not (tmp_path / "c.zarr").exists()
-    assert main(["build", rss_path, str(tmp_path / "d.zarr"), "--wave-chunk", "7", "--method",
-                 "shepard", "--scheduler", "synchronous", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                rss_path,
+                str(tmp_path / "d.zarr"),
+                "--wave-chunk",
+                "7",
+                "--method",
+                "shepard",
+                "--scheduler",
+                "synchronous",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert xr.open_zarr(tmp_path / "d.zarr").sizes[C.WAVELENGTH_CHUNK] == 2
 
 
@@ -224,8 +281,15 @@ def test_torn_template_needs_overwrite(rss_path, tmp_path):
 def test_config_file_layers_over_profile(rss_path, tmp_path):
     cfg = tmp_path / "my.yaml"
     cfg.write_text("crr:\n  lambda: 0.005\ngrid:\n  pixel_scale_arcsec: 1.0\n")
-    rep = run_build(rss_path, tmp_path / "c.zarr", profile="manga-19", config=cfg, wave_chunk=13,
-                    overrides=["crr.lambda=0.004"], progress=False)
+    rep = run_build(
+        rss_path,
+        tmp_path / "c.zarr",
+        profile="manga-19",
+        config=cfg,
+        wave_chunk=13,
+        overrides=["crr.lambda=0.004"],
+        progress=False,
+    )
     params = ParameterStore.from_attrs(xr.open_zarr(tmp_path / "c.zarr").attrs)[1]
     assert params["crr.lambda"] == 0.004  # --set wins over the config file
     assert params["grid.pixel_scale_arcsec"] == 1.0  # config file over the profile

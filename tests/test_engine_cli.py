@@ -8,8 +8,23 @@ def test_no_progress_keeps_plan_and_summary(tmp_path, capsys):
     rss = tmp_path / "rss.zarr"
     simulate_rss(rss, bundle=7, exposures=3, nwave=12, seed=3)
     cube = tmp_path / "cube.zarr"
-    assert main(["build", str(rss), str(cube), "--method", "shepard", "--wave-chunk", "5",
-                 "--scheduler", "synchronous", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "build",
+                str(rss),
+                str(cube),
+                "--method",
+                "shepard",
+                "--wave-chunk",
+                "5",
+                "--scheduler",
+                "synchronous",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err
     assert "chunks:          3 x 5 channels" in err
     assert "built " in err and "3/3 chunk(s) solved" in err

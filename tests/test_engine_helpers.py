@@ -9,9 +9,18 @@ from crrxr.core.kernel import radial_kernel, seeing_at
 from crrxr.simulate.geometry import dither_offsets, hex_bundle
 
 
-def make_rss(n_fibers: int = 19, n_exp: int = 3, n_wave: int = 23, seeing: float = 1.19,
-             wave=(6100.0, 6250.0), noise: float = 0.01, jitter: float = 0.05, seed: int = 1,
-             source_flux: float = 10.0, dead=()) -> xr.Dataset:
+def make_rss(
+    n_fibers: int = 19,
+    n_exp: int = 3,
+    n_wave: int = 23,
+    seeing: float = 1.19,
+    wave=(6100.0, 6250.0),
+    noise: float = 0.01,
+    jitter: float = 0.05,
+    seed: int = 1,
+    source_flux: float = 10.0,
+    dead=(),
+) -> xr.Dataset:
     """A point source at the IFU centre observed through a hexagonal bundle with a dither pattern.
 
     Flux per fiber = source_flux x fraction of the seeing-convolved source inside the fiber, plus
@@ -60,8 +69,12 @@ def make_rss(n_fibers: int = 19, n_exp: int = 3, n_wave: int = 23, seeing: float
         },
         attrs={"ifu_ra": 150.0, "ifu_dec": 2.0},
     )
-    for name, units in (("wavelength", "Angstrom"), ("xpos", "arcsec"), ("ypos", "arcsec"),
-                        ("seeing_fwhm", "arcsec")):
+    for name, units in (
+        ("wavelength", "Angstrom"),
+        ("xpos", "arcsec"),
+        ("ypos", "arcsec"),
+        ("seeing_fwhm", "arcsec"),
+    ):
         ds[name].attrs["units"] = units
     return ds
 

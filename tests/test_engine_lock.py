@@ -27,8 +27,11 @@ def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
     proc.wait()
     store = tmp_path / "c.zarr"
     store.mkdir()
-    (store / LOCK_NAME).write_text(json.dumps(
-        {"pid": proc.pid, "host": socket.gethostname(), "start_time": 0.0, "acquired": "x"}))
+    (store / LOCK_NAME).write_text(
+        json.dumps(
+            {"pid": proc.pid, "host": socket.gethostname(), "start_time": 0.0, "acquired": "x"}
+        )
+    )
     assert not psutil.pid_exists(proc.pid) or psutil.Process(proc.pid).create_time() > 1.0
     with StoreLock(store) as lock:
         assert lock.took_over["pid"] == proc.pid
@@ -36,8 +39,10 @@ def test_stale_lock_of_dead_process_is_taken_over(tmp_path):
 
 def test_lock_held_by_live_other_process_refuses(tmp_path):
     store = tmp_path / "c.zarr"
-    code = ("import sys, time; from crrxr.engine.lock import StoreLock; "
-            f"l = StoreLock({str(store)!r}).acquire(); print('held', flush=True); time.sleep(60)")
+    code = (
+        "import sys, time; from crrxr.engine.lock import StoreLock; "
+        f"l = StoreLock({str(store)!r}).acquire(); print('held', flush=True); time.sleep(60)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"

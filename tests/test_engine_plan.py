@@ -34,12 +34,17 @@ def test_budget_bounds_the_task_and_chunks_cover_the_axis():
         assert len(slices) == plan.n_chunks
         # a larger chunk would not fit or is capped
         bigger = task_bytes(n_samp, nside * nside, plan.wave_chunk + 1)
-        assert bigger > usable_bytes(parse_memory(budget)) or plan.wave_chunk in (MAX_AUTO_CHUNK, -(-n_chan // 4))
+        assert bigger > usable_bytes(parse_memory(budget)) or plan.wave_chunk in (
+            MAX_AUTO_CHUNK,
+            -(-n_chan // 4),
+        )
 
 
 def test_explicit_chunk_and_describe():
     plan = make_plan(100, 171, 17, 17, wave_chunk=7, workers=2, cores=2)
-    assert plan.wave_chunk == 7 and plan.n_chunks == 15 and plan.chunk_slices()[-1] == slice(98, 100)
+    assert (
+        plan.wave_chunk == 7 and plan.n_chunks == 15 and plan.chunk_slices()[-1] == slice(98, 100)
+    )
     text = plan.describe()
     for word in ("channels", "chunks", "pixels", "samples", "memory per task", "output size"):
         assert word in text
@@ -68,6 +73,9 @@ def test_shepard_and_pairs_in_the_estimate():
     crr = make_plan(100, 1143, 49, 49, wave_chunk=10)
     shep = make_plan(100, 1143, 49, 49, wave_chunk=10, method="shepard")
     assert shep.task_bytes < crr.task_bytes
-    assert make_plan(100, 1143, 49, 49, wave_chunk=10, n_pairs=10**6).task_bytes == crr.task_bytes + PAIR_BYTES * 10**6
+    assert (
+        make_plan(100, 1143, 49, 49, wave_chunk=10, n_pairs=10**6).task_bytes
+        == crr.task_bytes + PAIR_BYTES * 10**6
+    )
     more = make_plan(100, 1143, 49, 49, wave_chunk=10, method="shepard", n_neighbours=10**6)
     assert more.task_bytes == shep.task_bytes + NEIGHBOUR_BYTES * 10**6

@@ -18,15 +18,29 @@ from crrxr.simulate import simulate_rss
 @pytest.fixture(scope="module")
 def cubes(tmp_path_factory):
     d = tmp_path_factory.mktemp("psf")
-    wave = np.linspace(6150.0, 6200.0, 6)  # contains the r band (6176.58 A): PSF + correlation stored
+    wave = np.linspace(
+        6150.0, 6200.0, 6
+    )  # contains the r band (6176.58 A): PSF + correlation stored
     rss = d / "rss.zarr"
-    sim = simulate_rss(rss, bundle=19, exposures=9, seeing=1.19, seeing_jitter=0.05, jitter=0.05,
-                 wavelength=wave, scene="point", noise=None, dar=False, seed=3)
+    sim = simulate_rss(
+        rss,
+        bundle=19,
+        exposures=9,
+        seeing=1.19,
+        seeing_jitter=0.05,
+        jitter=0.05,
+        wavelength=wave,
+        scene="point",
+        noise=None,
+        dar=False,
+        seed=3,
+    )
     out = {}
     for method in ("crr", "shepard"):
         store = d / f"{method}.zarr"
-        run_build(rss, store, method=method, wave_chunk=4, scheduler="threads", workers=2,
-                  progress=False)
+        run_build(
+            rss, store, method=method, wave_chunk=4, scheduler="threads", workers=2, progress=False
+        )
         out[method] = xr.open_zarr(store).load()
     return sim.load(), out
 
@@ -58,6 +72,8 @@ def test_neighbour_correlation_crr_far_below_shepard(cubes):
         assert list(cube["band"].values) == ["r"]
         grid = Grid(float(cube.x[1] - cube.x[0]), cube.sizes["x"])
         pairs = (cube["pair_i"].values, cube["pair_j"].values)
-        rho1[method] = neighbour_correlation(cube["correlation"].isel(band=0).values, grid, pairs=pairs)
+        rho1[method] = neighbour_correlation(
+            cube["correlation"].isel(band=0).values, grid, pairs=pairs
+        )
     print(f"rho 1 px / 2 px: {rho1}")
     assert rho1["shepard"][0] > 0.6 and rho1["crr"][0] < 0.3, rho1

@@ -32,8 +32,21 @@ def _ledger(store: Path) -> np.ndarray | None:
 
 
 def _build(rss, store, *extra):
-    return [CRRXR, "-v", "build", str(rss), str(store), "--wave-chunk", "2", "--scheduler",
-           "threads", "--workers", "1", "--no-progress", *extra]
+    return [
+        CRRXR,
+        "-v",
+        "build",
+        str(rss),
+        str(store),
+        "--wave-chunk",
+        "2",
+        "--scheduler",
+        "threads",
+        "--workers",
+        "1",
+        "--no-progress",
+        *extra,
+    ]
 
 
 @pytest.mark.slow
@@ -65,8 +78,9 @@ def test_sigkill_then_resume(tmp_path):
     assert again.returncode == 1 and "--resume" in again.stderr
 
     # a changed parameter refuses to resume and names the key
-    changed = subprocess.run(_build(rss, store, "--resume", "--set", "crr.lambda=0.01"),
-                             capture_output=True, text=True)
+    changed = subprocess.run(
+        _build(rss, store, "--resume", "--set", "crr.lambda=0.01"), capture_output=True, text=True
+    )
     assert changed.returncode == 1 and "crr.lambda" in changed.stderr
     assert "took over a stale lock" in changed.stderr  # the killed build's lock was stale
 
@@ -87,8 +101,10 @@ def test_sigkill_then_resume(tmp_path):
 def test_concurrent_build_refused(tmp_path):
     rss = write_rss(tmp_path / "rss.zarr", n_wave=6, n_exp=3)
     store = tmp_path / "cube.zarr"
-    code = ("import sys, time; from crrxr.engine.lock import StoreLock; "
-            f"StoreLock({str(store)!r}).acquire(); print('held', flush=True); time.sleep(60)")
+    code = (
+        "import sys, time; from crrxr.engine.lock import StoreLock; "
+        f"StoreLock({str(store)!r}).acquire(); print('held', flush=True); time.sleep(60)"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"

@@ -36,5 +36,7 @@ def test_config_file_may_name_the_same_base_profile(tmp_path):
 def test_config_file_naming_another_profile_is_refused(tmp_path):
     cfg = tmp_path / "my.yaml"
     cfg.write_text("profile: manga-37\ncrr.lambda: 1.0e-4\n")
-    with pytest.raises(ValueError, match="names the base profile 'manga-37' but --profile 'manga-127'"):
+    with pytest.raises(
+        ValueError, match="names the base profile 'manga-37' but --profile 'manga-127'"
+    ):
         resolve_params(profile="manga-127", config=cfg)

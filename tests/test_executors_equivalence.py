@@ -56,12 +56,20 @@ def test_existing_scheduler_address(reference, tmp_path):
     rss, ref = reference
     import dask
 
-    with dask.config.set({"temporary-directory": str(tmp_path / "scratch")}), \
-            LocalCluster(n_workers=1, threads_per_worker=2, processes=True, host="127.0.0.1",
-                         dashboard_address=":0") as cluster:
+    with (
+        dask.config.set({"temporary-directory": str(tmp_path / "scratch")}),
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=2,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=":0",
+        ) as cluster,
+    ):
         store = tmp_path / "addr.zarr"
-        rep = run_build(rss, store, wave_chunk=4, scheduler=cluster.scheduler_address,
-                        progress=False)
+        rep = run_build(
+            rss, store, wave_chunk=4, scheduler=cluster.scheduler_address, progress=False
+        )
         assert "tcp://127.0.0.1" in rep.executor
     _same(ref, xr.open_zarr(store).load())
 

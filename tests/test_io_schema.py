@@ -27,7 +27,11 @@ def make_rss(n_fib: int = N_FIB, n_exp: int = N_EXP, n_wave: int = N_WAVE) -> xr
     y = np.repeat(rng.normal(0, 2, n_spec)[:, None], n_wave, axis=1)
     return xr.Dataset(
         {
-            "flux": (sw, rng.normal(1, 0.1, (n_spec, n_wave)).astype("f4"), {"units": N.FLUX_UNITS}),
+            "flux": (
+                sw,
+                rng.normal(1, 0.1, (n_spec, n_wave)).astype("f4"),
+                {"units": N.FLUX_UNITS},
+            ),
             "ivar": (sw, np.full((n_spec, n_wave), 4.0, "f4")),
             "mask": (sw, np.zeros((n_spec, n_wave), "u4")),
             "xpos": (sw, x, {"units": "arcsec"}),
@@ -36,7 +40,11 @@ def make_rss(n_fib: int = N_FIB, n_exp: int = N_EXP, n_wave: int = N_WAVE) -> xr
             "seeing_fwhm": ("exposure", np.full(n_exp, 1.2), {"units": "arcsec"}),
         },
         coords={
-            "wavelength": ("wavelength", np.geomspace(3600.0, 10000.0, n_wave), {"units": "Angstrom"}),
+            "wavelength": (
+                "wavelength",
+                np.geomspace(3600.0, 10000.0, n_wave),
+                {"units": "Angstrom"},
+            ),
             "exposure": ("exposure", np.arange(10, 10 + n_exp)),
             "spectrum": ("spectrum", np.arange(n_spec)),
             "fiber": ("spectrum", np.tile(np.arange(n_fib), n_exp)),
@@ -59,7 +67,9 @@ def test_valid_dataset_passes_and_is_returned():
     assert report.ok and "21 spectra" in report.summary and "3 exposures" in report.summary
 
 
-@pytest.mark.parametrize("name", ["flux", "ivar", "mask", "xpos", "ypos", "exposure_index", "seeing_fwhm"])
+@pytest.mark.parametrize(
+    "name", ["flux", "ivar", "mask", "xpos", "ypos", "exposure_index", "seeing_fwhm"]
+)
 def test_missing_variable(name):
     msg = one_error(make_rss().drop_vars(name))
     assert msg.startswith(f"{name}: missing variable") and "add it" in msg
@@ -74,7 +84,11 @@ def test_transposed_variable_names_dims_and_fix():
     ds = make_rss()
     ds["flux"] = ds["flux"].T
     msg = one_error(ds)
-    assert "flux" in msg and "('spectrum', 'wavelength')" in msg and "('wavelength', 'spectrum')" in msg
+    assert (
+        "flux" in msg
+        and "('spectrum', 'wavelength')" in msg
+        and "('wavelength', 'spectrum')" in msg
+    )
     assert "transpose" in msg
 
 
@@ -85,11 +99,18 @@ def test_wrong_dims_entirely():
     assert "seeing_fwhm" in msg and "('exposure',)" in msg and "rebuild" in msg
 
 
-@pytest.mark.parametrize("name, dtype, expected", [
-    ("mask", "i4", "uint32"), ("mask", "u2", "uint32"), ("mask", "f4", "uint32"),
-    ("flux", "i8", "float32 or float64"), ("ivar", "f2", "float32 or float64"),
-    ("xpos", "f4", "float64"), ("exposure_index", "f8", "integer"),
-])
+@pytest.mark.parametrize(
+    "name, dtype, expected",
+    [
+        ("mask", "i4", "uint32"),
+        ("mask", "u2", "uint32"),
+        ("mask", "f4", "uint32"),
+        ("flux", "i8", "float32 or float64"),
+        ("ivar", "f2", "float32 or float64"),
+        ("xpos", "f4", "float64"),
+        ("exposure_index", "f8", "integer"),
+    ],
+)
 def test_wrong_dtype(name, dtype, expected):
     ds = make_rss()
     ds[name] = ds[name].astype(dtype)
@@ -111,7 +132,12 @@ def test_non_monotonic_and_non_finite_wavelength():
     w = ds.wavelength.values.copy()
     w[[5, 6]] = w[[6, 5]]
     msg = one_error(ds.assign_coords(wavelength=("wavelength", w, {"units": "Angstrom"})))
-    assert "wavelength" in msg and "strictly increasing" in msg and "index 5" in msg and "sortby" in msg
+    assert (
+        "wavelength" in msg
+        and "strictly increasing" in msg
+        and "index 5" in msg
+        and "sortby" in msg
+    )
     w = ds.wavelength.values.copy()
     w[3] = np.nan
     msg = one_error(ds.assign_coords(wavelength=("wavelength", w, {"units": "Angstrom"})))
@@ -181,7 +207,10 @@ def test_seeing_must_be_positive(bad):
     s[1] = bad
     ds["seeing_fwhm"] = ("exposure", s, {"units": "arcsec"})
     msg = one_error(ds)
-    assert msg.startswith("seeing_fwhm: must be a positive finite FWHM") and "exposure positions [1]" in msg
+    assert (
+        msg.startswith("seeing_fwhm: must be a positive finite FWHM")
+        and "exposure positions [1]" in msg
+    )
 
 
 def test_duplicate_ids_and_empty_dims():
@@ -222,7 +251,9 @@ def test_parameter_attrs_are_decoded_and_bad_bits_used():
     from crrxr.params import ParameterStore, reconstruction_spec
 
     spec = reconstruction_spec()
-    store = ParameterStore.from_spec_defaults(spec).replace({"mask.bad_bits": 0b11011})  # REJECT usable
+    store = ParameterStore.from_spec_defaults(spec).replace(
+        {"mask.bad_bits": 0b11011}
+    )  # REJECT usable
     ds = make_rss()
     ds.attrs.update(store.to_attrs(spec))
     assert validate_rss(ds) == []
@@ -235,7 +266,9 @@ def test_parameter_attrs_are_decoded_and_bad_bits_used():
 
     broken = make_rss()
     broken.attrs.update(store.to_attrs(spec))
-    broken.attrs["crrxr_params"] = broken.attrs["crrxr_params"].replace('"codec_version":1', '"codec_version":7')
+    broken.attrs["crrxr_params"] = broken.attrs["crrxr_params"].replace(
+        '"codec_version":1', '"codec_version":7'
+    )
     msg = one_error(broken)
     assert "crrxr_params" in msg and "cannot be decoded" in msg and "version" in msg
 
@@ -318,7 +351,9 @@ def test_invalid_store_raises_with_path(tmp_path):
     ds = make_rss()
     ds["ivar"] = ds.ivar.where(ds.spectrum != 5, -2.0)
     path = write_store(ds, tmp_path / "bad.zarr")
-    with pytest.raises(SchemaError, match=r"bad\.zarr: not a valid crrxr RSS dataset(.|\n)*ivar: negative"):
+    with pytest.raises(
+        SchemaError, match=r"bad\.zarr: not a valid crrxr RSS dataset(.|\n)*ivar: negative"
+    ):
         open_rss(path)
 
 

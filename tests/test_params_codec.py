@@ -66,12 +66,25 @@ def assert_bitwise_equal(a: ParameterStore, b: ParameterStore) -> None:
 
 
 def make_store(x, v, f32, n, s) -> ParameterStore:
-    return ParameterStore({"t.x": x, "t.v": np.array(v, dtype=np.float64),
-                           "t.f32": np.array(f32, dtype=np.float32), "t.n": n, "t.s": s})
+    return ParameterStore(
+        {
+            "t.x": x,
+            "t.v": np.array(v, dtype=np.float64),
+            "t.f32": np.array(f32, dtype=np.float32),
+            "t.n": n,
+            "t.s": s,
+        }
+    )
 
 
 @settings(max_examples=150, deadline=None)
-@given(finite, st.lists(finite, max_size=6), st.lists(finite32, max_size=4), int64s, st.text(max_size=8))
+@given(
+    finite,
+    st.lists(finite, max_size=6),
+    st.lists(finite32, max_size=4),
+    int64s,
+    st.text(max_size=8),
+)
 def test_attrs_round_trip_is_bitwise(x, v, f32, n, s):
     spec = free_spec()
     store = make_store(x, v, f32, n, s)
@@ -89,15 +102,20 @@ def test_attrs_round_trip_is_bitwise(x, v, f32, n, s):
 def test_negative_zero_and_extremes_survive():
     spec = free_spec()
     extremes = [-0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, 0.1, 1 / 3]
-    store = make_store(-0.0, extremes, [np.float32(1e-45).item(), 3.4028234663852886e38], -(2**63), "é")
+    store = make_store(
+        -0.0, extremes, [np.float32(1e-45).item(), 3.4028234663852886e38], -(2**63), "é"
+    )
     _, back = ParameterStore.from_attrs(store.to_attrs(spec))
     assert_bitwise_equal(store, back)
     assert np.signbit(back["t.x"])
 
 
 def _zarr_round_trip(attrs: dict, zarr_format: int, where: Path) -> dict:
-    ds = xr.Dataset({"flux": ("wavelength", np.zeros(3, dtype=np.float32))},
-                    coords={"wavelength": [5000.0, 5001.0, 5002.0]}, attrs=attrs)
+    ds = xr.Dataset(
+        {"flux": ("wavelength", np.zeros(3, dtype=np.float32))},
+        coords={"wavelength": [5000.0, 5001.0, 5002.0]},
+        attrs=attrs,
+    )
     path = where / f"s{zarr_format}.zarr"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr v2 format deprecation notices
@@ -107,7 +125,9 @@ def _zarr_round_trip(attrs: dict, zarr_format: int, where: Path) -> dict:
 
 
 @pytest.mark.parametrize("zarr_format", [2, 3])
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(x=finite, v=st.lists(finite, min_size=1, max_size=5))
 def test_zarr_round_trip_is_bitwise(zarr_format, x, v):
     spec = free_spec()
@@ -122,8 +142,13 @@ def test_zarr_round_trip_is_bitwise(zarr_format, x, v):
 @pytest.mark.parametrize("zarr_format", [2, 3])
 def test_reconstruction_params_with_derived_values_through_zarr(zarr_format, tmp_path):
     spec = reconstruction_spec()
-    base = ParameterStore.from_spec_defaults(spec).replace({"grid.extent_arcsec": 36.0, "crr.lambda": 0.1 + 0.2})
-    ctx = {"wavelength": np.geomspace(3622.0, 10354.0, 17), "seeing_fwhm_ref": np.array([1.19, 1.5, 1.37])}
+    base = ParameterStore.from_spec_defaults(spec).replace(
+        {"grid.extent_arcsec": 36.0, "crr.lambda": 0.1 + 0.2}
+    )
+    ctx = {
+        "wavelength": np.geomspace(3622.0, 10354.0, 17),
+        "seeing_fwhm_ref": np.array([1.19, 1.5, 1.37]),
+    }
     full = refresh_derived(base, spec, reconstruction_resolver(), ctx)
     attrs = _zarr_round_trip(full.to_attrs(spec), zarr_format, tmp_path)
     spec2, back = ParameterStore.from_attrs(attrs, expected=spec)

@@ -29,7 +29,15 @@ MANGA_EXTENT = {7: 12.0, 19: 17.0, 37: 22.0, 61: 27.0, 91: 32.0, 127: 36.0}  # D
 
 def test_shipped_profiles():
     names = list_profiles()
-    assert names == ["lenslet-0.75", "manga-7", "manga-19", "manga-37", "manga-61", "manga-91", "manga-127"]
+    assert names == [
+        "lenslet-0.75",
+        "manga-7",
+        "manga-19",
+        "manga-37",
+        "manga-61",
+        "manga-91",
+        "manga-127",
+    ]
     spec, r = reconstruction_spec(), reconstruction_resolver()
     for n, extent in MANGA_EXTENT.items():
         store = load_profile(f"manga-{n}")
@@ -82,9 +90,15 @@ def test_user_yaml_over_a_profile(tmp_path):
 @pytest.mark.parametrize(
     "text, match",
     [
-        ("crr.lamda: 1.0\n", r"bad\.yaml: crr\.lamda: unknown parameter \(did you mean 'crr\.lambda'\?\)"),
-        ("grid.pixel_scale_arcsec: -1\n", r"bad\.yaml: grid\.pixel_scale_arcsec: -1\.0 is out of bounds; "
-                                          r"allowed range \(0, inf\) arcsec"),
+        (
+            "crr.lamda: 1.0\n",
+            r"bad\.yaml: crr\.lamda: unknown parameter \(did you mean 'crr\.lambda'\?\)",
+        ),
+        (
+            "grid.pixel_scale_arcsec: -1\n",
+            r"bad\.yaml: grid\.pixel_scale_arcsec: -1\.0 is out of bounds; "
+            r"allowed range \(0, inf\) arcsec",
+        ),
         ("mask.bad_bits: 4294967296\n", r"mask\.bad_bits: .*allowed range \[0, 4294967295\]"),
         ("crr.lambda: fast\n", r"bad\.yaml: crr\.lambda: expected a float64 value, got str 'fast'"),
         ("engine.wave_chunk: 2.5\n", r"engine\.wave_chunk: expected a int64 value"),
@@ -125,19 +139,29 @@ def test_base_profile_cycle(tmp_path):
 def test_missing_file_and_unknown_profile():
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_profile("no/such/file.yaml")
-    with pytest.raises(ProfileError, match="unknown profile 'lenslet'.*shipped profiles: lenslet-0.75"):
+    with pytest.raises(
+        ProfileError, match="unknown profile 'lenslet'.*shipped profiles: lenslet-0.75"
+    ):
         load_profile("lenslet")
 
 
 def test_parse_set_options():
     spec = reconstruction_spec()
     got = parse_set_options(
-        ["crr.lambda=1e-4", "method = shepard", "engine.wave_chunk=0x20", "mask.bad_bits=0b11",
-         "output.correlation_wavelengths_angstrom=5000,6000.25", "output.correlation_bands=r,i"],
+        [
+            "crr.lambda=1e-4",
+            "method = shepard",
+            "engine.wave_chunk=0x20",
+            "mask.bad_bits=0b11",
+            "output.correlation_wavelengths_angstrom=5000,6000.25",
+            "output.correlation_bands=r,i",
+        ],
         spec,
     )
     assert got["crr.lambda"] == 1e-4 and type(got["crr.lambda"]) is float
-    assert got["method"] == "shepard" and got["engine.wave_chunk"] == 32 and got["mask.bad_bits"] == 3
+    assert (
+        got["method"] == "shepard" and got["engine.wave_chunk"] == 32 and got["mask.bad_bits"] == 3
+    )
     assert got["output.correlation_wavelengths_angstrom"].tolist() == [5000.0, 6000.25]
     assert got["output.correlation_bands"] == "r,i"
     with pytest.raises(ProfileError, match=r"--set: crr\.lambda: -1\.0 is out of bounds"):
@@ -158,13 +182,18 @@ def test_cli_show_manga_127(capsys):
     assert "manga-127" in lines[0]
     row = next(line for line in lines if line.startswith("grid.extent_arcsec "))
     assert row.split() == ["grid.extent_arcsec", "36.0", "arcsec", "profile"]
-    assert next(line for line in lines if line.startswith("grid.nside ")).split() == ["grid.nside", "49"]
+    assert next(line for line in lines if line.startswith("grid.nside ")).split() == [
+        "grid.nside",
+        "49",
+    ]
     flux = next(line for line in lines if line.startswith("output.flux_factor "))
     assert float(flux.split()[1]) == 0.75**2 / math.pi
     assert "needs data" in next(line for line in lines if line.startswith("seeing.fwhm_arcsec "))
     # columns are aligned: every value starts in the same column
-    rows = [line for line in lines if line.startswith(("method ", "crr.lambda ", "engine.wave_chunk "))]
-    assert len({len(r) - len(r[len(r.split()[0]):].lstrip()) for r in rows}) == 1
+    rows = [
+        line for line in lines if line.startswith(("method ", "crr.lambda ", "engine.wave_chunk "))
+    ]
+    assert len({len(r) - len(r[len(r.split()[0]) :].lstrip()) for r in rows}) == 1
 
 
 def test_cli_show_set_and_json(capsys):
@@ -173,7 +202,11 @@ def test_cli_show_set_and_json(capsys):
     assert data["params"]["crr.lambda"] == 1e-4 and data["params"]["grid.extent_arcsec"] == 17.0
     assert data["derived"]["grid.nside"] == 23
     assert data["spec"]["fingerprint"] == reconstruction_spec().fingerprint()
-    assert set(data["unresolved"]) == {"seeing.fwhm_arcsec", "seeing.sigma1_arcsec", "seeing.sigma2_arcsec"}
+    assert set(data["unresolved"]) == {
+        "seeing.fwhm_arcsec",
+        "seeing.sigma1_arcsec",
+        "seeing.sigma2_arcsec",
+    }
 
 
 def test_cli_show_errors(capsys):
@@ -190,7 +223,9 @@ def test_cli_validate(tmp_path, capsys):
     bad.write_text("crr.lamda: 0.01\nshepard.sigma_arcsec: -2\n")
     assert crrxr_main(["params", "validate", str(bad)]) == 1
     err = capsys.readouterr().err
-    assert f"INVALID {bad}" in err and "did you mean 'crr.lambda'" in err and "(0, inf) arcsec" in err
+    assert (
+        f"INVALID {bad}" in err and "did you mean 'crr.lambda'" in err and "(0, inf) arcsec" in err
+    )
     assert crrxr_main(["params", "validate", str(tmp_path / "none.yaml")]) == 1
 
 
@@ -201,8 +236,13 @@ def test_cli_list(capsys):
 
 
 def test_console_script_in_a_fresh_process():
-    res = subprocess.run([sys.executable, "-m", "crrxr.cli", "params", "show", "manga-127"],
-                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    res = subprocess.run(
+        [sys.executable, "-m", "crrxr.cli", "params", "show", "manga-127"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert res.returncode == 0, res.stderr
     assert "grid.nside" in res.stdout
 
@@ -219,8 +259,9 @@ def test_readme_table_is_generated_from_the_spec():
 
 
 def test_correlation_bands_must_match_wavelengths(tmp_path):
-    ok = load_profile(None, {"output.correlation_wavelengths_angstrom": [6000.0],
-                             "output.correlation_bands": "r"})
+    ok = load_profile(
+        None, {"output.correlation_wavelengths_angstrom": [6000.0], "output.correlation_bands": "r"}
+    )
     assert ok["output.correlation_bands"] == "r"
     with pytest.raises(ProfileError, match="must name 1 distinct band"):
         load_profile(None, {"output.correlation_wavelengths_angstrom": [6000.0]})  # bands g,r,i,z

@@ -94,7 +94,9 @@ def test_cycle_error_prints_the_chain_and_system_id():
     r.register_transform("c.a", depends_on=("c.b",))(lambda p, c: p["c.b"])
     r.register_transform("c.b", depends_on=("c.c",))(lambda p, c: p["c.c"])
     r.register_transform("c.c", depends_on=("c.a",))(lambda p, c: p["c.a"])
-    with pytest.raises(CycleError, match=r"\[test.cycle\] dependency cycle: c.a -> c.b -> c.c -> c.a"):
+    with pytest.raises(
+        CycleError, match=r"\[test.cycle\] dependency cycle: c.a -> c.b -> c.c -> c.a"
+    ):
         r.resolve(ParameterStore(), "c.a")
     # a value in the store breaks the cycle
     assert r.resolve(ParameterStore({"c.b": 1.5}), "c.a") == 1.5
@@ -103,9 +105,13 @@ def test_cycle_error_prints_the_chain_and_system_id():
 def test_depth_error():
     r = DerivedResolver("test.deep", max_depth=5)
     for i in range(10):
-        r.register_transform(f"k.v{i}", depends_on=(f"k.v{i + 1}",))(lambda p, c, i=i: p[f"k.v{i + 1}"] + 1)
+        r.register_transform(f"k.v{i}", depends_on=(f"k.v{i + 1}",))(
+            lambda p, c, i=i: p[f"k.v{i + 1}"] + 1
+        )
     store = ParameterStore({"k.v10": 0.0})
-    with pytest.raises(DepthError, match=r"\[test.deep\] dependency chain deeper than 5: k.v0 -> k.v1"):
+    with pytest.raises(
+        DepthError, match=r"\[test.deep\] dependency chain deeper than 5: k.v0 -> k.v1"
+    ):
         r.resolve(store, "k.v0")
     assert r.resolve(store, "k.v6") == 4.0  # 4 levels deep: fine
 
@@ -113,8 +119,10 @@ def test_depth_error():
 def test_missing_dependency_and_context():
     r = chain_resolver()
     store = ParameterStore({"p.a": 1.0})
-    with pytest.raises(MissingDependencyError,
-                       match=r"\[test.chain\] 'p.b' has no value .* \(needed by d.twice -> d.sum\)"):
+    with pytest.raises(
+        MissingDependencyError,
+        match=r"\[test.chain\] 'p.b' has no value .* \(needed by d.twice -> d.sum\)",
+    ):
         r.resolve(store, "d.twice")
     with pytest.raises(MissingContextError, match=r"\[test.chain\] 'd.scaled' needs context 'x'"):
         r.resolve(ParameterStore.from_spec_defaults(chain_spec()), "d.scaled")
@@ -204,7 +212,10 @@ def test_pack_unpack_round_trip():
     rec = reconstruction_spec()
     rstore = ParameterStore.from_spec_defaults(rec)
     rv = pack(rstore, rec)
-    assert rv.size == len([f for f in rec if not f.is_derived and f.dtype == "float64" and f.is_scalar]) + 4
+    assert (
+        rv.size
+        == len([f for f in rec if not f.is_derived and f.dtype == "float64" and f.is_scalar]) + 4
+    )
     assert unpack(rv, rstore, rec) == rstore
     with pytest.raises(ValueError, match="crr.lambda"):
         unpack(np.where(np.arange(rv.size) == 3, -1.0, rv), rstore, rec)  # crr.lambda < 0
@@ -223,13 +234,21 @@ def test_reconstruction_resolver_matches_its_spec():
 
 @pytest.mark.parametrize(
     "extent, pixel, nside",
-    [(36.0, 0.75, 49), (17.0, 0.75, 23), (17.0, 0.5, 35), (12.0, 0.5, 25), (2.25, 0.75, 3),
-     (0.1, 0.75, 1), (22.0, 0.75, 31)],
+    [
+        (36.0, 0.75, 49),
+        (17.0, 0.75, 23),
+        (17.0, 0.5, 35),
+        (12.0, 0.5, 25),
+        (2.25, 0.75, 3),
+        (0.1, 0.75, 1),
+        (22.0, 0.75, 31),
+    ],
 )
 def test_nside_is_the_authors_odd_rule(extent, pixel, nside):
     spec, r = reconstruction_spec(), reconstruction_resolver()
     store = ParameterStore.from_spec_defaults(spec).replace(
-        {"grid.extent_arcsec": extent, "grid.pixel_scale_arcsec": pixel})
+        {"grid.extent_arcsec": extent, "grid.pixel_scale_arcsec": pixel}
+    )
     got = r.resolve(store, "grid.nside")
     assert got == nside and got % 2 == 1 and isinstance(got, int)
     assert got * pixel >= extent - 1e-9
@@ -241,8 +260,10 @@ def test_automatic_extent_needs_positions():
     store = ParameterStore.from_spec_defaults(spec)  # extent 0
     with pytest.raises(MissingContextError, match="grid.extent_arcsec = 0 means automatic"):
         r.resolve(store, "grid.nside")
-    with pytest.raises(MissingContextError,
-                       match=r"\[crrxr.reconstruction\] .* \(chain: grid.length_arcsec -> grid.nside\)"):
+    with pytest.raises(
+        MissingContextError,
+        match=r"\[crrxr.reconstruction\] .* \(chain: grid.length_arcsec -> grid.nside\)",
+    ):
         r.resolve(store, "grid.length_arcsec")
     x = np.array([-7.3, 0.0, 5.0, np.nan])
     y = np.array([1.0, 8.1, -2.0, 30.0])  # the NaN-x sample is ignored even though its y is far
@@ -259,7 +280,8 @@ def test_nside_agrees_with_the_core_grid():
         p = float(rng.choice([0.25, 0.5, 0.75, 1.0]))
         extent = float(rng.uniform(0.5, 60.0))
         store = ParameterStore.from_spec_defaults(spec).replace(
-            {"grid.extent_arcsec": extent, "grid.pixel_scale_arcsec": p})
+            {"grid.extent_arcsec": extent, "grid.pixel_scale_arcsec": p}
+        )
         assert r.resolve(store, "grid.nside") == grid.Grid.for_extent(p, extent).nside
         x, y = rng.normal(0, 6, 40), rng.normal(0, 6, 40)
         auto = store.replace({"grid.extent_arcsec": 0.0})
@@ -270,7 +292,9 @@ def test_nside_agrees_with_the_core_grid():
 def test_flux_factor_and_seeing_transforms():
     spec, r = reconstruction_spec(), reconstruction_resolver()
     store = ParameterStore.from_spec_defaults(spec).replace({"grid.extent_arcsec": 17.0})
-    assert r.resolve(store, "output.flux_factor") == pytest.approx(0.75**2 / (math.pi * 1.0**2), rel=1e-15)
+    assert r.resolve(store, "output.flux_factor") == pytest.approx(
+        0.75**2 / (math.pi * 1.0**2), rel=1e-15
+    )
     wave = np.array([3622.0, 5400.0, 5500.0, 10354.0])
     ref = np.array([1.5, 1.19])
     ctx = {"wavelength": wave, "seeing_fwhm_ref": ref}
@@ -294,18 +318,27 @@ def test_bad_context_is_a_clear_error():
     spec, r = reconstruction_spec(), reconstruction_resolver()
     store = ParameterStore.from_spec_defaults(spec)
     with pytest.raises(ResolveError, match="'wavelength' .* must be finite and > 0"):
-        r.resolve(store, "seeing.fwhm_arcsec", {"wavelength": np.array([5000.0, np.nan]),
-                                                "seeing_fwhm_ref": np.array([1.0])})
+        r.resolve(
+            store,
+            "seeing.fwhm_arcsec",
+            {"wavelength": np.array([5000.0, np.nan]), "seeing_fwhm_ref": np.array([1.0])},
+        )
     with pytest.raises(ResolveError, match="'seeing_fwhm_ref' must be a non-empty 1-D"):
-        r.resolve(store, "seeing.fwhm_arcsec", {"wavelength": np.array([5000.0]),
-                                                "seeing_fwhm_ref": np.ones((2, 2))})
+        r.resolve(
+            store,
+            "seeing.fwhm_arcsec",
+            {"wavelength": np.array([5000.0]), "seeing_fwhm_ref": np.ones((2, 2))},
+        )
 
 
 def test_resolvable_derived_reports_what_needs_data():
     spec, r = reconstruction_spec(), reconstruction_resolver()
     values, reasons = resolvable_derived(load_manga_127(), spec, r)
-    assert values == {"grid.nside": 49, "grid.length_arcsec": 36.75,
-                      "output.flux_factor": 0.75**2 / (math.pi * 1.0)}
+    assert values == {
+        "grid.nside": 49,
+        "grid.length_arcsec": 36.75,
+        "output.flux_factor": 0.75**2 / (math.pi * 1.0),
+    }
     assert set(reasons) == {"seeing.fwhm_arcsec", "seeing.sigma1_arcsec", "seeing.sigma2_arcsec"}
     assert all("wavelength" in why for why in reasons.values())
 

@@ -153,7 +153,12 @@ def test_subset_without_merge():
     sub = spec.subset(["a.mode", "a.x_arcsec"])
     assert sub.keys() == ("a.x_arcsec", "a.mode")  # spec order kept
     assert sub.system_id == spec.system_id and sub.schema_version == 2
-    assert spec.without(["a.req", "b.y_arcsec"]).keys() == ("a.x_arcsec", "a.n", "a.mode", "a.w_angstrom")
+    assert spec.without(["a.req", "b.y_arcsec"]).keys() == (
+        "a.x_arcsec",
+        "a.n",
+        "a.mode",
+        "a.w_angstrom",
+    )
     with pytest.raises(UnknownKeyError):
         spec.subset(["a.nope"])
     with pytest.raises(SpecError, match="depends on 'a.x_arcsec'"):
@@ -196,32 +201,57 @@ def test_fingerprint_tracks_meaning_not_docs():
     spec = tiny_spec()
     fp = spec.fingerprint()
     assert len(fp) == 64 and int(fp, 16) >= 0
-    reworded = ParamSpec([ParamField(**{**_field_kwargs(f), "doc": "changed"}) for f in spec],
-                         spec.name, spec.system_id, spec.schema_version)
+    reworded = ParamSpec(
+        [ParamField(**{**_field_kwargs(f), "doc": "changed"}) for f in spec],
+        spec.name,
+        spec.system_id,
+        spec.schema_version,
+    )
     assert reworded.fingerprint() == fp
     for change in ({"units": "deg"}, {"default": 1.25}, {"bounds": "[0, inf)"}):
         f0 = spec["a.x_arcsec"]
-        changed = ParamSpec([ParamField(**{**_field_kwargs(f0), **change}), *spec.fields[1:]],
-                            spec.name, spec.system_id, spec.schema_version)
+        changed = ParamSpec(
+            [ParamField(**{**_field_kwargs(f0), **change}), *spec.fields[1:]],
+            spec.name,
+            spec.system_id,
+            spec.schema_version,
+        )
         assert changed.fingerprint() != fp, change
     bumped = ParamSpec(spec.fields, spec.name, spec.system_id, 3)
     assert bumped.fingerprint() != fp
 
 
 def _field_kwargs(f: ParamField) -> dict:
-    return {"key": f.key, "units": f.units, "kind": f.kind, "dtype": f.dtype, "shape": f.shape,
-            "default": f.default, "bounds": f.bounds, "choices": f.choices, "doc": f.doc,
-            "depends_on": f.depends_on}
+    return {
+        "key": f.key,
+        "units": f.units,
+        "kind": f.kind,
+        "dtype": f.dtype,
+        "shape": f.shape,
+        "default": f.default,
+        "bounds": f.bounds,
+        "choices": f.choices,
+        "doc": f.doc,
+        "depends_on": f.depends_on,
+    }
 
 
 def test_fingerprint_is_byte_stable_across_processes():
-    code = ("from crrxr.params import reconstruction_spec as r; s = r(); "
-            "print(s.fingerprint()); print(s.to_json())")
+    code = (
+        "from crrxr.params import reconstruction_spec as r; s = r(); "
+        "print(s.fingerprint()); print(s.to_json())"
+    )
     outs = []
     for seed in ("0", "12345"):
         env = {**os.environ, "PYTHONHASHSEED": seed}
-        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                             check=True, timeout=120)
+        res = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
+            timeout=120,
+        )
         outs.append(res.stdout)
     assert outs[0] == outs[1]
     spec = reconstruction_spec()
@@ -271,8 +301,14 @@ def test_reconstruction_spec_matches_the_contract():
             assert f.default.tolist() == default
         else:
             assert f.default == default and type(f.default) is type(default), key
-    assert {"grid.nside", "grid.length_arcsec", "output.flux_factor", "seeing.fwhm_arcsec",
-            "seeing.sigma1_arcsec", "seeing.sigma2_arcsec"} <= set(spec.derived_keys())
+    assert {
+        "grid.nside",
+        "grid.length_arcsec",
+        "output.flux_factor",
+        "seeing.fwhm_arcsec",
+        "seeing.sigma1_arcsec",
+        "seeing.sigma2_arcsec",
+    } <= set(spec.derived_keys())
     # the RSS bad-bit default is every crrxr RSS bit
     from crrxr.core.masks import RSS_ALL_BITS
 

@@ -84,8 +84,12 @@ def _problem(spec, store, exc_type, match, **kwargs):
 
 
 def test_unknown_missing_and_derived_keys(spec, store):
-    e = _problem(spec, store.replace({"crr.lamda": 1.0}), UnknownKeyError,
-                 r"crr.lamda: not a parameter of 'reconstruction' \(did you mean 'crr.lambda'\?\)")
+    e = _problem(
+        spec,
+        store.replace({"crr.lamda": 1.0}),
+        UnknownKeyError,
+        r"crr.lamda: not a parameter of 'reconstruction' \(did you mean 'crr.lambda'\?\)",
+    )
     assert isinstance(e, KeyError) and isinstance(e, ValueError)
     store.replace({"crr.lamda": 1.0}).validate_against(spec, allow_extra=True)
 
@@ -109,15 +113,30 @@ def test_required_field_without_value():
 @pytest.mark.parametrize(
     "key, value, exc, match",
     [
-        ("grid.pixel_scale_arcsec", -0.5, BoundsError, r"out of bounds; allowed range \(0, inf\) arcsec"),
+        (
+            "grid.pixel_scale_arcsec",
+            -0.5,
+            BoundsError,
+            r"out of bounds; allowed range \(0, inf\) arcsec",
+        ),
         ("grid.pixel_scale_arcsec", 0.0, BoundsError, r"\(0, inf\)"),
         ("seeing.exponent", 3.0, BoundsError, r"\[-2, 2\]"),
         ("mask.bad_bits", -1, BoundsError, r"\[0, 4294967295\]"),
-        ("output.correlation_wavelengths_angstrom", np.array([5000.0, -1.0]), BoundsError, "out of bounds"),
+        (
+            "output.correlation_wavelengths_angstrom",
+            np.array([5000.0, -1.0]),
+            BoundsError,
+            "out of bounds",
+        ),
         ("method", "mle", ChoiceError, "one of 'crr', 'shepard'"),
         ("crr.lambda", float("nan"), NonFiniteError, "crr.lambda: NaN and infinity"),
         ("crr.lambda", float("inf"), NonFiniteError, "NaN and infinity"),
-        ("output.correlation_wavelengths_angstrom", np.array([5000.0, np.inf]), NonFiniteError, "NaN"),
+        (
+            "output.correlation_wavelengths_angstrom",
+            np.array([5000.0, np.inf]),
+            NonFiniteError,
+            "NaN",
+        ),
         ("crr.lambda", 1, ParamTypeError, "crr.lambda: expected a float64 scalar, got int"),
         ("crr.lambda", np.float32(0.5), ParamTypeError, "expected a float64 scalar"),
         ("crr.lambda", "0.1", ParamTypeError, "got str"),
@@ -125,10 +144,24 @@ def test_required_field_without_value():
         ("engine.wave_chunk", True, ParamTypeError, "got bool"),
         ("method", 1, ParamTypeError, "expected a str scalar"),
         ("crr.lambda", np.array([1.0]), ParamShapeError, "expected a scalar"),
-        ("output.correlation_wavelengths_angstrom", np.ones((2, 2)), ParamShapeError, r"expected shape \(any,\)"),
-        ("output.correlation_wavelengths_angstrom", np.array([5000, 6000]), ParamTypeError,
-         "expected dtype float64, got dtype int64"),
-        ("output.correlation_wavelengths_angstrom", 5000.0, ParamTypeError, "expected a numpy array"),
+        (
+            "output.correlation_wavelengths_angstrom",
+            np.ones((2, 2)),
+            ParamShapeError,
+            r"expected shape \(any,\)",
+        ),
+        (
+            "output.correlation_wavelengths_angstrom",
+            np.array([5000, 6000]),
+            ParamTypeError,
+            "expected dtype float64, got dtype int64",
+        ),
+        (
+            "output.correlation_wavelengths_angstrom",
+            5000.0,
+            ParamTypeError,
+            "expected a numpy array",
+        ),
     ],
 )
 def test_value_rules(spec, store, key, value, exc, match):
@@ -138,7 +171,9 @@ def test_value_rules(spec, store, key, value, exc, match):
 
 
 def test_fixed_shape_fields():
-    spec = ParamSpec([ParamField("a.m", "", shape=(2, -1), default=[[1.0, 2.0], [3.0, 4.0]])], "m", "t.m")
+    spec = ParamSpec(
+        [ParamField("a.m", "", shape=(2, -1), default=[[1.0, 2.0], [3.0, 4.0]])], "m", "t.m"
+    )
     ParameterStore({"a.m": np.zeros((2, 7))}).validate_against(spec)
     with pytest.raises(ParamShapeError, match=r"expected shape \(2, any\), got \(3, 7\)"):
         ParameterStore({"a.m": np.zeros((3, 7))}).validate_against(spec)
@@ -155,7 +190,9 @@ def test_all_problems_are_listed(spec, store):
 
 
 def test_numpy_scalars_of_the_right_dtype_are_accepted(spec, store):
-    store.replace({"crr.lambda": np.float64(1e-4), "engine.wave_chunk": np.int64(8)}).validate_against(spec)
+    store.replace(
+        {"crr.lambda": np.float64(1e-4), "engine.wave_chunk": np.int64(8)}
+    ).validate_against(spec)
 
 
 def test_pickle_round_trip_keeps_values_and_read_only_arrays(spec, store):

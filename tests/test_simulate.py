@@ -30,20 +30,32 @@ def small(**kw):
 
 
 def test_store_follows_schema(tmp_path):
-    ds = simulate_rss(tmp_path / "sim.zarr", bundle=19, exposures=6, nwave=50, wave_chunk=16, noise=30,
-                      dead_fibers=1, bad_pixel_fraction=0.01)
+    ds = simulate_rss(
+        tmp_path / "sim.zarr",
+        bundle=19,
+        exposures=6,
+        nwave=50,
+        wave_chunk=16,
+        noise=30,
+        dead_fibers=1,
+        bad_pixel_fraction=0.01,
+    )
     assert validate_rss(ds) == []
     assert dict(ds.sizes) == {"spectrum": 19 * 6, "wavelength": 50, "exposure": 6}
     for name in SPECTRAL:
         assert ds[name].dims == ("spectrum", "wavelength")
         assert ds[name].chunks == ((114,), (16, 16, 16, 2))  # chunked along wavelength only
-    assert ds.flux.dtype == np.float32 and ds.ivar.dtype == np.float32 and ds.mask.dtype == np.uint32
+    assert (
+        ds.flux.dtype == np.float32 and ds.ivar.dtype == np.float32 and ds.mask.dtype == np.uint32
+    )
     assert ds.xpos.dtype == np.float64 and ds.exposure_index.dtype == np.int64
     assert ds.exposure.values.tolist() == [1, 2, 3, 4, 5, 6]
     np.testing.assert_array_equal(ds.exposure_index.values, np.repeat(np.arange(6), 19))
     np.testing.assert_array_equal(ds.fiber.values, np.tile(np.arange(19), 6))
     assert ds.attrs[N.ATTR_RSS_SCHEMA] == N.RSS_SCHEMA_ID and ds.attrs[N.ATTR_FIBER_RADIUS] == 1.0
-    with warnings.catch_warnings():  # a plain xr.open_zarr reads it silently (consolidated metadata)
+    with (
+        warnings.catch_warnings()
+    ):  # a plain xr.open_zarr reads it silently (consolidated metadata)
         warnings.simplefilter("error")
         plain = xr.open_zarr(tmp_path / "sim.zarr")
     assert plain.flux.chunks == ds.flux.chunks
@@ -54,7 +66,9 @@ def test_store_follows_schema(tmp_path):
 def test_same_seed_is_bitwise_identical_whatever_the_chunking(tmp_path):
     kw = dict(scene="galaxy", noise=15, dead_fibers=2, bad_pixel_fraction=0.02, nwave=45)
     a = small(wave_chunk=7, **kw)
-    b = simulate_rss(tmp_path / "b.zarr", bundle=19, exposures=6, seed=3, wave_chunk=45, **kw).load()
+    b = simulate_rss(
+        tmp_path / "b.zarr", bundle=19, exposures=6, seed=3, wave_chunk=45, **kw
+    ).load()
     c = small(wave_chunk=1, **kw)
     for name in SPECTRAL:
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
@@ -75,7 +89,13 @@ def test_point_source_flux_equals_kernel_at_stored_positions():
         for k in range(0, wave.size, 3):
             fwhm = float(seeing_at(ds.seeing_fwhm.values[e], wave[k]))
             r = np.hypot(float(ds.xpos[s, k]) - 0.7, float(ds.ypos[s, k]) + 0.4)
-            expected = np.pi * 1.0**2 * radial_kernel(np.array(r), fwhm) * 50.0 * (wave[k] / 5400.0) ** -1.5
+            expected = (
+                np.pi
+                * 1.0**2
+                * radial_kernel(np.array(r), fwhm)
+                * 50.0
+                * (wave[k] / 5400.0) ** -1.5
+            )
             assert flux[s, k] == pytest.approx(expected, rel=1e-6, abs=1e-9)  # float32 storage
     assert (ds.ivar.values == 1).all() and (ds.mask.values == 0).all()  # noiseless: unit ivar
 
@@ -96,8 +116,14 @@ def test_binary_geometry_and_truth():
     e = int(ds.exposure_index[s])
     fwhm = float(seeing_at(ds.seeing_fwhm.values[e], ds.wavelength.values[k]))
     x, y = float(ds.xpos[s, k]), float(ds.ypos[s, k])
-    expected = np.pi * 80.0 * (radial_kernel(np.array(np.hypot(x - 0.5, y - 0.2)), fwhm)
-                               + 0.25 * radial_kernel(np.array(np.hypot(x + 2.5, y - 0.2)), fwhm))
+    expected = (
+        np.pi
+        * 80.0
+        * (
+            radial_kernel(np.array(np.hypot(x - 0.5, y - 0.2)), fwhm)
+            + 0.25 * radial_kernel(np.array(np.hypot(x + 2.5, y - 0.2)), fwhm)
+        )
+    )
     assert float(ds.flux[s, k]) == pytest.approx(expected, rel=1e-6)
 
 
@@ -106,7 +132,12 @@ def test_dither_pattern_and_seeing_jitter():
     fx, fy = hex_bundle(19)
     dx = ds.xpos.values[:, 0] - fx[ds.fiber.values]
     dy = ds.ypos.values[:, 0] - fy[ds.fiber.values]
-    off = np.array([[dx[ds.exposure_index.values == e][0], dy[ds.exposure_index.values == e][0]] for e in range(3)])
+    off = np.array(
+        [
+            [dx[ds.exposure_index.values == e][0], dy[ds.exposure_index.values == e][0]]
+            for e in range(3)
+        ]
+    )
     sides = [np.hypot(*(off[i] - off[(i + 1) % 3])) for i in range(3)]
     np.testing.assert_allclose(sides, MANGA_DITHER_SIDE, rtol=1e-12)
     np.testing.assert_allclose(off.mean(axis=0), 0.0, atol=1e-12)
@@ -118,7 +149,12 @@ def test_dither_pattern_and_seeing_jitter():
 
 def test_dar_magnitude_direction_and_shape():
     pa = np.array([0.0, 90.0, 45.0])
-    ds = small(exposures=3, dar_pa=pa, dar_amplitude=1.0, wavelength=np.array([3600.0, 5000.0, 7000.0, 10000.0]))
+    ds = small(
+        exposures=3,
+        dar_pa=pa,
+        dar_amplitude=1.0,
+        wavelength=np.array([3600.0, 5000.0, 7000.0, 10000.0]),
+    )
     e = ds.exposure_index.values
     shift_x = ds.xpos.values - ds.xpos.values[:, [1]]  # zero at the 5000 A reference
     shift_y = ds.ypos.values - ds.ypos.values[:, [1]]
@@ -129,7 +165,9 @@ def test_dar_magnitude_direction_and_shape():
     np.testing.assert_allclose(shift_x[:, 0], ux * dar_shift(np.array(3600.0)), atol=1e-12)
     np.testing.assert_allclose(shift_y[:, 0], uy * dar_shift(np.array(3600.0)), atol=1e-12)
     # physically shaped: proportional to the refractivity difference, bigger in the blue
-    ratio = (refractivity(3600.0) - refractivity(5000.0)) / (refractivity(5000.0) - refractivity(10000.0))
+    ratio = (refractivity(3600.0) - refractivity(5000.0)) / (
+        refractivity(5000.0) - refractivity(10000.0)
+    )
     assert dar_shift(np.array(3600.0)) / -dar_shift(np.array(10000.0)) == pytest.approx(ratio)
     assert 1.2 < ratio < 1.5
     flat = small(dar=False)
@@ -140,7 +178,9 @@ def test_noise_statistics_and_snr_definition():
     clean = small(nwave=200, wave_chunk=64)
     noisy = small(nwave=200, wave_chunk=64, noise=8.0)
     np.testing.assert_array_equal(clean.xpos.values, noisy.xpos.values)
-    z = (noisy.flux.values.astype(float) - clean.flux.values) * np.sqrt(noisy.ivar.values.astype(float))
+    z = (noisy.flux.values.astype(float) - clean.flux.values) * np.sqrt(
+        noisy.ivar.values.astype(float)
+    )
     n = z.size
     assert abs(z.mean()) < 4 / np.sqrt(n)
     assert abs(z.std() - 1) < 4 / np.sqrt(2 * n)
@@ -154,7 +194,9 @@ def test_noise_statistics_and_snr_definition():
     # variance grows with flux (object Poisson) above a sky floor
     var = 1 / noisy.ivar.values.astype(float)
     s = truth["observation.photons_per_unit"]
-    np.testing.assert_allclose(var, (np.maximum(clean.flux.values, 0) + 0.1 * f.max()) / s, rtol=1e-5)
+    np.testing.assert_allclose(
+        var, (np.maximum(clean.flux.values, 0) + 0.1 * f.max()) / s, rtol=1e-5
+    )
 
 
 def test_dead_fibers_and_bad_pixels_are_flagged_with_zero_ivar():
@@ -164,7 +206,11 @@ def test_dead_fibers_and_bad_pixels_are_flagged_with_zero_ivar():
     assert dead_ids.size == 3 and np.unique(dead_ids).size == 3
     dead = np.isin(ds.fiber.values, dead_ids)[:, None] & np.ones(ds.sizes["wavelength"], bool)
     mask, ivar, flux = ds.mask.values, ds.ivar.values, ds.flux.values
-    assert ((mask[dead] & RSS_DEADFIBER) != 0).all() and (ivar[dead] == 0).all() and (flux[dead] == 0).all()
+    assert (
+        ((mask[dead] & RSS_DEADFIBER) != 0).all()
+        and (ivar[dead] == 0).all()
+        and (flux[dead] == 0).all()
+    )
     assert ((mask[~dead] & RSS_DEADFIBER) == 0).all()
     rejected = (mask & RSS_REJECT) != 0
     assert (ivar[rejected] == 0).all()
@@ -179,11 +225,15 @@ def test_lenslet_array_geometry():
     x, y = lenslet_array(50, 0.75)
     assert x.size == 50
     d = np.hypot(x[:, None] - x[None], y[:, None] - y[None]) + np.eye(50) * 99
-    np.testing.assert_allclose(d.min(axis=1), 0.75, rtol=1e-12)  # contiguous, every lenslet touches one
+    np.testing.assert_allclose(
+        d.min(axis=1), 0.75, rtol=1e-12
+    )  # contiguous, every lenslet touches one
     assert np.hypot(x, y).max() < 4 * 0.75 + 1e-9  # filled from the centre outwards
     ds = simulate_rss(None, lenslets=50, nwave=5)
     assert ds.sizes["exposure"] == 1 and ds.sizes["spectrum"] == 50
-    assert ds.attrs[N.ATTR_FIBER_RADIUS] == pytest.approx(0.75 * np.sqrt(np.sqrt(3) / (2 * np.pi)), rel=1e-14)  # equal-area circle of the hexagonal cell
+    assert ds.attrs[N.ATTR_FIBER_RADIUS] == pytest.approx(
+        0.75 * np.sqrt(np.sqrt(3) / (2 * np.pi)), rel=1e-14
+    )  # equal-area circle of the hexagonal cell
     assert read_truth(ds)["observation.fiber_radius_arcsec"] == ds.attrs[N.ATTR_FIBER_RADIUS]
 
 
@@ -205,7 +255,13 @@ def test_failed_run_leaves_nothing(tmp_path):
             return super().spectrum(wave)
 
     with pytest.raises(RuntimeError, match="boom"):
-        simulate_rss(tmp_path / "x.zarr", scene=Exploding(), nwave=60, wave_chunk=10, noise_ref_wavelength=4000)
+        simulate_rss(
+            tmp_path / "x.zarr",
+            scene=Exploding(),
+            nwave=60,
+            wave_chunk=10,
+            noise_ref_wavelength=4000,
+        )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -225,13 +281,22 @@ def test_bad_arguments_are_clear():
 def test_streaming_memory_is_bounded(tmp_path):
     """127 fibers x 9 exposures x 1600 channels (51 MB uncompressed): the peak of Python-traced memory
     while simulating, writing and validating stays at a few chunks, far below the data size."""
-    simulate_rss(tmp_path / "warm.zarr", bundle=7, exposures=1, nwave=4, noise=5)  # first-use imports
+    simulate_rss(
+        tmp_path / "warm.zarr", bundle=7, exposures=1, nwave=4, noise=5
+    )  # first-use imports
     n_spec, n_wave = 127 * 9, 1600
     size = n_spec * n_wave * (4 + 4 + 4 + 8 + 8)
     tracemalloc.start()
     try:
-        ds = simulate_rss(tmp_path / "big.zarr", bundle=127, exposures=9, nwave=n_wave, wave_chunk=50,
-                          noise=20, bad_pixel_fraction=0.001)
+        ds = simulate_rss(
+            tmp_path / "big.zarr",
+            bundle=127,
+            exposures=9,
+            nwave=n_wave,
+            wave_chunk=50,
+            noise=20,
+            bad_pixel_fraction=0.001,
+        )
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -241,8 +306,32 @@ def test_streaming_memory_is_bounded(tmp_path):
 
 def test_cli_simulate_and_overwrite(tmp_path, capsys):
     out = tmp_path / "cli.zarr"
-    assert main(["simulate", str(out), "--bundle", "7", "--exposures", "3", "--nwave", "30", "--scene", "binary",
-                 "--noise", "10", "--dead-fibers", "1", "--wave-chunk", "8", "--seed", "2", "--no-dar"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                str(out),
+                "--bundle",
+                "7",
+                "--exposures",
+                "3",
+                "--nwave",
+                "30",
+                "--scene",
+                "binary",
+                "--noise",
+                "10",
+                "--dead-fibers",
+                "1",
+                "--wave-chunk",
+                "8",
+                "--seed",
+                "2",
+                "--no-dar",
+            ]
+        )
+        == 0
+    )
     assert "21 spectra x 30 channels" in capsys.readouterr().out
     ds = open_rss(out)
     assert ds.flux.chunks[1] == (8, 8, 8, 6)
@@ -261,8 +350,16 @@ def test_cli_simulate_and_overwrite(tmp_path, capsys):
 
 def test_in_memory_equals_store(tmp_path):
     a = small(scene="binary", noise=5)
-    b = simulate_rss(tmp_path / "s.zarr", bundle=19, exposures=6, nwave=40, wave_chunk=16, seed=3,
-                     scene="binary", noise=5)
+    b = simulate_rss(
+        tmp_path / "s.zarr",
+        bundle=19,
+        exposures=6,
+        nwave=40,
+        wave_chunk=16,
+        seed=3,
+        scene="binary",
+        noise=5,
+    )
     b = b.load()
     xr.testing.assert_equal(a, b)
     assert a.attrs == b.attrs

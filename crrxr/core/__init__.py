@@ -9,4 +9,12 @@ from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
 from crrxr.core.slice import InputError, SliceResult, reconstruct_slice
 
-__all__ = ["BlockResult", "CoreConfig", "Grid", "InputError", "SliceResult", "reconstruct_block", "reconstruct_slice"]
+__all__ = [
+    "BlockResult",
+    "CoreConfig",
+    "Grid",
+    "InputError",
+    "SliceResult",
+    "reconstruct_block",
+    "reconstruct_slice",
+]

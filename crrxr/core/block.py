@@ -59,7 +59,9 @@ def reconstruct_block(
     are returned.
     """
     config = config if config is not None else CoreConfig(pixel_scale=grid.pixel_scale)
-    x, y, fw, f, iv, usable, dead = validate_samples(xpos, ypos, fwhm, flux, ivar, mask, config, ndim=2)
+    x, y, fw, f, iv, usable, dead = validate_samples(
+        xpos, ypos, fwhm, flux, ivar, mask, config, ndim=2
+    )
     n_chan = x.shape[1]
     want_set = set()
     for w in want:
@@ -81,9 +83,15 @@ def reconstruct_block(
         wanted = c in want_set
         try:
             res = solver.solve(
-                np.ascontiguousarray(x[:, c]), np.ascontiguousarray(y[:, c]), np.ascontiguousarray(fw[:, c]),
-                f[:, c], iv[:, c], usable[:, c], dead[:, c],
-                pairs=correlation_pairs if wanted and correlation_pairs is not None else None, psf=wanted,
+                np.ascontiguousarray(x[:, c]),
+                np.ascontiguousarray(y[:, c]),
+                np.ascontiguousarray(fw[:, c]),
+                f[:, c],
+                iv[:, c],
+                usable[:, c],
+                dead[:, c],
+                pairs=correlation_pairs if wanted and correlation_pairs is not None else None,
+                psf=wanted,
             )
         except InputError:
             raise
@@ -100,4 +108,6 @@ def reconstruct_block(
                 rho[c] = res.rho
             if res.psf is not None:
                 psf[c] = res.psf
-    return BlockResult(out_flux, out_ivar, out_mask, failed, tuple(messages), rho, psf, tuple(solvers))
+    return BlockResult(
+        out_flux, out_ivar, out_mask, failed, tuple(messages), rho, psf, tuple(solvers)
+    )

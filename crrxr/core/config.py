@@ -55,22 +55,43 @@ class CoreConfig:
 
     def __post_init__(self) -> None:
         problems: list[str] = []
-        for name, allowed in (("method", METHODS), ("variant", VARIANTS), ("solver", SOLVERS), ("wing", WINGS)):
+        for name, allowed in (
+            ("method", METHODS),
+            ("variant", VARIANTS),
+            ("solver", SOLVERS),
+            ("wing", WINGS),
+        ):
             value = getattr(self, name)
             if value not in allowed:
                 problems.append(f"{name}={value!r} is not one of {allowed}")
-        positive = ("pixel_scale", "select_radius", "truncation_radius", "fiber_radius", "shepard_sigma",
-                    "shepard_rlim", "sigma_ratio", "lowcov_threshold")
+        positive = (
+            "pixel_scale",
+            "select_radius",
+            "truncation_radius",
+            "fiber_radius",
+            "shepard_sigma",
+            "shepard_rlim",
+            "sigma_ratio",
+            "lowcov_threshold",
+        )
         non_negative = ("lam", "sv_floor", "wing_ratio")
         for name in positive + non_negative:
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, numbers.Real)
+                or not math.isfinite(value)
+            ):
                 problems.append(f"{name}={value!r} must be a finite number")
             elif name in positive and value <= 0:
                 problems.append(f"{name}={value!r} must be > 0")
             elif value < 0:
                 problems.append(f"{name}={value!r} must be >= 0")
-        if isinstance(self.bad_bits, bool) or not isinstance(self.bad_bits, numbers.Integral) or not 0 <= self.bad_bits < 2**32:
+        if (
+            isinstance(self.bad_bits, bool)
+            or not isinstance(self.bad_bits, numbers.Integral)
+            or not 0 <= self.bad_bits < 2**32
+        ):
             problems.append(f"bad_bits={self.bad_bits!r} must be an integer bit mask in [0, 2**32)")
         if problems:
             raise ConfigError("invalid CoreConfig: " + "; ".join(problems))

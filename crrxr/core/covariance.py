@@ -36,7 +36,11 @@ def ivar_from_variance(variance: np.ndarray) -> np.ndarray:
 
 
 def pair_covariance(
-    W: np.ndarray | sparse.spmatrix, var: np.ndarray, i: np.ndarray, j: np.ndarray, batch: int = 4096
+    W: np.ndarray | sparse.spmatrix,
+    var: np.ndarray,
+    i: np.ndarray,
+    j: np.ndarray,
+    batch: int = 4096,
 ) -> np.ndarray:
     """C_ij = sum_k W_ik var_k W_jk for the row pairs (i, j), shape (n_pairs,)."""
     i = np.asarray(i, dtype=np.intp)
@@ -64,7 +68,9 @@ def pair_correlation(
     return np.divide(c, den, out=np.zeros_like(c), where=den > 0)
 
 
-def correlation_matrix(W: np.ndarray | sparse.spmatrix, var: np.ndarray, tol: float = 0.0) -> sparse.csr_matrix:
+def correlation_matrix(
+    W: np.ndarray | sparse.spmatrix, var: np.ndarray, tol: float = 0.0
+) -> sparse.csr_matrix:
     """Full correlation matrix as a sparse upper triangle (diagonal included), entries |rho| > tol.
 
     Dense (n_pixels x n_pixels) work: meant for tests and small grids.

@@ -70,7 +70,9 @@ def crr_weights(
     good = np.asarray(good, dtype=bool)
     shape = A.shape
     if len(shape) != 2 or good.shape != (shape[0],):
-        raise CRRSolveError(f"A must be (n_samples, n_pixels) and good (n_samples,), got {shape} and {good.shape}")
+        raise CRRSolveError(
+            f"A must be (n_samples, n_pixels) and good (n_samples,), got {shape} and {good.shape}"
+        )
     rows = np.flatnonzero(good)
     Ag = A.tocsr()[rows] if sparse.issparse(A) else np.asarray(A, dtype=float)[rows]
     sol = solve_crr(Ag, lam=lam, floor=floor, variant=variant, solver=solver)
@@ -98,7 +100,9 @@ def solve_crr(
     if solver not in ("auto", "svd", "gram"):
         raise CRRSolveError(f"solver must be 'auto', 'svd' or 'gram', got {solver!r}")
     if not (np.isfinite(lam) and lam >= 0 and np.isfinite(floor) and floor >= 0):
-        raise CRRSolveError(f"lam and floor must be finite and >= 0, got lam={lam!r}, floor={floor!r}")
+        raise CRRSolveError(
+            f"lam and floor must be finite and >= 0, got lam={lam!r}, floor={floor!r}"
+        )
     n, m = Ag.shape
     if n == 0 or m == 0:
         return CRRWeights(np.zeros((m, n)), "svd" if solver == "svd" else "gram", 0, 1.0, 0.0)
@@ -187,7 +191,9 @@ def _eigh(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.linalg.eigh(G)
 
 
-def _scale_rows(Ag: np.ndarray | sparse.csr_matrix, r: np.ndarray) -> np.ndarray | sparse.csr_matrix:
+def _scale_rows(
+    Ag: np.ndarray | sparse.csr_matrix, r: np.ndarray
+) -> np.ndarray | sparse.csr_matrix:
     """diag(r) Ag; for CSR only the stored values are touched (cheaper than scaling a dense product)."""
     if sparse.issparse(Ag):
         out = Ag.copy()
@@ -210,7 +216,9 @@ def _gram(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
     # Eigenvalues of G are accurate to ~eps * w_max: the rank is in doubt when one lies that close to
     # the floor, and the kept modes carry a relative error ~eps * w_max / w_min.
     band = 16.0 * EPS * w_max
-    doubtful = bool(np.any(np.abs(w - thresh) <= band)) or (thresh == 0.0 and np.any(np.abs(w) <= band))
+    doubtful = bool(np.any(np.abs(w - thresh) <= band)) or (
+        thresh == 0.0 and np.any(np.abs(w) <= band)
+    )
     # w is ascending, so the kept modes are a suffix: slicing keeps E a view (no 10 MB copy)
     first = int(np.count_nonzero((w < thresh) | (w <= band)))
     E, w = E[:, first:], w[first:]

@@ -26,10 +26,19 @@ class Grid:
     nside: int
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.pixel_scale, (int, float, np.floating)) and np.isfinite(self.pixel_scale)
-                and self.pixel_scale > 0):
-            raise ValueError(f"pixel_scale must be a positive number of arcsec, got {self.pixel_scale!r}")
-        if isinstance(self.nside, bool) or not isinstance(self.nside, (int, np.integer)) or self.nside < 1:
+        if not (
+            isinstance(self.pixel_scale, (int, float, np.floating))
+            and np.isfinite(self.pixel_scale)
+            and self.pixel_scale > 0
+        ):
+            raise ValueError(
+                f"pixel_scale must be a positive number of arcsec, got {self.pixel_scale!r}"
+            )
+        if (
+            isinstance(self.nside, bool)
+            or not isinstance(self.nside, (int, np.integer))
+            or self.nside < 1
+        ):
             raise ValueError(f"nside must be a positive integer, got {self.nside!r}")
         object.__setattr__(self, "pixel_scale", float(self.pixel_scale))
         object.__setattr__(self, "nside", int(self.nside))
@@ -40,11 +49,15 @@ class Grid:
         if not (np.isfinite(extent) and extent > 0):
             raise ValueError(f"grid extent must be a positive number of arcsec, got {extent!r}")
         if not (np.isfinite(pixel_scale) and pixel_scale > 0):
-            raise ValueError(f"pixel_scale must be a positive number of arcsec, got {pixel_scale!r}")
+            raise ValueError(
+                f"pixel_scale must be a positive number of arcsec, got {pixel_scale!r}"
+            )
         return cls(pixel_scale, odd_nside(extent, pixel_scale))
 
     @classmethod
-    def covering(cls, xpos: np.ndarray, ypos: np.ndarray, pixel_scale: float, margin: float = 2.0) -> Grid:
+    def covering(
+        cls, xpos: np.ndarray, ypos: np.ndarray, pixel_scale: float, margin: float = 2.0
+    ) -> Grid:
         """Grid centred on 0 covering every finite position plus ``margin`` arcsec on each side."""
         x = np.asarray(xpos, dtype=float).ravel()
         y = np.asarray(ypos, dtype=float).ravel()
@@ -88,7 +101,9 @@ class Grid:
     def wcs_header(self, ra: float, dec: float) -> dict[str, object]:
         """FITS celestial WCS keywords (TAN, CD matrix, 1-based CRPIX) for an IFU centre at (ra, dec) deg."""
         if not (np.isfinite(ra) and np.isfinite(dec) and -90.0 <= dec <= 90.0):
-            raise ValueError(f"IFU centre must be finite degrees with |dec| <= 90, got ra={ra!r}, dec={dec!r}")
+            raise ValueError(
+                f"IFU centre must be finite degrees with |dec| <= 90, got ra={ra!r}, dec={dec!r}"
+            )
         crpix = (self.nside + 1) / 2.0
         cd = self.pixel_scale / 3600.0
         return {

@@ -27,7 +27,10 @@ def seeing_at(
 
     FWHM(l) = FWHM(l_ref) (l / l_ref)^exponent; arrays broadcast (e.g. (n_exp, 1) x (n_wave,)).
     """
-    return np.asarray(fwhm_ref, dtype=float) * (np.asarray(wavelength, dtype=float) / lambda_ref) ** exponent
+    return (
+        np.asarray(fwhm_ref, dtype=float)
+        * (np.asarray(wavelength, dtype=float) / lambda_ref) ** exponent
+    )
 
 
 def double_gaussian_components(
@@ -85,7 +88,9 @@ def kernel_fwhm(
     args = (fwhm, fiber_radius, sigma_ratio, wing_ratio, wing)
     half = 0.5 * radial_kernel(np.array(0.0), *args)
     hi = fiber_radius + 5.0 * fwhm
-    r_half = optimize.brentq(lambda r: radial_kernel(np.array(r), *args) - half, 0.0, hi, xtol=1e-12)
+    r_half = optimize.brentq(
+        lambda r: radial_kernel(np.array(r), *args) - half, 0.0, hi, xtol=1e-12
+    )
     return 2.0 * r_half
 
 
@@ -168,7 +173,7 @@ class KernelTable:
         lo, hi, w_hi = self._nodes(uniq)
         nodes, node_index = np.unique(np.concatenate([lo, hi]), return_inverse=True)
         table = np.stack([self.row(f) for f in nodes])
-        i_lo, i_hi = node_index[: uniq.size], node_index[uniq.size:]
+        i_lo, i_hi = node_index[: uniq.size], node_index[uniq.size :]
         ncol = table.shape[1]
         t = r.ravel() / self.step
         i = np.minimum(t.astype(np.intp), ncol - 2)

@@ -73,8 +73,11 @@ class NeighbourCache:
         y = np.asarray(y, dtype=float)
         finite = np.isfinite(x) & np.isfinite(y)
         a = self._anchor
-        if a is None or not np.array_equal(a[2], finite) \
-                or np.any(np.hypot(x[finite] - a[0][finite], y[finite] - a[1][finite]) > self.pad):
+        if (
+            a is None
+            or not np.array_equal(a[2], finite)
+            or np.any(np.hypot(x[finite] - a[0][finite], y[finite] - a[1][finite]) > self.pad)
+        ):
             s, p, _ = neighbour_pairs(x, y, self.grid, self.radius + self.pad)
             self.searches += 1
             n, scale = self.grid.nside, self.grid.pixel_scale

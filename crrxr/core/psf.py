@@ -38,9 +38,17 @@ class KernelFit:
     strehl_true: float
 
 
-def kernel_image(grid: Grid, seeing: float, flux: float = 1.0, x0: float = 0.0, y0: float = 0.0,
-                 fiber_radius: float = 1.0, sigma_ratio: float = 2.0, wing_ratio: float = 1.0 / 9.0,
-                 wing: str = "flux") -> np.ndarray:
+def kernel_image(
+    grid: Grid,
+    seeing: float,
+    flux: float = 1.0,
+    x0: float = 0.0,
+    y0: float = 0.0,
+    fiber_radius: float = 1.0,
+    sigma_ratio: float = 2.0,
+    wing_ratio: float = 1.0 / 9.0,
+    wing: str = "flux",
+) -> np.ndarray:
     """Per-spaxel image flux * p^2 * K(|X - x0|) of a point source seen through the kernel, (ny, nx)."""
     xx, yy = grid.centres()
     r = np.hypot(xx - x0, yy - y0)
@@ -88,17 +96,34 @@ def fit_kernel_fwhm(
     x_start = [amp0, seeing_guess] + ([0.0, 0.0] if free_centre else [])
     lower = [0.0, 0.05] + ([-np.inf, -np.inf] if free_centre else [])
     upper = [np.inf, 20.0] + ([np.inf, np.inf] if free_centre else [])
-    fit = optimize.least_squares(lambda q: model(q) - data, x_start, bounds=(lower, upper),
-                                 x_scale="jac", xtol=1e-12, ftol=1e-12, gtol=1e-12)
+    fit = optimize.least_squares(
+        lambda q: model(q) - data,
+        x_start,
+        bounds=(lower, upper),
+        x_scale="jac",
+        xtol=1e-12,
+        ftol=1e-12,
+        gtol=1e-12,
+    )
     amp, seeing = float(fit.x[0]), float(fit.x[1])
     x0, y0 = (float(fit.x[2]), float(fit.x[3])) if free_centre else (0.0, 0.0)
     peak = float(np.nanmax(image))
     fitted_peak = amp * p2 * float(radial_kernel(np.array(0.0), seeing, *model_args))
     strehl_true = np.nan
     if true_seeing is not None:
-        strehl_true = peak / (true_flux * p2 * float(radial_kernel(np.array(0.0), true_seeing, *model_args)))
-    return KernelFit(kernel_fwhm(seeing, *model_args), seeing, amp, x0, y0, peak,
-                     peak / fitted_peak if fitted_peak > 0 else np.nan, float(strehl_true))
+        strehl_true = peak / (
+            true_flux * p2 * float(radial_kernel(np.array(0.0), true_seeing, *model_args))
+        )
+    return KernelFit(
+        kernel_fwhm(seeing, *model_args),
+        seeing,
+        amp,
+        x0,
+        y0,
+        peak,
+        peak / fitted_peak if fitted_peak > 0 else np.nan,
+        float(strehl_true),
+    )
 
 
 def neighbour_correlation(
@@ -127,7 +152,9 @@ def neighbour_correlation(
     else:
         mat = rho.tocsr() if sparse.issparse(rho) else np.asarray(rho, dtype=float)
         if mat.shape != (ny * nx, ny * nx):
-            raise ValueError(f"correlation matrix must be ({ny * nx}, {ny * nx}) for this grid, got {mat.shape}")
+            raise ValueError(
+                f"correlation matrix must be ({ny * nx}, {ny * nx}) for this grid, got {mat.shape}"
+            )
 
         def value(a: int, b: int) -> float:
             lo, hi = min(a, b), max(a, b)
@@ -141,7 +168,9 @@ def neighbour_correlation(
         for dy, dx in ((0, k), (0, -k), (k, 0), (-k, 0)):
             iy, ix = cy + dy, cx + dx
             if not (0 <= iy < ny and 0 <= ix < nx):
-                raise ValueError(f"centre {(cy, cx)} is too close to the grid edge for {k}-pixel neighbours")
+                raise ValueError(
+                    f"centre {(cy, cx)} is too close to the grid edge for {k}-pixel neighbours"
+                )
             vals.append(value(centre_flat, iy * nx + ix))
         out.append(float(np.sqrt(np.mean(np.square(vals)))))
     return out[0], out[1]

@@ -11,12 +11,16 @@ import numpy as np
 from scipy import sparse
 
 
-def shepard_weights(r: np.ndarray, good: np.ndarray, sigma: float = 0.7, rlim: float = 1.6) -> np.ndarray:
+def shepard_weights(
+    r: np.ndarray, good: np.ndarray, sigma: float = 0.7, rlim: float = 1.6
+) -> np.ndarray:
     """Dense Shepard weights ``W`` (n_pixels, n_samples) from distances ``r`` (n_samples, n_pixels), arcsec."""
     r = np.asarray(r, dtype=float)
     good = np.asarray(good, dtype=bool)
     if r.ndim != 2 or good.shape != (r.shape[0],):
-        raise ValueError(f"r must be (n_samples, n_pixels) and good (n_samples,), got {r.shape} and {good.shape}")
+        raise ValueError(
+            f"r must be (n_samples, n_pixels) and good (n_samples,), got {r.shape} and {good.shape}"
+        )
     _check_width(sigma, rlim)
     use = good[:, None] & np.isfinite(r) & (r < rlim)
     w = np.where(use, np.exp(-0.5 * (np.where(use, r, 0.0) / sigma) ** 2), 0.0)
@@ -47,4 +51,6 @@ def shepard_weights_sparse(
 
 def _check_width(sigma: float, rlim: float) -> None:
     if not (np.isfinite(sigma) and sigma > 0 and np.isfinite(rlim) and rlim > 0):
-        raise ValueError(f"Shepard sigma and rlim must be positive arcsec, got sigma={sigma!r}, rlim={rlim!r}")
+        raise ValueError(
+            f"Shepard sigma and rlim must be positive arcsec, got sigma={sigma!r}, rlim={rlim!r}"
+        )

@@ -55,9 +55,15 @@ class SliceResult:
     solver: str = "none"
 
 
-def usable_samples(flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, bad_bits: int) -> np.ndarray:
+def usable_samples(
+    flux: np.ndarray, ivar: np.ndarray, mask: np.ndarray, bad_bits: int
+) -> np.ndarray:
     """ivar > 0, finite flux and no bad bit (any shape)."""
-    return (ivar > 0) & np.isfinite(flux) & ((np.asarray(mask).astype(np.uint64) & np.uint64(bad_bits)) == 0)
+    return (
+        (ivar > 0)
+        & np.isfinite(flux)
+        & ((np.asarray(mask).astype(np.uint64) & np.uint64(bad_bits)) == 0)
+    )
 
 
 def validate_samples(xpos, ypos, fwhm, flux, ivar, mask, config: CoreConfig, ndim: int):
@@ -67,11 +73,15 @@ def validate_samples(xpos, ypos, fwhm, flux, ivar, mask, config: CoreConfig, ndi
     shape = arrays[0].shape
     for name, a in zip(names, arrays):
         if a.ndim != ndim:
-            raise InputError(f"{name} must have {ndim} dimension(s) (samples{', channels' if ndim == 2 else ''}), got shape {a.shape}")
+            raise InputError(
+                f"{name} must have {ndim} dimension(s) (samples{', channels' if ndim == 2 else ''}), got shape {a.shape}"
+            )
         if a.shape != shape:
             raise InputError(f"{name} has shape {a.shape}, expected {shape} like xpos")
     if shape[0] == 0 or (ndim == 2 and shape[1] == 0):
-        raise InputError(f"no samples to reconstruct (input shape {shape}); pass at least one sample and channel")
+        raise InputError(
+            f"no samples to reconstruct (input shape {shape}); pass at least one sample and channel"
+        )
     x, y, f, iv = (np.asarray(a, dtype=float) for a in (arrays[0], arrays[1], arrays[2], arrays[3]))
     m = arrays[4]
     if not np.issubdtype(m.dtype, np.integer):
@@ -82,16 +92,22 @@ def validate_samples(xpos, ypos, fwhm, flux, ivar, mask, config: CoreConfig, ndi
     try:
         fw = np.broadcast_to(fw, shape)
     except ValueError:
-        raise InputError(f"fwhm with shape {np.shape(fwhm)} does not broadcast to the samples' shape {shape}") from None
+        raise InputError(
+            f"fwhm with shape {np.shape(fwhm)} does not broadcast to the samples' shape {shape}"
+        ) from None
     if np.any(np.isnan(iv)) or np.any(iv < 0) or np.any(np.isinf(iv)):
         raise InputError("ivar must be finite and >= 0 (use ivar = 0 to mark missing data)")
     usable = usable_samples(f, iv, m, config.bad_bits)
     bad_pos = usable & ~(np.isfinite(x) & np.isfinite(y))
     if bad_pos.any():
-        raise InputError(f"{int(bad_pos.sum())} usable sample(s) have NaN/inf positions; give finite xpos/ypos or mask them")
+        raise InputError(
+            f"{int(bad_pos.sum())} usable sample(s) have NaN/inf positions; give finite xpos/ypos or mask them"
+        )
     bad_fw = usable & ~(np.isfinite(fw) & (fw > 0))
     if bad_fw.any():
-        raise InputError(f"{int(bad_fw.sum())} usable sample(s) have a non-positive or non-finite seeing FWHM")
+        raise InputError(
+            f"{int(bad_fw.sum())} usable sample(s) have a non-positive or non-finite seeing FWHM"
+        )
     dead = (m.astype(np.uint64) & np.uint64(masks.RSS_DEADFIBER)) != 0
     return x, y, fw, f, iv, usable, dead
 
@@ -110,8 +126,13 @@ class ChannelSolver:
             )
         self.grid = grid
         self.config = config
-        self.table = KernelTable(config.truncation_radius, config.fiber_radius, config.sigma_ratio,
-                                 config.wing_ratio, config.wing)
+        self.table = KernelTable(
+            config.truncation_radius,
+            config.fiber_radius,
+            config.sigma_ratio,
+            config.wing_ratio,
+            config.wing,
+        )
         self._pairs = NeighbourCache(grid, config.neighbour_radius)
         self._geom_key: tuple[np.ndarray, np.ndarray] | None = None
         self._geom: tuple | None = None
@@ -123,8 +144,12 @@ class ChannelSolver:
 
     # -- geometry -------------------------------------------------------------------------------
     def _geometry(self, x: np.ndarray, y: np.ndarray, dead: np.ndarray):
-        if self._geom_key is not None and np.array_equal(self._geom_key[0], x, equal_nan=True) \
-                and np.array_equal(self._geom_key[1], y, equal_nan=True) and np.array_equal(self._geom_key[2], dead):
+        if (
+            self._geom_key is not None
+            and np.array_equal(self._geom_key[0], x, equal_nan=True)
+            and np.array_equal(self._geom_key[1], y, equal_nan=True)
+            and np.array_equal(self._geom_key[2], dead)
+        ):
             return self._geom
         cfg = self.config
         s, p, d = self._pairs(x, y)
@@ -165,13 +190,20 @@ class ChannelSolver:
     def _crr_weights(self, x, y, fw, usable, geom):
         cfg = self.config
         key = (x, y, fw, usable)
-        if self._weights_key is not None and all(np.array_equal(a, b, equal_nan=True)
-                                                 for a, b in zip(self._weights_key, key)):
+        if self._weights_key is not None and all(
+            np.array_equal(a, b, equal_nan=True) for a, b in zip(self._weights_key, key)
+        ):
             return self._weights
         Ag, sel_idx, use_idx = self.kernel_matrix(x, y, fw, usable, geom)
         try_gram = self._skip_gram == 0
-        sol = solve_crr(Ag, lam=cfg.lam, floor=cfg.sv_floor, variant=cfg.variant, solver=cfg.solver,
-                        try_gram=try_gram)
+        sol = solve_crr(
+            Ag,
+            lam=cfg.lam,
+            floor=cfg.sv_floor,
+            variant=cfg.variant,
+            solver=cfg.solver,
+            try_gram=try_gram,
+        )
         if cfg.solver == "auto":
             if try_gram:
                 self._skip_gram = RETRY_GRAM if sol.solver == "svd" and sol.rank > 0 else 0
@@ -185,7 +217,9 @@ class ChannelSolver:
     def _shepard_weights(self, usable, geom):
         s, p, d, _, _ = geom
         cfg = self.config
-        W = shepard_weights_sparse(s, p, d, usable, self.grid.size, cfg.shepard_sigma, cfg.shepard_rlim)
+        W = shepard_weights_sparse(
+            s, p, d, usable, self.grid.size, cfg.shepard_sigma, cfg.shepard_rlim
+        )
         solved = np.asarray(W.getnnz(axis=1) > 0)
         sel_idx = np.flatnonzero(solved)
         use_idx = np.flatnonzero(usable)
@@ -193,7 +227,9 @@ class ChannelSolver:
         return sel_idx, use_idx, Wsub, "shepard"
 
     # -- channel --------------------------------------------------------------------------------
-    def solve(self, x, y, fw, flux, ivar, usable, dead, *, pairs=None, psf: bool = False) -> SliceResult:
+    def solve(
+        self, x, y, fw, flux, ivar, usable, dead, *, pairs=None, psf: bool = False
+    ) -> SliceResult:
         """Reconstruct one validated channel (1-D arrays of n_samples)."""
         cfg = self.config
         grid = self.grid
@@ -229,8 +265,15 @@ class ChannelSolver:
                 fp = self._point_source_fluxes(x[use_idx], y[use_idx], fw[use_idx])
                 psf_img[sel_idx] = factor * np.asarray(W @ fp).ravel()
             psf_img = psf_img.reshape(grid.shape)
-        return SliceResult(image.reshape(grid.shape), ivar_img.reshape(grid.shape), mask.reshape(grid.shape),
-                           rho, psf_img, cover.reshape(grid.shape), solver if sel_idx.size else "none")
+        return SliceResult(
+            image.reshape(grid.shape),
+            ivar_img.reshape(grid.shape),
+            mask.reshape(grid.shape),
+            rho,
+            psf_img,
+            cover.reshape(grid.shape),
+            solver if sel_idx.size else "none",
+        )
 
     def _mask(self, sel_idx: np.ndarray, cover: np.ndarray, deadpix: np.ndarray) -> np.ndarray:
         npix = self.grid.size
@@ -249,7 +292,9 @@ class ChannelSolver:
     def _rho(self, pairs, sel_idx, W, var) -> np.ndarray:
         i, j = (np.asarray(a, dtype=np.intp).ravel() for a in pairs)
         if i.shape != j.shape:
-            raise InputError(f"correlation_pairs must be two arrays of equal length, got {i.shape} and {j.shape}")
+            raise InputError(
+                f"correlation_pairs must be two arrays of equal length, got {i.shape} and {j.shape}"
+            )
         npix = self.grid.size
         if i.size and (min(i.min(), j.min()) < 0 or max(i.max(), j.max()) >= npix):
             raise InputError(f"correlation_pairs hold flat pixel indices outside 0..{npix - 1}")
@@ -269,7 +314,9 @@ class ChannelSolver:
         out = np.zeros(r.size)
         for value in np.unique(fw):
             k = fw == value
-            out[k] = radial_kernel(r[k], value, cfg.fiber_radius, cfg.sigma_ratio, cfg.wing_ratio, cfg.wing)
+            out[k] = radial_kernel(
+                r[k], value, cfg.fiber_radius, cfg.sigma_ratio, cfg.wing_ratio, cfg.wing
+            )
         return np.pi * cfg.fiber_radius**2 * out
 
 
@@ -294,6 +341,8 @@ def reconstruct_slice(
     of a unit point source at (0, 0). Raises :class:`InputError` (a ValueError) on bad input.
     """
     config = config if config is not None else CoreConfig(pixel_scale=grid.pixel_scale)
-    x, y, fw, f, iv, usable, dead = validate_samples(xpos, ypos, fwhm, flux, ivar, mask, config, ndim=1)
+    x, y, fw, f, iv, usable, dead = validate_samples(
+        xpos, ypos, fwhm, flux, ivar, mask, config, ndim=1
+    )
     solver = ChannelSolver(grid, config)
     return solver.solve(x, y, fw, f, iv, usable, dead, pairs=correlation_pairs, psf=psf)

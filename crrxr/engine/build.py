@@ -66,21 +66,32 @@ class BuildReport:
         return self.channels_solved / self.wall_seconds if self.wall_seconds > 0 else float("nan")
 
     def summary(self) -> str:
-        failed = (f"{len(self.failed_channels)} failed channel(s): {self.failed_channels[:20]}"
-                  + (" ..." if len(self.failed_channels) > 20 else "")
-                  if self.failed_channels else "no failed channels")
-        resumed = (f" (resumed: {self.chunks_skipped} chunk(s) already done"
-                   f"{f', {len(self.removed_partials)} orphan partial file(s) removed' if self.removed_partials else ''})"
-                   if self.resumed else "")
-        return "\n".join([
-            f"built {self.store}: {self.chunks_solved}/{self.chunks_total} chunk(s) solved{resumed}",
-            f"wall time {self.wall_seconds:.1f} s, {self.channels_per_second:.1f} channels/s, "
-            f"peak memory {format_bytes(self.peak_memory)}"
-            + (f" (largest process {format_bytes(self.peak_process_memory)})"
-               if self.peak_process_memory and self.peak_process_memory < self.peak_memory else "")
-            + f", {self.executor}",
-            failed,
-        ])
+        failed = (
+            f"{len(self.failed_channels)} failed channel(s): {self.failed_channels[:20]}"
+            + (" ..." if len(self.failed_channels) > 20 else "")
+            if self.failed_channels
+            else "no failed channels"
+        )
+        resumed = (
+            f" (resumed: {self.chunks_skipped} chunk(s) already done"
+            f"{f', {len(self.removed_partials)} orphan partial file(s) removed' if self.removed_partials else ''})"
+            if self.resumed
+            else ""
+        )
+        return "\n".join(
+            [
+                f"built {self.store}: {self.chunks_solved}/{self.chunks_total} chunk(s) solved{resumed}",
+                f"wall time {self.wall_seconds:.1f} s, {self.channels_per_second:.1f} channels/s, "
+                f"peak memory {format_bytes(self.peak_memory)}"
+                + (
+                    f" (largest process {format_bytes(self.peak_process_memory)})"
+                    if self.peak_process_memory and self.peak_process_memory < self.peak_memory
+                    else ""
+                )
+                + f", {self.executor}",
+                failed,
+            ]
+        )
 
 
 def _progress_mode(progress: bool | str | None) -> str:
@@ -92,8 +103,10 @@ def _progress_mode(progress: bool | str | None) -> str:
         return "off"
     if progress in ("bar", "log", "summary", "off"):
         return str(progress)
-    raise ValueError("progress must be True, False, None, 'bar', 'log', 'summary' (plan and summary, no "
-                     f"progress lines) or 'off', got {progress!r}")
+    raise ValueError(
+        "progress must be True, False, None, 'bar', 'log', 'summary' (plan and summary, no "
+        f"progress lines) or 'off', got {progress!r}"
+    )
 
 
 def _echo(msg: str, mode: str) -> None:
@@ -138,13 +151,21 @@ def prepare(
     count_usable: bool = True,
 ):
     """Resolve parameters, grid and plan for an RSS Dataset (no store touched): ``(store, grid, plan)``."""
-    pstore = settings.resolve_params(params, method=method, profile=profile, config=config,
-                                     overrides=overrides, rss_attrs=rss.attrs)
+    pstore = settings.resolve_params(
+        params,
+        method=method,
+        profile=profile,
+        config=config,
+        overrides=overrides,
+        rss_attrs=rss.attrs,
+    )
     if sky_subtract:
         pstore = pstore.replace({"sky.enabled": True})
     if pstore["sky.enabled"] and not any(v in rss.variables for v in ("sky_fiber", "sky")):
-        raise ValueError("sky subtraction needs a `sky_fiber` (spectrum) flag or a `sky` (exposure, "
-                         "wavelength) spectrum in the RSS; drop --sky-subtract / sky.enabled or add one")
+        raise ValueError(
+            "sky subtraction needs a `sky_fiber` (spectrum) flag or a `sky` (exposure, "
+            "wavelength) spectrum in the RSS; drop --sky-subtract / sky.enabled or add one"
+        )
     grid = settings.make_grid(rss, pstore)
     n_workers = 1 if scheduler == "synchronous" else (workers or available_cores())
     if wave_chunk is None and max_memory is None:
@@ -155,10 +176,18 @@ def prepare(
             wave_chunk = min(wave_chunk, max(1, -(-n_chan // (4 * n_workers))))
     usable = settings.count_usable(rss, pstore) if count_usable else None
     plan = make_plan(
-        int(rss.sizes["wavelength"]), int(rss.sizes["spectrum"]), len(grid.x), len(grid.y),
-        wave_chunk=wave_chunk, max_memory=max_memory, workers=n_workers, cores=available_cores(),
-        n_usable=usable, output_dtype_bytes=np.dtype(pstore["output.dtype"]).itemsize,
-        method=str(pstore["method"]), n_pairs=_n_pairs(grid, pstore),
+        int(rss.sizes["wavelength"]),
+        int(rss.sizes["spectrum"]),
+        len(grid.x),
+        len(grid.y),
+        wave_chunk=wave_chunk,
+        max_memory=max_memory,
+        workers=n_workers,
+        cores=available_cores(),
+        n_usable=usable,
+        output_dtype_bytes=np.dtype(pstore["output.dtype"]).itemsize,
+        method=str(pstore["method"]),
+        n_pairs=_n_pairs(grid, pstore),
         n_neighbours=_n_neighbours(int(rss.sizes["spectrum"]), grid, pstore),
     )
     pstore = pstore.replace({"engine.wave_chunk": plan.wave_chunk})
@@ -167,8 +196,12 @@ def prepare(
 
 def _n_pairs(grid, pstore) -> int:
     """Number of stored correlation pairs (upper triangle within the maximum separation)."""
-    return C.count_correlation_pairs(len(grid.x), len(grid.y), grid.pixel_scale,
-                                     float(pstore["output.correlation_max_sep_arcsec"]))
+    return C.count_correlation_pairs(
+        len(grid.x),
+        len(grid.y),
+        grid.pixel_scale,
+        float(pstore["output.correlation_max_sep_arcsec"]),
+    )
 
 
 def _n_neighbours(n_samples: int, grid, pstore) -> int:
@@ -193,8 +226,12 @@ def _template(rss: xr.Dataset, pstore, grid, plan: Plan, identity: dict) -> tupl
         list(np.atleast_1d(pstore["output.correlation_wavelengths_angstrom"])),
         [b.strip() for b in str(pstore["output.correlation_bands"]).split(",") if b.strip()],
     )
-    pairs = C.correlation_pairs(len(grid.x), len(grid.y), grid.pixel_scale,
-                                float(pstore["output.correlation_max_sep_arcsec"]))
+    pairs = C.correlation_pairs(
+        len(grid.x),
+        len(grid.y),
+        grid.pixel_scale,
+        float(pstore["output.correlation_max_sep_arcsec"]),
+    )
     attrs: dict[str, Any] = dict(settings.params_attrs(pstore))
     attrs[C.ATTR_VERSION] = crrxr.__version__
     attrs[C.ATTR_FINGERPRINT] = settings.params_fingerprint(pstore)
@@ -205,15 +242,25 @@ def _template(rss: xr.Dataset, pstore, grid, plan: Plan, identity: dict) -> tupl
     attrs[C.ATTR_WCS] = C.canonical_json(settings.wcs_header(grid, ra, dec))
     attrs[C.ATTR_HISTORY] = ""
     attrs["Conventions"] = "CF-1.10"
-    return C.cube_template(rss["wavelength"].values, grid.x, grid.y, plan.wave_chunk, bands, pairs,
-                           attrs, dtype=str(pstore["output.dtype"]))
+    return C.cube_template(
+        rss["wavelength"].values,
+        grid.x,
+        grid.y,
+        plan.wave_chunk,
+        bands,
+        pairs,
+        attrs,
+        dtype=str(pstore["output.dtype"]),
+    )
 
 
 def _check_resume(store: str, pstore, identity: dict) -> None:
     old = S.read_attrs(store)
     if C.ATTR_RSS_IDENTITY not in old or C.ATTR_FINGERPRINT not in old:
-        raise ResumeError(f"{store} was not written by crrxr build (no RSS identity or parameter "
-                          "fingerprint); use --overwrite to start over")
+        raise ResumeError(
+            f"{store} was not written by crrxr build (no RSS identity or parameter "
+            "fingerprint); use --overwrite to start over"
+        )
     old_id = json.loads(old[C.ATTR_RSS_IDENTITY])
     if old_id.get("sha256") != identity["sha256"]:
         diff = [k for k in identity if k != "sha256" and old_id.get(k) != identity[k]]
@@ -267,25 +314,42 @@ def run_build(
             except (KeyError, ValueError, TypeError):
                 pass
         pstore, grid, plan = prepare(
-            rds, params, method=method, profile=profile, config=config, overrides=overrides,
-            scheduler=scheduler, workers=workers, max_memory=max_memory, wave_chunk=wave_chunk,
+            rds,
+            params,
+            method=method,
+            profile=profile,
+            config=config,
+            overrides=overrides,
+            scheduler=scheduler,
+            workers=workers,
+            max_memory=max_memory,
+            wave_chunk=wave_chunk,
             sky_subtract=sky_subtract,
         )
         identity = S.rss_identity(rds)
         ex = executor or make_executor(scheduler, plan.workers, memory_limit=plan.budget_bytes)
-        _echo(f"crrxr build: {src.path if not isinstance(rss, xr.Dataset) else 'RSS Dataset'} -> "
-              f"{store} ({pstore['method']})\n{plan.describe()}\nexecutor:        {ex.describe()}", mode)
+        _echo(
+            f"crrxr build: {src.path if not isinstance(rss, xr.Dataset) else 'RSS Dataset'} -> "
+            f"{store} ({pstore['method']})\n{plan.describe()}\nexecutor:        {ex.describe()}",
+            mode,
+        )
 
         if not exists and S.store_has_content(store) and not overwrite:
-            raise ResumeError(f"{store} exists but is not a cube store; use --overwrite to replace it")
+            raise ResumeError(
+                f"{store} exists but is not a cube store; use --overwrite to replace it"
+            )
         if exists and not (resume or overwrite):
-            raise ResumeError(f"{store} already exists; use --resume to finish it or --overwrite to "
-                              "start over")
+            raise ResumeError(
+                f"{store} already exists; use --resume to finish it or --overwrite to start over"
+            )
         with StoreLock(store) as lock:
             if lock.took_over:
-                log.warning("took over a stale lock of pid %s on %s (started %s)",
-                            lock.took_over.get("pid"), lock.took_over.get("host"),
-                            lock.took_over.get("acquired"))
+                log.warning(
+                    "took over a stale lock of pid %s on %s (started %s)",
+                    lock.took_over.get("pid"),
+                    lock.took_over.get("host"),
+                    lock.took_over.get("acquired"),
+                )
             removed: list[str] = []
             resumed = False
             if exists and resume:
@@ -293,8 +357,10 @@ def run_build(
                     _check_resume(store, pstore, identity)
                     S.read_ledger(store)
                 except (KeyError, FileNotFoundError, zarr.errors.BaseZarrError) as exc:
-                    raise ResumeError(f"{store} is not a complete cube template ({exc}); use "
-                                      "--overwrite to start over") from exc
+                    raise ResumeError(
+                        f"{store} is not a complete cube template ({exc}); use "
+                        "--overwrite to start over"
+                    ) from exc
                 removed = S.remove_partials(store)
                 S.drop_consolidated(store)
                 resumed = True
@@ -303,20 +369,40 @@ def run_build(
                     S.clear_store(store)
                 template, encoding = _template(rds, pstore, grid, plan, identity)
                 with S.lock_file_tolerated():
-                    template.to_zarr(store, mode="a", compute=False, consolidated=False,
-                                     zarr_format=3, encoding=encoding)
+                    template.to_zarr(
+                        store,
+                        mode="a",
+                        compute=False,
+                        consolidated=False,
+                        zarr_format=3,
+                        encoding=encoding,
+                    )
             ledger = S.read_ledger(store)
             if len(ledger) != plan.n_chunks:
-                raise ResumeError(f"{store} has {len(ledger)} ledger entries but the plan has "
-                                  f"{plan.n_chunks} chunks; use --overwrite to start over")
-            tasks = make_tasks(src.path, store, pstore, grid, plan, rds,
-                               todo=[k for k in range(plan.n_chunks) if not ledger[k]])
+                raise ResumeError(
+                    f"{store} has {len(ledger)} ledger entries but the plan has "
+                    f"{plan.n_chunks} chunks; use --overwrite to start over"
+                )
+            tasks = make_tasks(
+                src.path,
+                store,
+                pstore,
+                grid,
+                plan,
+                rds,
+                todo=[k for k in range(plan.n_chunks) if not ledger[k]],
+            )
             if resumed:
-                _echo(f"crrxr build: resuming, {plan.n_chunks - len(tasks)}/{plan.n_chunks} chunk(s) "
-                      f"already done" + (f", removed {len(removed)} orphan partial file(s)" if removed else ""),
-                      mode)
-            graph = [dask.delayed(solve_chunk, pure=True)(t, dask_key_name=f"solve_chunk-{t.index}")
-                     for t in tasks]
+                _echo(
+                    f"crrxr build: resuming, {plan.n_chunks - len(tasks)}/{plan.n_chunks} chunk(s) "
+                    f"already done"
+                    + (f", removed {len(removed)} orphan partial file(s)" if removed else ""),
+                    mode,
+                )
+            graph = [
+                dask.delayed(solve_chunk, pure=True)(t, dask_key_name=f"solve_chunk-{t.index}")
+                for t in tasks
+            ]
             results: list[ChunkResult] = []
             with PeakMemory() as peak:
                 if graph:  # nothing to start (no cluster) when every chunk is already done
@@ -330,21 +416,35 @@ def run_build(
             messages = [m for r in results for m in r.messages]
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             old_history = S.read_attrs(store).get(C.ATTR_HISTORY, "")
-            line = (f"{stamp} crrxr {crrxr.__version__} build method={pstore['method']} "
-                    f"chunks={len(tasks)}/{plan.n_chunks}{' resumed' if resumed else ''} "
-                    f"executor={ex.name}")
-            S.update_attrs(store, {
-                C.ATTR_FAILED: json.dumps(failed),
-                C.ATTR_HISTORY: (old_history + "\n" + line).strip(),
-            })
+            line = (
+                f"{stamp} crrxr {crrxr.__version__} build method={pstore['method']} "
+                f"chunks={len(tasks)}/{plan.n_chunks}{' resumed' if resumed else ''} "
+                f"executor={ex.name}"
+            )
+            S.update_attrs(
+                store,
+                {
+                    C.ATTR_FAILED: json.dumps(failed),
+                    C.ATTR_HISTORY: (old_history + "\n" + line).strip(),
+                },
+            )
             S.consolidate(store)
         report = BuildReport(
-            store=store, plan=plan, executor=ex.describe(), chunks_total=plan.n_chunks,
-            chunks_solved=len(tasks), chunks_skipped=plan.n_chunks - len(tasks),
-            channels_solved=sum(r.n_channels for r in results), solve_seconds=solve_seconds,
-            wall_seconds=time.perf_counter() - t0, peak_memory=peak.peak,
-            peak_process_memory=peak.peak_process, failed_channels=failed,
-            failure_messages=messages, resumed=resumed, removed_partials=removed,
+            store=store,
+            plan=plan,
+            executor=ex.describe(),
+            chunks_total=plan.n_chunks,
+            chunks_solved=len(tasks),
+            chunks_skipped=plan.n_chunks - len(tasks),
+            channels_solved=sum(r.n_channels for r in results),
+            solve_seconds=solve_seconds,
+            wall_seconds=time.perf_counter() - t0,
+            peak_memory=peak.peak,
+            peak_process_memory=peak.peak_process,
+            failed_channels=failed,
+            failure_messages=messages,
+            resumed=resumed,
+            removed_partials=removed,
         )
         _echo(report.summary(), mode)
         return report
@@ -352,8 +452,9 @@ def run_build(
         src.close()
 
 
-def make_tasks(rss_path: str, store: str, pstore, grid, plan: Plan, rss: xr.Dataset,
-               todo: list[int]) -> list[ChunkTask]:
+def make_tasks(
+    rss_path: str, store: str, pstore, grid, plan: Plan, rss: xr.Dataset, todo: list[int]
+) -> list[ChunkTask]:
     """One :class:`ChunkTask` per chunk index in ``todo`` (sky subtraction when ``sky.enabled``)."""
     sky_method = str(pstore["sky.method"]) if bool(pstore["sky.enabled"]) else None
     band_index = [int(i) for i in zarr.open_array(store, path=C.BAND_INDEX, mode="r")[:]]
@@ -363,16 +464,25 @@ def make_tasks(rss_path: str, store: str, pstore, grid, plan: Plan, rss: xr.Data
     for k in todo:
         sl = slices[k]
         bands = tuple((b, ch) for b, ch in enumerate(band_index) if sl.start <= ch < sl.stop)
-        tasks.append(ChunkTask(
-            index=k, start=sl.start, stop=sl.stop, rss_path=os.path.abspath(rss_path),
-            store_path=os.path.abspath(store), pixel_scale=float(grid.pixel_scale),
-            nside=len(grid.x), config=cfg,
-            lambda_ref=float(pstore["seeing.lambda_ref_angstrom"]),
-            seeing_exponent=float(pstore["seeing.exponent"]),
-            out_dtype=str(pstore["output.dtype"]), bands=bands,
-            max_sep=float(pstore["output.correlation_max_sep_arcsec"]),
-            blas_threads=plan.blas_threads, sky_method=sky_method,
-        ))
+        tasks.append(
+            ChunkTask(
+                index=k,
+                start=sl.start,
+                stop=sl.stop,
+                rss_path=os.path.abspath(rss_path),
+                store_path=os.path.abspath(store),
+                pixel_scale=float(grid.pixel_scale),
+                nside=len(grid.x),
+                config=cfg,
+                lambda_ref=float(pstore["seeing.lambda_ref_angstrom"]),
+                seeing_exponent=float(pstore["seeing.exponent"]),
+                out_dtype=str(pstore["output.dtype"]),
+                bands=bands,
+                max_sep=float(pstore["output.correlation_max_sep_arcsec"]),
+                blas_threads=plan.blas_threads,
+                sky_method=sky_method,
+            )
+        )
     return tasks
 
 
@@ -403,9 +513,22 @@ def build_cube(
     interrupted build of the same RSS and parameters; ``overwrite`` starts over. ``progress``: None
     (a bar on a terminal, log lines otherwise), True, False. Returns ``xr.open_zarr(store)``.
     """
-    run_build(rss, store, params, scheduler=scheduler, workers=workers, max_memory=max_memory,
-              wave_chunk=wave_chunk, resume=resume, overwrite=overwrite, progress=progress,
-              method=method, profile=profile, sky_subtract=sky_subtract, **kwargs)
+    run_build(
+        rss,
+        store,
+        params,
+        scheduler=scheduler,
+        workers=workers,
+        max_memory=max_memory,
+        wave_chunk=wave_chunk,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        method=method,
+        profile=profile,
+        sky_subtract=sky_subtract,
+        **kwargs,
+    )
     return xr.open_zarr(os.fspath(store))
 
 

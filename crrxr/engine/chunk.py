@@ -82,8 +82,12 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
         part = read_rss_slice(task.rss_path, task.start, task.stop, task.sky_method)
         wave = part["wavelength"].values
         exp_index = part["exposure_index"].values.astype(np.int64)
-        fwhm = seeing_at(part["seeing_fwhm"].values[exp_index][:, None], wave[None, :],
-                         task.lambda_ref, task.seeing_exponent)
+        fwhm = seeing_at(
+            part["seeing_fwhm"].values[exp_index][:, None],
+            wave[None, :],
+            task.lambda_ref,
+            task.seeing_exponent,
+        )
         grid = Grid(task.pixel_scale, task.nside)
         pairs = None
         want: tuple[int, ...] = ()
@@ -91,15 +95,26 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
             pairs = C.correlation_pairs(task.nside, task.nside, task.pixel_scale, task.max_sep)
             want = tuple(sorted({ch - task.start for _, ch in task.bands}))
         res = reconstruct_block(
-            part["xpos"].values, part["ypos"].values, fwhm,
-            part["flux"].values, part["ivar"].values, part["mask"].values,
-            grid, task.config, correlation_pairs=pairs, want=want,
+            part["xpos"].values,
+            part["ypos"].values,
+            fwhm,
+            part["flux"].values,
+            part["ivar"].values,
+            part["mask"].values,
+            grid,
+            task.config,
+            correlation_pairs=pairs,
+            want=want,
         )
     write_chunk(task, res)
     failed = tuple(int(task.start + i) for i in np.flatnonzero(res.failed))
-    messages = tuple(f"wavelength index {task.start + i}: {m}" for i, m in enumerate(res.messages) if m)
+    messages = tuple(
+        f"wavelength index {task.start + i}: {m}" for i, m in enumerate(res.messages) if m
+    )
     seconds = time.perf_counter() - t0
-    log.info("solved chunk %d (channels %d:%d) in %.2f s", task.index, task.start, task.stop, seconds)
+    log.info(
+        "solved chunk %d (channels %d:%d) in %.2f s", task.index, task.start, task.stop, seconds
+    )
     return ChunkResult(task.index, task.stop - task.start, failed, messages, seconds, os.getpid())
 
 

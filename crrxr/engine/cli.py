@@ -9,30 +9,72 @@ from crrxr.executors import SCHEDULER_NAMES
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("rss", help="RSS Zarr store (crrxr simulate / crrxr ingest output)")
-    p.add_argument("--method", choices=("crr", "shepard"), default=None,
-                   help="reconstruction method (default: the profile's, else crr)")
-    p.add_argument("--profile", default=None, help="instrument profile, e.g. manga-127 (crrxr params list)")
-    p.add_argument("--config", default=None, metavar="FILE.yaml", help="YAML file of parameter values")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one parameter, e.g. --set crr.lambda=1e-4 (repeatable)")
+    p.add_argument(
+        "--method",
+        choices=("crr", "shepard"),
+        default=None,
+        help="reconstruction method (default: the profile's, else crr)",
+    )
+    p.add_argument(
+        "--profile", default=None, help="instrument profile, e.g. manga-127 (crrxr params list)"
+    )
+    p.add_argument(
+        "--config", default=None, metavar="FILE.yaml", help="YAML file of parameter values"
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter, e.g. --set crr.lambda=1e-4 (repeatable)",
+    )
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--wave-chunk", type=int, default=None, metavar="N",
-                      help="wavelength channels per task (default: engine.wave_chunk)")
-    size.add_argument("--max-memory", default=None, metavar="SIZE",
-                      help="memory budget per worker, e.g. 2GB; the chunk length is planned from it")
-    p.add_argument("--scheduler", default="threads", metavar="NAME|ADDRESS",
-                   help=f"{' | '.join(SCHEDULER_NAMES)} | a scheduler address tcp://host:port "
-                        "(default: threads)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="parallel tasks / workers (default: the cores available)")
-    p.add_argument("--sky-subtract", action="store_true",
-                   help="subtract the sky (crrxr.io.sky.subtract_sky) inside each task before the solve")
+    size.add_argument(
+        "--wave-chunk",
+        type=int,
+        default=None,
+        metavar="N",
+        help="wavelength channels per task (default: engine.wave_chunk)",
+    )
+    size.add_argument(
+        "--max-memory",
+        default=None,
+        metavar="SIZE",
+        help="memory budget per worker, e.g. 2GB; the chunk length is planned from it",
+    )
+    p.add_argument(
+        "--scheduler",
+        default="threads",
+        metavar="NAME|ADDRESS",
+        help=f"{' | '.join(SCHEDULER_NAMES)} | a scheduler address tcp://host:port "
+        "(default: threads)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="parallel tasks / workers (default: the cores available)",
+    )
+    p.add_argument(
+        "--sky-subtract",
+        action="store_true",
+        help="subtract the sky (crrxr.io.sky.subtract_sky) inside each task before the solve",
+    )
 
 
 def _kwargs(args: argparse.Namespace) -> dict:
-    return dict(method=args.method, profile=args.profile, config=args.config,
-                overrides=args.overrides or None, scheduler=args.scheduler, workers=args.workers,
-                max_memory=args.max_memory, wave_chunk=args.wave_chunk)
+    return dict(
+        method=args.method,
+        profile=args.profile,
+        config=args.config,
+        overrides=args.overrides or None,
+        scheduler=args.scheduler,
+        workers=args.workers,
+        max_memory=args.max_memory,
+        wave_chunk=args.wave_chunk,
+    )
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -42,8 +84,15 @@ def _build(args: argparse.Namespace) -> int:
     # Failed channels are flagged DONOTUSE, listed in attrs and in the summary; the build succeeded.
     # --no-progress drops the progress bar / lines, never the plan and the final summary
     progress = "summary" if args.progress is False else args.progress
-    run_build(args.rss, args.cube, resume=args.resume, overwrite=args.overwrite,
-              progress=progress, sky_subtract=args.sky_subtract, **kw)
+    run_build(
+        args.rss,
+        args.cube,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=progress,
+        sky_subtract=args.sky_subtract,
+        **kw,
+    )
     return 0
 
 
@@ -59,22 +108,35 @@ def _estimate(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers) -> None:
-    b = subparsers.add_parser("build", help="reconstruct a cube from an RSS (chunked, resumable)",
-                              description="Reconstruct a CRR or Shepard cube from an RSS Zarr store "
-                                          "into a Zarr cube, chunk by chunk over wavelength.")
+    b = subparsers.add_parser(
+        "build",
+        help="reconstruct a cube from an RSS (chunked, resumable)",
+        description="Reconstruct a CRR or Shepard cube from an RSS Zarr store "
+        "into a Zarr cube, chunk by chunk over wavelength.",
+    )
     _common(b)
     b.add_argument("cube", help="output cube Zarr store")
     again = b.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true",
-                       help="finish an interrupted build (same RSS and parameters)")
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish an interrupted build (same RSS and parameters)",
+    )
     again.add_argument("--overwrite", action="store_true", help="replace an existing cube store")
-    b.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on a terminal / log lines otherwise (default: on); the plan and the "
-                        "final summary are printed either way")
+    b.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on a terminal / log lines otherwise (default: on); the plan and the "
+        "final summary are printed either way",
+    )
     b.set_defaults(func=_build)
 
-    e = subparsers.add_parser("estimate", help="print the build plan (chunks, memory) without running",
-                              description="Plan a build: channels, chunks, pixels, samples, memory per "
-                                          "task and output size; refuses plans that cannot work.")
+    e = subparsers.add_parser(
+        "estimate",
+        help="print the build plan (chunks, memory) without running",
+        description="Plan a build: channels, chunks, pixels, samples, memory per "
+        "task and output size; refuses plans that cannot work.",
+    )
     _common(e)
     e.set_defaults(func=_estimate)

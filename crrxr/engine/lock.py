@@ -89,7 +89,9 @@ class StoreLock:
                 continue
             stale.unlink(missing_ok=True)
             self.took_over = info
-        raise StoreLockedError(f"could not take the lock {self.path}; another build is contending for it")
+        raise StoreLockedError(
+            f"could not take the lock {self.path}; another build is contending for it"
+        )
 
     def release(self) -> None:
         if self.held:

@@ -52,8 +52,9 @@ NEIGHBOUR_BYTES = 100
 PAIR_BYTES = 300
 
 
-def channel_bytes(n_samples: int, n_pixels: int, method: str = "crr", n_pairs: int = 0,
-                  n_neighbours: int = 0) -> int:
+def channel_bytes(
+    n_samples: int, n_pixels: int, method: str = "crr", n_pairs: int = 0, n_neighbours: int = 0
+) -> int:
     """Working set of one channel's solve (bytes): independent of the chunk length.
 
     ``n_neighbours``: sample-pixel pairs within the kernel's reach (the sparse geometry); CRR adds
@@ -77,11 +78,18 @@ def per_channel_bytes(n_samples: int, n_pixels: int) -> int:
     return 2 * 44 * n_samples + 28 * n_pixels
 
 
-def task_bytes(n_samples: int, n_pixels: int, wave_chunk: int, method: str = "crr",
-               n_pairs: int = 0, n_neighbours: int = 0) -> int:
+def task_bytes(
+    n_samples: int,
+    n_pixels: int,
+    wave_chunk: int,
+    method: str = "crr",
+    n_pairs: int = 0,
+    n_neighbours: int = 0,
+) -> int:
     """Estimated peak memory of one task solving ``wave_chunk`` channels (bytes)."""
-    return (channel_bytes(n_samples, n_pixels, method, n_pairs, n_neighbours)
-            + wave_chunk * per_channel_bytes(n_samples, n_pixels))
+    return channel_bytes(
+        n_samples, n_pixels, method, n_pairs, n_neighbours
+    ) + wave_chunk * per_channel_bytes(n_samples, n_pixels)
 
 
 def usable_bytes(budget: int) -> int:
@@ -127,15 +135,17 @@ class Plan:
         budget = format_bytes(self.budget_bytes) if self.budget_bytes else "none given"
         usable = "" if self.n_usable is None else f" ({self.n_usable} usable samples in all)"
         last = self.n_channels - (self.n_chunks - 1) * self.wave_chunk
-        return "\n".join([
-            f"channels:        {self.n_channels}",
-            f"chunks:          {self.n_chunks} x {self.wave_chunk} channels (last {last})",
-            f"pixels:          {self.nx} x {self.ny} = {self.n_pixels}",
-            f"samples:         {self.n_samples} per channel{usable}",
-            f"memory per task: {format_bytes(self.task_bytes)} (budget per worker: {budget})",
-            f"workers:         {self.workers} x {self.blas_threads} BLAS thread(s)",
-            f"output size:     {format_bytes(self.output_bytes)} (flux, ivar, mask uncompressed)",
-        ])
+        return "\n".join(
+            [
+                f"channels:        {self.n_channels}",
+                f"chunks:          {self.n_chunks} x {self.wave_chunk} channels (last {last})",
+                f"pixels:          {self.nx} x {self.ny} = {self.n_pixels}",
+                f"samples:         {self.n_samples} per channel{usable}",
+                f"memory per task: {format_bytes(self.task_bytes)} (budget per worker: {budget})",
+                f"workers:         {self.workers} x {self.blas_threads} BLAS thread(s)",
+                f"output size:     {format_bytes(self.output_bytes)} (flux, ivar, mask uncompressed)",
+            ]
+        )
 
 
 def make_plan(

@@ -65,8 +65,10 @@ def resolve_params(
                 raise ValueError(f"{config}: expected a mapping of parameter keys")
             base = data.pop("profile", None)
             if base is not None and str(base) != str(profile):
-                raise ValueError(f"{config} names the base profile {base!r} but --profile {profile!r} "
-                                 "was given too; keep one of them")
+                raise ValueError(
+                    f"{config} names the base profile {base!r} but --profile {profile!r} "
+                    "was given too; keep one of them"
+                )
             data.pop("description", None)
             layers.update(flatten_keys(data, str(config)))
     if isinstance(params, ParameterStore):
@@ -84,15 +86,19 @@ def resolve_params(
     if method is not None:
         layers["method"] = method
     store = load_profile(profile, overrides=layers or None, spec=spec)
-    return _apply_rss_fiber_radius(store, rss_attrs, explicit=profile is not None
-                                   or isinstance(params, ParameterStore) or RADIUS_KEY in layers)
+    return _apply_rss_fiber_radius(
+        store,
+        rss_attrs,
+        explicit=profile is not None or isinstance(params, ParameterStore) or RADIUS_KEY in layers,
+    )
 
 
 RADIUS_KEY = "kernel.fiber_radius_arcsec"
 
 
-def _apply_rss_fiber_radius(store: ParameterStore, rss_attrs: Mapping[str, Any] | None,
-                            explicit: bool) -> ParameterStore:
+def _apply_rss_fiber_radius(
+    store: ParameterStore, rss_attrs: Mapping[str, Any] | None, explicit: bool
+) -> ParameterStore:
     """Take the RSS's recorded top-hat radius where nothing set one (see :func:`resolve_params`)."""
     hint = (rss_attrs or {}).get(ATTR_FIBER_RADIUS)
     if hint is None:
@@ -102,8 +108,12 @@ def _apply_rss_fiber_radius(store: ParameterStore, rss_attrs: Mapping[str, Any] 
         log.info("using the RSS's fiber radius %.6g arcsec (attr %s)", hint, ATTR_FIBER_RADIUS)
         return store.replace({RADIUS_KEY: hint})
     if not np.isclose(hint, float(store[RADIUS_KEY]), rtol=1e-9, atol=0.0):
-        log.warning("%s = %.6g arcsec differs from the RSS's recorded fiber radius %.6g arcsec",
-                    RADIUS_KEY, float(store[RADIUS_KEY]), hint)
+        log.warning(
+            "%s = %.6g arcsec differs from the RSS's recorded fiber radius %.6g arcsec",
+            RADIUS_KEY,
+            float(store[RADIUS_KEY]),
+            hint,
+        )
     return store
 
 
@@ -143,8 +153,9 @@ def make_grid(rss: xr.Dataset, p: Mapping[str, Any]) -> Grid:
         return Grid.for_extent(scale, extent)
     ext = [rss[v].min().compute().item() for v in ("xpos", "ypos")]
     ext += [rss[v].max().compute().item() for v in ("xpos", "ypos")]
-    return Grid.covering(np.array(ext[0::2]), np.array(ext[1::2]), scale,
-                         float(p["grid.margin_arcsec"]))
+    return Grid.covering(
+        np.array(ext[0::2]), np.array(ext[1::2]), scale, float(p["grid.margin_arcsec"])
+    )
 
 
 def count_usable(rss: xr.Dataset, p: Mapping[str, Any]) -> int:
@@ -152,7 +163,6 @@ def count_usable(rss: xr.Dataset, p: Mapping[str, Any]) -> int:
     bad = np.uint32(int(p["mask.bad_bits"]))
     ok = (rss["ivar"] > 0) & np.isfinite(rss["flux"]) & ((rss["mask"] & bad) == 0)
     return int(ok.sum().compute())
-
 
 
 def params_attrs(p: ParameterStore) -> dict[str, str]:
@@ -169,6 +179,7 @@ def params_fingerprint(p: ParameterStore) -> str:
 
 def params_diff(old_attrs: Mapping[str, Any], new_attrs: Mapping[str, Any]) -> list[str]:
     """Keys whose encoded values differ between two ``crrxr_params`` attrs (sorted)."""
+
     def values(a):
         try:
             return json.loads(a[PARAMS_ATTR])["values"]
@@ -181,4 +192,6 @@ def params_diff(old_attrs: Mapping[str, Any], new_attrs: Mapping[str, Any]) -> l
 
 def wcs_header(grid: Grid, ra: float | None, dec: float | None) -> dict[str, object]:
     """Celestial WCS of the grid; CRVAL = (0, 0) when the RSS gives no IFU centre."""
-    return grid.wcs_header(float(ra) if ra is not None else 0.0, float(dec) if dec is not None else 0.0)
+    return grid.wcs_header(
+        float(ra) if ra is not None else 0.0, float(dec) if dec is not None else 0.0
+    )

@@ -103,7 +103,9 @@ def read_failed_channels(store: str | os.PathLike) -> list[int]:
 def lock_file_tolerated():
     """Silence zarr's warning about the build lock file while it sits in the store."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Object at \S*crrxr-build\.lock is not recognized")
+        warnings.filterwarnings(
+            "ignore", message=r"Object at \S*crrxr-build\.lock is not recognized"
+        )
         yield
 
 

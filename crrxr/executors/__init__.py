@@ -6,14 +6,22 @@ from crrxr.executors.base import Executor, ProgressLog, available_cores
 from crrxr.executors.distributed import DistributedExecutor
 from crrxr.executors.local import LocalExecutor
 
-__all__ = ["Executor", "LocalExecutor", "DistributedExecutor", "ProgressLog", "available_cores",
-           "make_executor", "SCHEDULER_NAMES"]
+__all__ = [
+    "Executor",
+    "LocalExecutor",
+    "DistributedExecutor",
+    "ProgressLog",
+    "available_cores",
+    "make_executor",
+    "SCHEDULER_NAMES",
+]
 
 SCHEDULER_NAMES = ("synchronous", "threads", "processes", "distributed")
 
 
-def make_executor(scheduler: str = "threads", workers: int | None = None,
-                  memory_limit: int | None = None) -> Executor:
+def make_executor(
+    scheduler: str = "threads", workers: int | None = None, memory_limit: int | None = None
+) -> Executor:
     """The executor for a ``--scheduler`` value: a local scheduler name, ``distributed`` (a
     LocalCluster started for the run) or a scheduler address such as ``tcp://10.0.0.1:8786``."""
     n = workers or available_cores()

@@ -27,8 +27,13 @@ def available_cores() -> int:
 class ProgressLog:
     """Plain progress lines for a non-terminal: at most one every ``interval`` seconds, and the last."""
 
-    def __init__(self, total: int, label: str = "chunks", interval: float = 10.0,
-                 stream: TextIO | None = None):
+    def __init__(
+        self,
+        total: int,
+        label: str = "chunks",
+        interval: float = 10.0,
+        stream: TextIO | None = None,
+    ):
         self.total = total
         self.label = label
         self.interval = interval
@@ -43,8 +48,12 @@ class ProgressLog:
         if now - self._last >= self.interval or self.done == self.total:
             self._last = now
             pct = 100.0 * self.done / max(self.total, 1)
-            print(f"crrxr: {self.done}/{self.total} {self.label} done ({pct:.0f}%, "
-                  f"{now - self.t0:.1f} s)", file=self.stream, flush=True)
+            print(
+                f"crrxr: {self.done}/{self.total} {self.label} done ({pct:.0f}%, "
+                f"{now - self.t0:.1f} s)",
+                file=self.stream,
+                flush=True,
+            )
 
 
 class Executor(ABC):
@@ -67,8 +76,13 @@ class Executor(ABC):
         return None
 
     @abstractmethod
-    def compute(self, tasks: Sequence[Any], *, progress: str = "off",
-                on_result: Callable[[Any], None] | None = None) -> list[Any]:
+    def compute(
+        self,
+        tasks: Sequence[Any],
+        *,
+        progress: str = "off",
+        on_result: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
         """Run ``tasks`` (dask Delayed) and return their results in order.
 
         ``progress``: ``"bar"`` (a progress bar, for a terminal), ``"log"`` (periodic lines) or

@@ -27,7 +27,9 @@ class DistributedExecutor(Executor):
 
     name = "distributed"
 
-    def __init__(self, workers: int = 1, memory_limit: int | None = None, address: str | None = None):
+    def __init__(
+        self, workers: int = 1, memory_limit: int | None = None, address: str | None = None
+    ):
         super().__init__(workers)
         self.memory_limit = memory_limit
         self.address = address
@@ -84,8 +86,13 @@ class DistributedExecutor(Executor):
         info = self.client.scheduler_info().get("workers", {})
         return [int(w["pid"]) for w in info.values() if "pid" in w]
 
-    def compute(self, tasks: Sequence[Any], *, progress: str = "off",
-                on_result: Callable[[Any], None] | None = None) -> list[Any]:
+    def compute(
+        self,
+        tasks: Sequence[Any],
+        *,
+        progress: str = "off",
+        on_result: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
         from distributed import as_completed
         from distributed import progress as dist_progress
 

@@ -38,8 +38,13 @@ class LocalExecutor(Executor):
         super().__init__(1 if scheduler == "synchronous" else workers)
         self.name = scheduler
 
-    def compute(self, tasks: Sequence[Any], *, progress: str = "off",
-                on_result: Callable[[Any], None] | None = None) -> list[Any]:
+    def compute(
+        self,
+        tasks: Sequence[Any],
+        *,
+        progress: str = "off",
+        on_result: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
         if not tasks:
             return []
         kwargs: dict[str, Any] = {"scheduler": self.name}

@@ -4,4 +4,12 @@ from .cube import cube_template
 from .rss import open_rss
 from .schema import RSSReport, SchemaError, check_rss, inspect_rss, validate_rss
 
-__all__ = ["RSSReport", "SchemaError", "check_rss", "cube_template", "inspect_rss", "open_rss", "validate_rss"]
+__all__ = [
+    "RSSReport",
+    "SchemaError",
+    "check_rss",
+    "cube_template",
+    "inspect_rss",
+    "open_rss",
+    "validate_rss",
+]

@@ -19,9 +19,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "coordinates and, chunk by chunk, ivar/mask/positions (never the flux).",
     )
     p.add_argument("path", help="RSS Zarr store")
-    p.add_argument("--bad-bits", type=lambda s: int(s, 0), default=None,
-                   help="RSS mask bits that make a sample unusable (default: the store's mask.bad_bits "
-                   "or 0b11111)")
+    p.add_argument(
+        "--bad-bits",
+        type=lambda s: int(s, 0),
+        default=None,
+        help="RSS mask bits that make a sample unusable (default: the store's mask.bad_bits "
+        "or 0b11111)",
+    )
     p.set_defaults(func=_validate)
 
 

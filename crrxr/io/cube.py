@@ -41,7 +41,15 @@ CHUNK_VARIABLES: tuple[str, ...] = (FLUX, IVAR, MASK, CHANNEL_FAILED)
 #: Variables written per band (one zarr chunk per band).
 BAND_VARIABLES: tuple[str, ...] = (PSF, CORRELATION)
 DATA_VARIABLES: tuple[str, ...] = (
-    FLUX, IVAR, MASK, CHANNEL_FAILED, CHUNK_DONE, PSF, CORRELATION, BAND_WAVELENGTH, BAND_INDEX,
+    FLUX,
+    IVAR,
+    MASK,
+    CHANNEL_FAILED,
+    CHUNK_DONE,
+    PSF,
+    CORRELATION,
+    BAND_WAVELENGTH,
+    BAND_INDEX,
 )
 
 # Attribute names.
@@ -113,7 +121,9 @@ def count_correlation_pairs(nx: int, ny: int, pixel_scale: float, max_sep: float
     return int(np.sum(np.clip(ny - dy, 0, None) * np.clip(nx - np.abs(dx), 0, None)))
 
 
-def correlation_pairs(nx: int, ny: int, pixel_scale: float, max_sep: float) -> tuple[np.ndarray, np.ndarray]:
+def correlation_pairs(
+    nx: int, ny: int, pixel_scale: float, max_sep: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Flat pixel index pairs (i <= j, ``iy * nx + ix``) separated by at most ``max_sep`` arcsec.
 
     Returns two (n_pair,) int32 arrays sorted by (i, j); the diagonal (i == j) is included.
@@ -178,32 +188,87 @@ def cube_template(
         return da.zeros(shape, dtype=dt, chunks=chunks)
 
     data_vars = {
-        FLUX: (cube, zeros((nw, ny, nx), dtype, (wc, ny, nx)),
-               {"units": flux_units, "long_name": "reconstructed flux per spaxel"}),
-        IVAR: (cube, zeros((nw, ny, nx), dtype, (wc, ny, nx)),
-               {"units": f"({flux_units})-2", "long_name": "inverse variance of flux (covariance diagonal)"}),
+        FLUX: (
+            cube,
+            zeros((nw, ny, nx), dtype, (wc, ny, nx)),
+            {"units": flux_units, "long_name": "reconstructed flux per spaxel"},
+        ),
+        IVAR: (
+            cube,
+            zeros((nw, ny, nx), dtype, (wc, ny, nx)),
+            {
+                "units": f"({flux_units})-2",
+                "long_name": "inverse variance of flux (covariance diagonal)",
+            },
+        ),
         MASK: (cube, zeros((nw, ny, nx), np.uint32, (wc, ny, nx)), mask_attrs()),
-        CHANNEL_FAILED: ((WAVELENGTH,), zeros((nw,), np.uint8, (wc,)),
-                         {"long_name": "1 where the channel's solve failed (pixels DONOTUSE)"}),
-        CHUNK_DONE: ((WAVELENGTH_CHUNK,), zeros((nchunk,), np.uint8, (1,)),
-                     {"long_name": "completion ledger: 1 once every output of the wavelength chunk is written",
-                      ATTR_WAVE_CHUNK: wc}),
-        PSF: ((BAND, Y, X), zeros((nb, ny, nx), dtype, (1, ny, nx)),
-              {"units": "spaxel-1", "long_name": "reconstructed image of a unit point source at the IFU centre"}),
-        CORRELATION: ((BAND, PAIR), zeros((nb, npair), np.float64, (1, max(npair, 1))),
-                      {"long_name": "correlation coefficient between pixels pair_i and pair_j"}),
-        BAND_WAVELENGTH: ((BAND,), bands.wavelength.astype(np.float64),
-                          {"units": "Angstrom", "long_name": "wavelength of the band's channel"}),
-        BAND_INDEX: ((BAND,), bands.index.astype(np.int64),
-                     {"long_name": "channel index of the band into wavelength"}),
+        CHANNEL_FAILED: (
+            (WAVELENGTH,),
+            zeros((nw,), np.uint8, (wc,)),
+            {"long_name": "1 where the channel's solve failed (pixels DONOTUSE)"},
+        ),
+        CHUNK_DONE: (
+            (WAVELENGTH_CHUNK,),
+            zeros((nchunk,), np.uint8, (1,)),
+            {
+                "long_name": "completion ledger: 1 once every output of the wavelength chunk is written",
+                ATTR_WAVE_CHUNK: wc,
+            },
+        ),
+        PSF: (
+            (BAND, Y, X),
+            zeros((nb, ny, nx), dtype, (1, ny, nx)),
+            {
+                "units": "spaxel-1",
+                "long_name": "reconstructed image of a unit point source at the IFU centre",
+            },
+        ),
+        CORRELATION: (
+            (BAND, PAIR),
+            zeros((nb, npair), np.float64, (1, max(npair, 1))),
+            {"long_name": "correlation coefficient between pixels pair_i and pair_j"},
+        ),
+        BAND_WAVELENGTH: (
+            (BAND,),
+            bands.wavelength.astype(np.float64),
+            {"units": "Angstrom", "long_name": "wavelength of the band's channel"},
+        ),
+        BAND_INDEX: (
+            (BAND,),
+            bands.index.astype(np.int64),
+            {"long_name": "channel index of the band into wavelength"},
+        ),
     }
     coords = {
-        WAVELENGTH: (WAVELENGTH, wavelength, {"units": "Angstrom", "long_name": "wavelength (vacuum/air as the RSS)"}),
-        X: (X, np.asarray(x, dtype=np.float64), {"units": "arcsec", "long_name": "pixel centre, +x = West"}),
-        Y: (Y, np.asarray(y, dtype=np.float64), {"units": "arcsec", "long_name": "pixel centre, +y = North"}),
-        BAND: (BAND, np.asarray(bands.names, dtype=object)),  # variable-length strings (zarr v3 "string")
-        PAIR_I: (PAIR, pair_i.astype(np.int32), {"long_name": "flat pixel index iy * nx + ix (i <= j)"}),
-        PAIR_J: (PAIR, pair_j.astype(np.int32), {"long_name": "flat pixel index iy * nx + ix (j >= i)"}),
+        WAVELENGTH: (
+            WAVELENGTH,
+            wavelength,
+            {"units": "Angstrom", "long_name": "wavelength (vacuum/air as the RSS)"},
+        ),
+        X: (
+            X,
+            np.asarray(x, dtype=np.float64),
+            {"units": "arcsec", "long_name": "pixel centre, +x = West"},
+        ),
+        Y: (
+            Y,
+            np.asarray(y, dtype=np.float64),
+            {"units": "arcsec", "long_name": "pixel centre, +y = North"},
+        ),
+        BAND: (
+            BAND,
+            np.asarray(bands.names, dtype=object),
+        ),  # variable-length strings (zarr v3 "string")
+        PAIR_I: (
+            PAIR,
+            pair_i.astype(np.int32),
+            {"long_name": "flat pixel index iy * nx + ix (i <= j)"},
+        ),
+        PAIR_J: (
+            PAIR,
+            pair_j.astype(np.int32),
+            {"long_name": "flat pixel index iy * nx + ix (j >= i)"},
+        ),
     }
     ds = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs))
     nan = np.float32(np.nan) if np.dtype(dtype) == np.float32 else np.nan

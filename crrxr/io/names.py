@@ -36,7 +36,9 @@ ATTR_IFU_DEC = "ifu_dec"  # deg
 ATTR_PARAMSPEC = "crrxr_paramspec"  # reconstruction parameters (crrxr.params codec), optional
 ATTR_PARAMS = "crrxr_params"
 ATTR_RSS_SCHEMA = "crrxr_rss_schema"  # "crrxr.rss/<version>"; optional, checked when present
-ATTR_FIBER_RADIUS = "fiber_radius_arcsec"  # fiber/lenslet top-hat radius, optional hint for the engine
+ATTR_FIBER_RADIUS = (
+    "fiber_radius_arcsec"  # fiber/lenslet top-hat radius, optional hint for the engine
+)
 ATTR_TRUTH_SPEC = "crrxr_truth_paramspec"  # simulator truth (crrxr.params codec, own spec)
 ATTR_TRUTH = "crrxr_truth"
 ATTR_HISTORY = "history"
@@ -76,7 +78,10 @@ class VariableSpec:
     def describe_dtype(self) -> str:
         if self.integer_kinds:
             kinds = {"i": "signed", "u": "unsigned"}
-            return " or ".join(f"any {kinds[k]} integer" for k in self.integer_kinds) + " (int64 preferred)"
+            return (
+                " or ".join(f"any {kinds[k]} integer" for k in self.integer_kinds)
+                + " (int64 preferred)"
+            )
         return " or ".join(np.dtype(d).name for d in self.dtypes)
 
 
@@ -85,20 +90,58 @@ _SW = (DIM_SPECTRUM, DIM_WAVELENGTH)
 # The RSS schema. The mask must be exactly uint32: MaNGA's signed int32 masks are mapped onto
 # crrxr's own bits at ingest, and a float mask (xarray's CF decoding) would hide the bits.
 RSS_VARIABLES: tuple[VariableSpec, ...] = (
-    VariableSpec(WAVELENGTH, (DIM_WAVELENGTH,), ("f8",), units="Angstrom", coord=True,
-                 long_name="wavelength (strictly increasing)"),
-    VariableSpec(EXPOSURE, (DIM_EXPOSURE,), integer_kinds="iu", coord=True, long_name="exposure id"),
-    VariableSpec(SPECTRUM, (DIM_SPECTRUM,), integer_kinds="iu", coord=True,
-                 long_name="row id (one fiber in one exposure)"),
-    VariableSpec(FIBER, (DIM_SPECTRUM,), integer_kinds="iu", coord=True, long_name="fiber id within the bundle"),
-    VariableSpec(EXPOSURE_INDEX, (DIM_SPECTRUM,), integer_kinds="iu", long_name="index into the exposure dim"),
+    VariableSpec(
+        WAVELENGTH,
+        (DIM_WAVELENGTH,),
+        ("f8",),
+        units="Angstrom",
+        coord=True,
+        long_name="wavelength (strictly increasing)",
+    ),
+    VariableSpec(
+        EXPOSURE, (DIM_EXPOSURE,), integer_kinds="iu", coord=True, long_name="exposure id"
+    ),
+    VariableSpec(
+        SPECTRUM,
+        (DIM_SPECTRUM,),
+        integer_kinds="iu",
+        coord=True,
+        long_name="row id (one fiber in one exposure)",
+    ),
+    VariableSpec(
+        FIBER,
+        (DIM_SPECTRUM,),
+        integer_kinds="iu",
+        coord=True,
+        long_name="fiber id within the bundle",
+    ),
+    VariableSpec(
+        EXPOSURE_INDEX, (DIM_SPECTRUM,), integer_kinds="iu", long_name="index into the exposure dim"
+    ),
     VariableSpec(FLUX, _SW, ("f4", "f8"), long_name="flux per fiber"),
     VariableSpec(IVAR, _SW, ("f4", "f8"), long_name="inverse variance of flux; 0 = no data"),
     VariableSpec(MASK, _SW, ("u4",), long_name="crrxr RSS mask bits"),
-    VariableSpec(XPOS, _SW, ("f8",), units="arcsec", long_name="fiber centre, +x = West, relative to the IFU centre"),
-    VariableSpec(YPOS, _SW, ("f8",), units="arcsec", long_name="fiber centre, +y = North, relative to the IFU centre"),
-    VariableSpec(SEEING_FWHM, (DIM_EXPOSURE,), ("f8",), units="arcsec",
-                 long_name="seeing FWHM at seeing.lambda_ref_angstrom"),
+    VariableSpec(
+        XPOS,
+        _SW,
+        ("f8",),
+        units="arcsec",
+        long_name="fiber centre, +x = West, relative to the IFU centre",
+    ),
+    VariableSpec(
+        YPOS,
+        _SW,
+        ("f8",),
+        units="arcsec",
+        long_name="fiber centre, +y = North, relative to the IFU centre",
+    ),
+    VariableSpec(
+        SEEING_FWHM,
+        (DIM_EXPOSURE,),
+        ("f8",),
+        units="arcsec",
+        long_name="seeing FWHM at seeing.lambda_ref_angstrom",
+    ),
 )
 RSS_SPECS: dict[str, VariableSpec] = {v.name: v for v in RSS_VARIABLES}
 RSS_COORDS: tuple[str, ...] = tuple(v.name for v in RSS_VARIABLES if v.coord)

@@ -32,11 +32,14 @@ def has_consolidated_metadata(path: str | os.PathLike[str]) -> bool | None:
     return False
 
 
-def open_zarr_unchecked(path: str | os.PathLike[str], *, chunks: dict | str | None = None) -> xr.Dataset:
+def open_zarr_unchecked(
+    path: str | os.PathLike[str], *, chunks: dict | str | None = None
+) -> xr.Dataset:
     """``xr.open_zarr`` with crrxr's settings and clear errors, without schema validation."""
     if "://" not in str(path) and not Path(path).exists():
-        raise FileNotFoundError(f"{path}: no such RSS store; create one with `crrxr simulate` or "
-                                "`crrxr ingest-manga`")
+        raise FileNotFoundError(
+            f"{path}: no such RSS store; create one with `crrxr simulate` or `crrxr ingest-manga`"
+        )
     try:
         return xr.open_zarr(
             path,
@@ -48,8 +51,10 @@ def open_zarr_unchecked(path: str | os.PathLike[str], *, chunks: dict | str | No
             decode_times=False,
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SchemaError(f"{path}: cannot open as a Zarr RSS store ({type(exc).__name__}: {exc}); "
-                          "is it a complete Zarr store written by crrxr?") from exc
+        raise SchemaError(
+            f"{path}: cannot open as a Zarr RSS store ({type(exc).__name__}: {exc}); "
+            "is it a complete Zarr store written by crrxr?"
+        ) from exc
 
 
 def open_rss(

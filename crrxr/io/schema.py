@@ -50,13 +50,20 @@ class RSSReport:
         return not self.errors
 
 
-def validate_rss(ds: xr.Dataset, *, bad_bits: int | None = None, check_data: bool = True) -> list[str]:
+def validate_rss(
+    ds: xr.Dataset, *, bad_bits: int | None = None, check_data: bool = True
+) -> list[str]:
     """All schema violations of ``ds`` as messages (empty when valid). See :func:`inspect_rss`."""
     return inspect_rss(ds, bad_bits=bad_bits, check_data=check_data).errors
 
 
-def check_rss(ds: xr.Dataset, *, bad_bits: int | None = None, source: str | None = None,
-              check_data: bool = True) -> RSSReport:
+def check_rss(
+    ds: xr.Dataset,
+    *,
+    bad_bits: int | None = None,
+    source: str | None = None,
+    check_data: bool = True,
+) -> RSSReport:
     """Raise :class:`SchemaError` listing every problem, or return the report (warnings logged)."""
     report = inspect_rss(ds, bad_bits=bad_bits, check_data=check_data)
     where = f"{source}: " if source else ""
@@ -69,7 +76,9 @@ def check_rss(ds: xr.Dataset, *, bad_bits: int | None = None, source: str | None
     return report
 
 
-def inspect_rss(ds: xr.Dataset, *, bad_bits: int | None = None, check_data: bool = True) -> RSSReport:
+def inspect_rss(
+    ds: xr.Dataset, *, bad_bits: int | None = None, check_data: bool = True
+) -> RSSReport:
     """Check ``ds`` against the RSS schema; never raises for bad data, returns an :class:`RSSReport`.
 
     ``bad_bits``: mask bits that make a sample unusable (for the NaN-position check); default the
@@ -114,8 +123,11 @@ def _check_structure(ds: xr.Dataset, rep: RSSReport) -> set[str]:
         var = ds.variables[spec.name]
         ok = True
         if var.dims != spec.dims:
-            fix = (f"transpose with ds[{spec.name!r}].transpose{spec.dims}"
-                   if sorted(var.dims) == sorted(spec.dims) else f"rebuild it with dims {spec.dims}")
+            fix = (
+                f"transpose with ds[{spec.name!r}].transpose{spec.dims}"
+                if sorted(var.dims) == sorted(spec.dims)
+                else f"rebuild it with dims {spec.dims}"
+            )
             rep.errors.append(f"{spec.name}: expected dims {spec.dims}, found {var.dims}; {fix}")
             ok = False
         if not spec.accepts(var.dtype):
@@ -125,8 +137,10 @@ def _check_structure(ds: xr.Dataset, rep: RSSReport) -> set[str]:
             )
             ok = False
         if spec.coord and spec.name not in ds.coords:
-            rep.errors.append(f"{spec.name}: is a data variable but must be a coordinate; "
-                              f"use ds = ds.set_coords({spec.name!r})")
+            rep.errors.append(
+                f"{spec.name}: is a data variable but must be a coordinate; "
+                f"use ds = ds.set_coords({spec.name!r})"
+            )
         _check_units(spec, var.attrs, rep)
         if ok:
             good.add(spec.name)
@@ -149,7 +163,9 @@ def _check_units(spec: N.VariableSpec, attrs: Mapping[str, Any], rep: RSSReport)
     try:
         same = u.Unit(str(have)) == u.Unit(spec.units)
     except ValueError:
-        rep.errors.append(f"{spec.name}: units {have!r} are not a valid unit; expected {spec.units!r}")
+        rep.errors.append(
+            f"{spec.name}: units {have!r} are not a valid unit; expected {spec.units!r}"
+        )
         return
     if not same:
         rep.errors.append(
@@ -176,8 +192,10 @@ def _check_attrs(ds: xr.Dataset, rep: RSSReport) -> int | None:
             except (TypeError, ValueError):
                 value = float("nan")
             if not (np.isfinite(value) and lo <= value <= hi):
-                rep.errors.append(f"attrs[{name!r}] = {ds.attrs[name]!r} must be a finite angle in deg "
-                                  f"within [{lo}, {hi}]; fix or delete the attr")
+                rep.errors.append(
+                    f"attrs[{name!r}] = {ds.attrs[name]!r} must be a finite angle in deg "
+                    f"within [{lo}, {hi}]; fix or delete the attr"
+                )
     bad_bits = None
     for spec_attr, params_attr, label in (
         (N.ATTR_PARAMSPEC, N.ATTR_PARAMS, "parameter"),
@@ -191,12 +209,15 @@ def _check_attrs(ds: xr.Dataset, rep: RSSReport) -> int | None:
     return bad_bits
 
 
-def _decode_params(attrs: Mapping[str, Any], spec_attr: str, params_attr: str, label: str,
-                   rep: RSSReport) -> Any:
+def _decode_params(
+    attrs: Mapping[str, Any], spec_attr: str, params_attr: str, label: str, rep: RSSReport
+) -> Any:
     try:
         from crrxr.params import ParameterStore
     except ImportError:  # the parameter layer is not available: cannot check, do not fail
-        rep.warnings.append(f"attrs {spec_attr!r}/{params_attr!r} not checked: crrxr.params unavailable")
+        rep.warnings.append(
+            f"attrs {spec_attr!r}/{params_attr!r} not checked: crrxr.params unavailable"
+        )
         return None
     from crrxr.params.codec import PARAMS_ATTR, SPEC_ATTR
 
@@ -221,8 +242,10 @@ def _check_small_coords(ds: xr.Dataset, rep: RSSReport, good: set[str]) -> None:
         wave = np.asarray(ds[N.WAVELENGTH].values, dtype=float)
         if not np.isfinite(wave).all():
             bad = np.flatnonzero(~np.isfinite(wave))
-            rep.errors.append(f"{N.WAVELENGTH}: {bad.size} non-finite values (first at index {bad[0]}); "
-                              "every channel needs a finite wavelength in Angstrom")
+            rep.errors.append(
+                f"{N.WAVELENGTH}: {bad.size} non-finite values (first at index {bad[0]}); "
+                "every channel needs a finite wavelength in Angstrom"
+            )
         elif wave.size > 1 and not (np.diff(wave) > 0).all():
             k = int(np.flatnonzero(np.diff(wave) <= 0)[0])
             rep.errors.append(
@@ -235,8 +258,10 @@ def _check_small_coords(ds: xr.Dataset, rep: RSSReport, good: set[str]) -> None:
         if name in good:
             values = np.asarray(ds[name].values)
             if np.unique(values).size != values.size:
-                rep.errors.append(f"{name}: ids must be unique, found {values.size - np.unique(values).size} "
-                                  f"duplicates; renumber the {name} coordinate")
+                rep.errors.append(
+                    f"{name}: ids must be unique, found {values.size - np.unique(values).size} "
+                    f"duplicates; renumber the {name} coordinate"
+                )
     if N.EXPOSURE_INDEX in good:
         idx = np.asarray(ds[N.EXPOSURE_INDEX].values)
         n_exp = ds.sizes.get(N.DIM_EXPOSURE, 0)
@@ -249,7 +274,9 @@ def _check_small_coords(ds: xr.Dataset, rep: RSSReport, good: set[str]) -> None:
             )
         elif n_exp and np.unique(idx).size < n_exp:
             missing = sorted(set(range(n_exp)) - set(np.unique(idx).tolist()))
-            rep.warnings.append(f"{N.EXPOSURE_INDEX}: exposures at positions {missing[:10]} have no spectra")
+            rep.warnings.append(
+                f"{N.EXPOSURE_INDEX}: exposures at positions {missing[:10]} have no spectra"
+            )
     if N.SEEING_FWHM in good:
         fwhm = np.asarray(ds[N.SEEING_FWHM].values, dtype=float)
         bad = ~(np.isfinite(fwhm) & (fwhm > 0))
@@ -284,24 +311,37 @@ def _check_bulk(ds: xr.Dataset, rep: RSSReport, good: set[str], bad_bits: int) -
     try:
         values = dask.compute(*(counts[k] for k in keys))
     except Exception as exc:  # corrupt or truncated chunks: report, do not crash validation
-        rep.errors.append(f"cannot read ivar/mask/xpos/ypos ({type(exc).__name__}: {exc}); the store is "
-                          "truncated or corrupt: rewrite it")
+        rep.errors.append(
+            f"cannot read ivar/mask/xpos/ypos ({type(exc).__name__}: {exc}); the store is "
+            "truncated or corrupt: rewrite it"
+        )
         return
-    got = {k: np.asarray(v.values if isinstance(v, xr.DataArray) else v) for k, v in zip(keys, values)}
-    spectrum_ids = (np.asarray(ds[N.SPECTRUM].values) if N.SPECTRUM in good
-                    else np.arange(ds.sizes.get(N.DIM_SPECTRUM, 0)))
+    got = {
+        k: np.asarray(v.values if isinstance(v, xr.DataArray) else v) for k, v in zip(keys, values)
+    }
+    spectrum_ids = (
+        np.asarray(ds[N.SPECTRUM].values)
+        if N.SPECTRUM in good
+        else np.arange(ds.sizes.get(N.DIM_SPECTRUM, 0))
+    )
 
     def where(per_spectrum: np.ndarray) -> str:
         rows = np.flatnonzero(per_spectrum)
-        return (f"{int(per_spectrum.sum())} samples in {rows.size} spectra "
-                f"(spectrum ids {spectrum_ids[rows[:5]].tolist()}{'...' if rows.size > 5 else ''})")
+        return (
+            f"{int(per_spectrum.sum())} samples in {rows.size} spectra "
+            f"(spectrum ids {spectrum_ids[rows[:5]].tolist()}{'...' if rows.size > 5 else ''})"
+        )
 
     if "neg_ivar" in got and got["neg_ivar"].any():
-        rep.errors.append(f"{N.IVAR}: negative inverse variance at {where(got['neg_ivar'])}; "
-                          "ivar must be >= 0 (set ivar = 0 and a mask bit where there is no valid data)")
+        rep.errors.append(
+            f"{N.IVAR}: negative inverse variance at {where(got['neg_ivar'])}; "
+            "ivar must be >= 0 (set ivar = 0 and a mask bit where there is no valid data)"
+        )
     if "nonfinite_ivar" in got and got["nonfinite_ivar"].any():
-        rep.errors.append(f"{N.IVAR}: NaN or infinite inverse variance at {where(got['nonfinite_ivar'])}; "
-                          "ivar must be finite (set ivar = 0 where there is no valid data)")
+        rep.errors.append(
+            f"{N.IVAR}: NaN or infinite inverse variance at {where(got['nonfinite_ivar'])}; "
+            "ivar must be finite (set ivar = 0 where there is no valid data)"
+        )
     if "bad_pos" in got and got["bad_pos"].any():
         rep.errors.append(
             f"{N.XPOS}/{N.YPOS}: NaN or infinite fiber position at {where(got['bad_pos'])} that are "
@@ -309,7 +349,9 @@ def _check_bulk(ds: xr.Dataset, rep: RSSReport, good: set[str], bad_bits: int) -
             "position, or set ivar = 0 / RSS_NODATA there"
         )
     if "usable" in got and got["usable"].sum() == 0:
-        rep.warnings.append("no usable sample at all (every sample has ivar <= 0 or a bad mask bit)")
+        rep.warnings.append(
+            "no usable sample at all (every sample has ivar <= 0 or a bad mask bit)"
+        )
 
 
 def _check_chunks(ds: xr.Dataset, rep: RSSReport, good: set[str]) -> None:
@@ -320,11 +362,15 @@ def _check_chunks(ds: xr.Dataset, rep: RSSReport, good: set[str]) -> None:
             spec_chunks, wchunks = ds[name].chunks
             wave_chunks[name] = wchunks
             if len(spec_chunks) > 1:
-                rep.warnings.append(f"{name}: chunked along spectrum into {len(spec_chunks)} pieces; crrxr reads "
-                                    "every spectrum of a wavelength chunk at once: store one spectrum chunk")
+                rep.warnings.append(
+                    f"{name}: chunked along spectrum into {len(spec_chunks)} pieces; crrxr reads "
+                    "every spectrum of a wavelength chunk at once: store one spectrum chunk"
+                )
     if len(set(wave_chunks.values())) > 1:
-        rep.warnings.append("spectral variables have different wavelength chunks "
-                            f"({ {k: max(v) for k, v in wave_chunks.items()} }); chunk them alike for speed")
+        rep.warnings.append(
+            "spectral variables have different wavelength chunks "
+            f"({ {k: max(v) for k, v in wave_chunks.items()} }); chunk them alike for speed"
+        )
 
 
 def _summary(ds: xr.Dataset, good: set[str]) -> str:

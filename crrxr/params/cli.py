@@ -25,27 +25,41 @@ from .table import format_value, text_table
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``crrxr params`` and its subcommands."""
     p = subparsers.add_parser(
-        "params", help="show, validate and list reconstruction parameters and profiles",
+        "params",
+        help="show, validate and list reconstruction parameters and profiles",
         description="Show, validate and list reconstruction parameters and instrument profiles.",
     )
     sub = p.add_subparsers(dest="params_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: _no_subcommand(p))
 
     show = sub.add_parser(
-        "show", help="print the resolved parameters of a profile (or the defaults)",
+        "show",
+        help="print the resolved parameters of a profile (or the defaults)",
         description="Print the resolved reconstruction parameters (spec defaults <- PROFILE <- --set), "
-                    "with units, and the derived values that need no data (grid size, flux factor).",
+        "with units, and the derived values that need no data (grid size, flux factor).",
     )
-    show.add_argument("profile", nargs="?", default=None, metavar="PROFILE",
-                      help="a shipped profile name (see 'crrxr params list') or a YAML file; "
-                           "default: the spec defaults")
-    show.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                      help="override one parameter, e.g. --set crr.lambda=1e-4 (repeatable)")
+    show.add_argument(
+        "profile",
+        nargs="?",
+        default=None,
+        metavar="PROFILE",
+        help="a shipped profile name (see 'crrxr params list') or a YAML file; "
+        "default: the spec defaults",
+    )
+    show.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter, e.g. --set crr.lambda=1e-4 (repeatable)",
+    )
     show.add_argument("--json", action="store_true", help="print JSON instead of a table")
     show.set_defaults(func=_show)
 
     validate = sub.add_parser(
-        "validate", help="check a parameter YAML file; exit 0 if valid, 1 otherwise",
+        "validate",
+        help="check a parameter YAML file; exit 0 if valid, 1 otherwise",
         description="Check a parameter YAML file (keys, types, bounds, base profile).",
     )
     validate.add_argument("file", metavar="FILE.yaml")
@@ -79,8 +93,12 @@ def _show(args: argparse.Namespace) -> int:
     if args.json:
         out = {
             "profile": name,
-            "spec": {"name": spec.name, "system_id": spec.system_id,
-                     "schema_version": spec.schema_version, "fingerprint": spec.fingerprint()},
+            "spec": {
+                "name": spec.name,
+                "system_id": spec.system_id,
+                "schema_version": spec.schema_version,
+                "fingerprint": spec.fingerprint(),
+            },
             "params": {k: _jsonable(store[k]) for k in spec.primitive_keys()},
             "derived": {k: _jsonable(v) for k, v in derived.items()},
             "unresolved": reasons,
@@ -91,8 +109,10 @@ def _show(args: argparse.Namespace) -> int:
     desc = profile_description(args.profile) if args.profile else ""
     set_by_profile = profile_values(args.profile, spec) if args.profile else {}
     print(f"crrxr reconstruction parameters: {name}" + (f" - {desc}" if desc else ""))
-    print(f"spec {spec.name} v{spec.schema_version} ({spec.system_id}), "
-          f"fingerprint {spec.fingerprint()[:16]}")
+    print(
+        f"spec {spec.name} v{spec.schema_version} ({spec.system_id}), "
+        f"fingerprint {spec.fingerprint()[:16]}"
+    )
     print()
     rows = []
     for key in spec.primitive_keys():
@@ -134,7 +154,8 @@ def _validate(args: argparse.Namespace) -> int:
         return 1
     spec = reconstruction_spec()
     n_changed = sum(
-        1 for k, d in spec.defaults().items()
+        1
+        for k, d in spec.defaults().items()
         if not (np.array_equal(d, store[k]) if isinstance(d, np.ndarray) else d == store[k])
     )
     print(f"OK {args.file} ({n_changed} parameter(s) differ from the spec defaults)")

@@ -46,12 +46,16 @@ def load_versioned_json(text: str, schema: str, what: str) -> dict[str, Any]:
             f"{SUPPORTED_CODEC_VERSIONS}: upgrade crrxr"
         )
     return data
+
+
 _ARRAY_TAG = "__ndarray__"
 
 
 def canonical_json(obj: Any) -> str:
     """Serialize plain JSON data canonically (sorted keys, compact, ASCII, no NaN/Inf)."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
 
 
 def encode_value(value: Any, key: str = "?") -> Any:
@@ -129,7 +133,9 @@ def from_attrs(attrs: Any, expected: ParamSpec | None = None) -> tuple[ParamSpec
         if name not in attrs:
             raise CodecError(f"attrs have no {name!r}: not written by crrxr's parameter codec")
         if not isinstance(attrs[name], str):
-            raise CodecError(f"attr {name!r} must be a JSON string, got {type(attrs[name]).__name__}")
+            raise CodecError(
+                f"attr {name!r} must be a JSON string, got {type(attrs[name]).__name__}"
+            )
     spec = ParamSpec.from_json(attrs[SPEC_ATTR])
     params = load_versioned_json(attrs[PARAMS_ATTR], PARAMS_SCHEMA, f"attr {PARAMS_ATTR!r}")
     fingerprint = spec.fingerprint()
@@ -138,10 +144,15 @@ def from_attrs(attrs: Any, expected: ParamSpec | None = None) -> tuple[ParamSpec
             f"the values were written for spec fingerprint {params.get('fingerprint')!r}, but the "
             f"stored spec {spec.name!r} has fingerprint {fingerprint!r}: the attrs were edited or mixed"
         )
-    for name, have in (("spec_name", spec.name), ("system_id", spec.system_id),
-                       ("schema_version", spec.schema_version)):
+    for name, have in (
+        ("spec_name", spec.name),
+        ("system_id", spec.system_id),
+        ("schema_version", spec.schema_version),
+    ):
         if params.get(name) != have:
-            raise CodecError(f"attr {PARAMS_ATTR!r} names {name} {params.get(name)!r}, the spec {have!r}")
+            raise CodecError(
+                f"attr {PARAMS_ATTR!r} names {name} {params.get(name)!r}, the spec {have!r}"
+            )
     if expected is not None and expected.fingerprint() != fingerprint:
         raise FingerprintMismatchError(
             f"stored spec {spec.name!r} v{spec.schema_version} (fingerprint {fingerprint[:12]}) differs "

@@ -80,8 +80,9 @@ class Bounds:
 
     def __post_init__(self) -> None:
         for end in (self.lo, self.hi):
-            if end is not None and (not isinstance(end, int | float) or isinstance(end, bool)
-                                    or not math.isfinite(end)):
+            if end is not None and (
+                not isinstance(end, int | float) or isinstance(end, bool) or not math.isfinite(end)
+            ):
                 raise SpecError(f"bounds ends must be finite numbers or None, got {end!r}")
         if self.lo is not None and self.hi is not None and self.lo > self.hi:
             raise SpecError(f"bounds lower end {self.lo} exceeds upper end {self.hi}")
@@ -91,7 +92,9 @@ class Bounds:
         """Parse interval notation, e.g. ``"(0, inf)"`` or ``"[0, 4294967295]"``."""
         m = re.fullmatch(r"\s*([\[(])\s*([^,\s]+)\s*,\s*([^,\s]+)\s*([\])])\s*", text)
         if not m:
-            raise SpecError(f"bounds {text!r} are not in interval notation like '(0, inf)' or '[0, 1]'")
+            raise SpecError(
+                f"bounds {text!r} are not in interval notation like '(0, inf)' or '[0, 1]'"
+            )
         lo_s, hi_s = m.group(2), m.group(3)
         lo = None if lo_s in ("-inf", "inf") else _number(lo_s)
         hi = None if hi_s in ("inf", "+inf") else _number(hi_s)
@@ -106,7 +109,9 @@ class Bounds:
             return cls.parse(value)
         if isinstance(value, tuple | list) and len(value) == 2:
             return cls(*value)
-        raise SpecError(f"bounds must be an interval string, a (lo, hi) tuple or None, got {value!r}")
+        raise SpecError(
+            f"bounds must be an interval string, a (lo, hi) tuple or None, got {value!r}"
+        )
 
     def __str__(self) -> str:
         lo = "-inf" if self.lo is None else _fmt_number(self.lo)
@@ -174,7 +179,9 @@ class ParamField:
                 f"parameter key {self.key!r} must be dotted lower-case words, e.g. 'grid.pixel_scale_arcsec'"
             )
         if not isinstance(self.units, str):
-            raise SpecError(f"{self.key}: units must be a string ('' for dimensionless), got {self.units!r}")
+            raise SpecError(
+                f"{self.key}: units must be a string ('' for dimensionless), got {self.units!r}"
+            )
         if self.units.strip() in _FORBIDDEN_UNITS:
             raise SpecError(
                 f"{self.key}: units {self.units!r} are ambiguous in astropy; write "
@@ -186,9 +193,13 @@ class ParamField:
             raise SpecError(f"{self.key}: dtype must be one of {DTYPES}, got {self.dtype!r}")
         shape = () if self.shape is None else tuple(self.shape)
         if not all(isinstance(n, int) and not isinstance(n, bool) and n >= -1 for n in shape):
-            raise SpecError(f"{self.key}: shape entries must be lengths >= 0 or -1 (any), got {self.shape!r}")
+            raise SpecError(
+                f"{self.key}: shape entries must be lengths >= 0 or -1 (any), got {self.shape!r}"
+            )
         if shape and self.dtype == "str":
-            raise SpecError(f"{self.key}: string arrays are not supported; use a comma-separated string")
+            raise SpecError(
+                f"{self.key}: string arrays are not supported; use a comma-separated string"
+            )
         object.__setattr__(self, "shape", shape)
         bounds = Bounds.coerce(self.bounds)
         if bounds is not None and self.dtype not in (*_FLOAT_DTYPES, "int64"):
@@ -379,7 +390,9 @@ _FALSE = {"false", "no", "off", "0"}
 def _check_scalar_type(key: str, dtype: str, value: Any) -> None:
     ok: bool
     if dtype == "float64":
-        ok = isinstance(value, float) or (isinstance(value, np.floating) and value.dtype == np.float64)
+        ok = isinstance(value, float) or (
+            isinstance(value, np.floating) and value.dtype == np.float64
+        )
     elif dtype == "float32":
         ok = isinstance(value, float | np.floating) and float(np.float32(value)) == float(value)
     elif dtype == "int64":
@@ -389,7 +402,9 @@ def _check_scalar_type(key: str, dtype: str, value: Any) -> None:
     else:  # str
         ok = isinstance(value, str)
     if not ok:
-        raise ParamTypeError(f"{key}: expected a {dtype} scalar, got {type(value).__name__} {_short(value)}")
+        raise ParamTypeError(
+            f"{key}: expected a {dtype} scalar, got {type(value).__name__} {_short(value)}"
+        )
 
 
 def _coerce_scalar(key: str, dtype: str, value: Any) -> Any:
@@ -444,7 +459,12 @@ def _coerce_scalar(key: str, dtype: str, value: Any) -> Any:
 def _fmt_shape(shape: tuple[int, ...]) -> str:
     if not shape:
         return "() (scalar)"
-    return "(" + ", ".join("any" if n == -1 else str(n) for n in shape) + ("," if len(shape) == 1 else "") + ")"
+    return (
+        "("
+        + ", ".join("any" if n == -1 else str(n) for n in shape)
+        + ("," if len(shape) == 1 else "")
+        + ")"
+    )
 
 
 def _short(value: Any) -> str:

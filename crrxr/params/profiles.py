@@ -40,7 +40,9 @@ def _profile_dir():
 def list_profiles() -> list[str]:
     """Names of the profiles shipped with crrxr, sorted."""
     names = [p.name[:-5] for p in _profile_dir().iterdir() if p.name.endswith(".yaml")]
-    return sorted(names, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)])
+    return sorted(
+        names, key=lambda n: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", n)]
+    )
 
 
 def profile_description(name_or_path: str | Path) -> str:
@@ -52,7 +54,9 @@ def profile_description(name_or_path: str | Path) -> str:
 def _locate(name_or_path: str | Path) -> tuple[str, str]:
     """``(label, text)`` for a shipped profile name or a YAML path."""
     text_name = str(name_or_path)
-    is_path = isinstance(name_or_path, Path) or "/" in text_name or text_name.endswith((".yaml", ".yml"))
+    is_path = (
+        isinstance(name_or_path, Path) or "/" in text_name or text_name.endswith((".yaml", ".yml"))
+    )
     if not is_path and _NAME_RE.match(text_name):
         res = _profile_dir().joinpath(f"{text_name}.yaml")
         if res.is_file():
@@ -78,7 +82,9 @@ def _read_yaml(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ProfileError(f"{label}: expected a mapping of parameter keys, got {type(data).__name__}")
+        raise ProfileError(
+            f"{label}: expected a mapping of parameter keys, got {type(data).__name__}"
+        )
     return label, data
 
 
@@ -114,7 +120,9 @@ def coerce_values(values: Mapping[str, Any], spec: ParamSpec, label: str) -> dic
             continue
         field = spec[key]
         if field.is_derived:
-            problems.append(f"{key}: is derived (computed); set {', '.join(field.depends_on)} instead")
+            problems.append(
+                f"{key}: is derived (computed); set {', '.join(field.depends_on)} instead"
+            )
             continue
         try:
             value = field.coerce(raw)
@@ -129,9 +137,15 @@ def coerce_values(values: Mapping[str, Any], spec: ParamSpec, label: str) -> dic
             continue
         out[key] = value
     if problems:
-        raise ProfileError(f"{label}: " + ("\n  - ".join(["invalid parameters", *problems])
-                                           if len(problems) > 1 else problems[0]),
-                           [f"{label}: {p}" for p in problems])
+        raise ProfileError(
+            f"{label}: "
+            + (
+                "\n  - ".join(["invalid parameters", *problems])
+                if len(problems) > 1
+                else problems[0]
+            ),
+            [f"{label}: {p}" for p in problems],
+        )
     return out
 
 
@@ -146,9 +160,15 @@ def _layers(name_or_path: str | Path, spec: ParamSpec, seen: tuple[str, ...]) ->
     values: dict[str, Any] = {}
     if base is not None:
         if not isinstance(base, str):
-            raise ProfileError(f"{label}: 'profile' must name a profile or a YAML path, got {base!r}")
-        if isinstance(name_or_path, str | Path) and ("/" in base or base.endswith((".yaml", ".yml"))):
-            here = Path(str(name_or_path)).parent if Path(str(name_or_path)).is_file() else Path(".")
+            raise ProfileError(
+                f"{label}: 'profile' must name a profile or a YAML path, got {base!r}"
+            )
+        if isinstance(name_or_path, str | Path) and (
+            "/" in base or base.endswith((".yaml", ".yml"))
+        ):
+            here = (
+                Path(str(name_or_path)).parent if Path(str(name_or_path)).is_file() else Path(".")
+            )
             base_path: str | Path = here / base if not Path(base).is_absolute() else Path(base)
         else:
             base_path = base

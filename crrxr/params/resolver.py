@@ -106,7 +106,9 @@ class DerivedResolver:
                     f"[{self._system_id}] a transform for {key!r} is already registered"
                 )
             if not callable(fn):
-                raise TransformRegistrationError(f"[{self._system_id}] transform for {key!r} is not callable")
+                raise TransformRegistrationError(
+                    f"[{self._system_id}] transform for {key!r} is not callable"
+                )
             self._transforms[key] = RegisteredTransform(key, fn, depends_on, context_keys)
             return fn
 
@@ -153,8 +155,14 @@ class DerivedResolver:
         cache: dict[str, Any] = {}
         return {k: self._resolve(store, k, ctx, cache, ()) for k in keys}
 
-    def _resolve(self, store: Mapping[str, Any], key: str, ctx: Mapping[str, Any],
-                 cache: dict[str, Any], chain: tuple[str, ...]) -> Any:
+    def _resolve(
+        self,
+        store: Mapping[str, Any],
+        key: str,
+        ctx: Mapping[str, Any],
+        cache: dict[str, Any],
+        chain: tuple[str, ...],
+    ) -> Any:
         if key in store:
             return store[key]  # store wins
         if key in cache:
@@ -190,7 +198,9 @@ class DerivedResolver:
         except ParamError:
             raise
         except (ValueError, TypeError, ArithmeticError) as exc:
-            raise ResolveError(f"[{self._system_id}] transform {key!r} failed (chain: {path}): {exc}") from exc
+            raise ResolveError(
+                f"[{self._system_id}] transform {key!r} failed (chain: {path}): {exc}"
+            ) from exc
         value = _freeze(value)
         cache[key] = value
         return value
@@ -258,7 +268,9 @@ def check_consistency(
     bad = []
     for k in present:
         have, want = np.asarray(store[k]), np.asarray(fresh[k])
-        if have.shape != want.shape or not np.allclose(have, want, rtol=rtol, atol=atol, equal_nan=False):
+        if have.shape != want.shape or not np.allclose(
+            have, want, rtol=rtol, atol=atol, equal_nan=False
+        ):
             bad.append(f"{k}: stored {_brief(store[k])}, recomputed {_brief(fresh[k])}")
     if bad:
         raise ResolveError(
@@ -284,7 +296,9 @@ def _pack_keys(spec: ParamSpec, keys: Iterable[str] | None) -> list[str]:
     return keys
 
 
-def pack(store: Mapping[str, Any], spec: ParamSpec, keys: Iterable[str] | None = None) -> np.ndarray:
+def pack(
+    store: Mapping[str, Any], spec: ParamSpec, keys: Iterable[str] | None = None
+) -> np.ndarray:
     """A flat float64 vector of ``keys`` (default: every float primitive) in spec order; arrays
     are raveled in C order. For optimizers; :func:`unpack` inverts it."""
     keys = _pack_keys(spec, keys)
@@ -311,11 +325,13 @@ def unpack(
         raise ValueError(f"unpack needs a 1-D vector, got shape {vector.shape}")
     sizes = [np.asarray(store[k]).size for k in order]
     if vector.size != sum(sizes):
-        raise ValueError(f"unpack: vector has {vector.size} values, the keys {order} need {sum(sizes)}")
+        raise ValueError(
+            f"unpack: vector has {vector.size} values, the keys {order} need {sum(sizes)}"
+        )
     updates: dict[str, Any] = {}
     offset = 0
     for k, n in zip(order, sizes):
-        chunk = vector[offset:offset + n]
+        chunk = vector[offset : offset + n]
         offset += n
         field = spec[k]
         template = store[k]

@@ -24,13 +24,19 @@ class ParamSpec:
 
     __slots__ = ("_fields", "_index", "_name", "_system_id", "_schema_version", "_fingerprint")
 
-    def __init__(self, fields: Iterable[ParamField], name: str, system_id: str, schema_version: int = 1):
+    def __init__(
+        self, fields: Iterable[ParamField], name: str, system_id: str, schema_version: int = 1
+    ):
         fields = tuple(fields)
         if not isinstance(name, str) or not name:
             raise SpecError("a ParamSpec needs a non-empty name")
         if not isinstance(system_id, str) or not system_id:
             raise SpecError(f"ParamSpec {name!r} needs a non-empty system_id")
-        if not isinstance(schema_version, int) or isinstance(schema_version, bool) or schema_version < 1:
+        if (
+            not isinstance(schema_version, int)
+            or isinstance(schema_version, bool)
+            or schema_version < 1
+        ):
             raise SpecError(f"ParamSpec {name!r}: schema_version must be an int >= 1")
         index: dict[str, ParamField] = {}
         for f in fields:
@@ -111,7 +117,9 @@ class ParamSpec:
 
     def defaults(self) -> dict[str, Any]:
         """Defaults of the primitive fields that have one (required fields are left out)."""
-        return {f.key: f.default for f in self._fields if f.kind == KIND_PRIMITIVE and not f.is_required}
+        return {
+            f.key: f.default for f in self._fields if f.kind == KIND_PRIMITIVE and not f.is_required
+        }
 
     # -- derived specs ----------------------------------------------------------------------
     def _check_known(self, keys: Iterable[str]) -> list[str]:
@@ -123,17 +131,30 @@ class ParamSpec:
     def subset(self, keys: Iterable[str], name: str | None = None) -> ParamSpec:
         """A spec with only ``keys`` (in this spec's order)."""
         wanted = set(self._check_known(keys))
-        return ParamSpec([f for f in self._fields if f.key in wanted], name or self._name,
-                         self._system_id, self._schema_version)
+        return ParamSpec(
+            [f for f in self._fields if f.key in wanted],
+            name or self._name,
+            self._system_id,
+            self._schema_version,
+        )
 
     def without(self, keys: Iterable[str], name: str | None = None) -> ParamSpec:
         """A spec without ``keys``."""
         dropped = set(self._check_known(keys))
-        return ParamSpec([f for f in self._fields if f.key not in dropped], name or self._name,
-                         self._system_id, self._schema_version)
+        return ParamSpec(
+            [f for f in self._fields if f.key not in dropped],
+            name or self._name,
+            self._system_id,
+            self._schema_version,
+        )
 
-    def merge(self, other: ParamSpec, name: str | None = None, system_id: str | None = None,
-              schema_version: int | None = None) -> ParamSpec:
+    def merge(
+        self,
+        other: ParamSpec,
+        name: str | None = None,
+        system_id: str | None = None,
+        schema_version: int | None = None,
+    ) -> ParamSpec:
         """This spec's fields followed by ``other``'s; a key in both is a :class:`DuplicateKeyError`
         unless the two fields are identical. Name, system id and version default to this spec's."""
         fields = list(self._fields)
@@ -146,8 +167,12 @@ class ParamSpec:
                     )
                 continue
             fields.append(f)
-        return ParamSpec(fields, name or self._name, system_id or self._system_id,
-                         schema_version or self._schema_version)
+        return ParamSpec(
+            fields,
+            name or self._name,
+            system_id or self._system_id,
+            schema_version or self._schema_version,
+        )
 
     # -- serialization ----------------------------------------------------------------------
     def to_json_dict(self, include_docs: bool = True) -> dict[str, Any]:
@@ -183,7 +208,9 @@ class ParamSpec:
         change of keys, units, kinds, dtypes, shapes, defaults, bounds or choices changes it."""
         if self._fingerprint is None:
             text = canonical_json(self.to_json_dict(include_docs=False))
-            object.__setattr__(self, "_fingerprint", hashlib.sha256(text.encode("ascii")).hexdigest())
+            object.__setattr__(
+                self, "_fingerprint", hashlib.sha256(text.encode("ascii")).hexdigest()
+            )
         return self._fingerprint
 
     def __eq__(self, other: object) -> bool:
@@ -195,5 +222,7 @@ class ParamSpec:
         return hash(self.to_json())
 
     def __repr__(self) -> str:
-        return (f"ParamSpec(name={self._name!r}, system_id={self._system_id!r}, "
-                f"schema_version={self._schema_version}, {len(self._fields)} fields)")
+        return (
+            f"ParamSpec(name={self._name!r}, system_id={self._system_id!r}, "
+            f"schema_version={self._schema_version}, {len(self._fields)} fields)"
+        )

@@ -38,7 +38,9 @@ def _freeze(value: Any) -> Any:
             return arr
         return tuple(_freeze(v) for v in value)
     if isinstance(value, dict):
-        raise TypeError("parameter values cannot be mappings; use dotted keys ('grid.pixel_scale_arcsec')")
+        raise TypeError(
+            "parameter values cannot be mappings; use dotted keys ('grid.pixel_scale_arcsec')"
+        )
     return copy.deepcopy(value)
 
 
@@ -76,7 +78,9 @@ class ParameterStore(Mapping[str, Any]):
         try:
             return self._values[key]
         except KeyError:
-            raise UnknownKeyError(f"no parameter {key!r} in this store{did_you_mean(key, self._values)}") from None
+            raise UnknownKeyError(
+                f"no parameter {key!r} in this store{did_you_mean(key, self._values)}"
+            ) from None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._values)
@@ -122,8 +126,13 @@ class ParameterStore(Mapping[str, Any]):
         for k, a in self._values.items():
             b = other._values[k]
             if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-                if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
-                        and a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)):
+                if not (
+                    isinstance(a, np.ndarray)
+                    and isinstance(b, np.ndarray)
+                    and a.dtype == b.dtype
+                    and a.shape == b.shape
+                    and np.array_equal(a, b)
+                ):
                     return False
             elif type(a) is not type(b) or a != b:
                 return False
@@ -155,16 +164,20 @@ class ParameterStore(Mapping[str, Any]):
         for key in self._values:
             if key not in spec:
                 if not allow_extra:
-                    problems.append(UnknownKeyError(
-                        f"{key}: not a parameter of {spec.name!r}{did_you_mean(key, spec.keys())}"
-                    ))
+                    problems.append(
+                        UnknownKeyError(
+                            f"{key}: not a parameter of {spec.name!r}{did_you_mean(key, spec.keys())}"
+                        )
+                    )
                 continue
             field = spec[key]
             if field.is_derived and not allow_derived:
-                problems.append(DerivedKeyError(
-                    f"{key}: is derived (computed from {', '.join(field.depends_on) or 'data'}); "
-                    "remove it or set the primitives it depends on"
-                ))
+                problems.append(
+                    DerivedKeyError(
+                        f"{key}: is derived (computed from {', '.join(field.depends_on) or 'data'}); "
+                        "remove it or set the primitives it depends on"
+                    )
+                )
                 continue
             try:
                 field.check(self._values[key])
@@ -173,14 +186,22 @@ class ParameterStore(Mapping[str, Any]):
         if not allow_missing:
             for field in spec:
                 if field.is_required and field.key not in self._values:
-                    problems.append(MissingKeyError(f"{field.key}: required parameter has no value"))
+                    problems.append(
+                        MissingKeyError(f"{field.key}: required parameter has no value")
+                    )
                 elif not field.is_derived and field.key not in self._values:
-                    problems.append(MissingKeyError(
-                        f"{field.key}: missing (default {_short_repr(field.default)}); start from "
-                        "ParameterStore.from_spec_defaults(spec)"
-                    ))
-        raise_problems(problems, "" if len(problems) == 1 else
-                       f"parameters do not match spec {spec.name!r} ({len(problems)} problems)")
+                    problems.append(
+                        MissingKeyError(
+                            f"{field.key}: missing (default {_short_repr(field.default)}); start from "
+                            "ParameterStore.from_spec_defaults(spec)"
+                        )
+                    )
+        raise_problems(
+            problems,
+            ""
+            if len(problems) == 1
+            else f"parameters do not match spec {spec.name!r} ({len(problems)} problems)",
+        )
         return self
 
     # -- attrs codec ------------------------------------------------------------------------
@@ -191,7 +212,9 @@ class ParameterStore(Mapping[str, Any]):
         return to_attrs(self, spec)
 
     @staticmethod
-    def from_attrs(attrs: Mapping[str, Any], expected: ParamSpec | None = None) -> tuple[ParamSpec, ParameterStore]:
+    def from_attrs(
+        attrs: Mapping[str, Any], expected: ParamSpec | None = None
+    ) -> tuple[ParamSpec, ParameterStore]:
         """``(spec, store)`` from attrs written by :meth:`to_attrs` (schema, version and
         fingerprint checked; with ``expected``, the spec must have the same fingerprint)."""
         from .codec import from_attrs

@@ -21,8 +21,10 @@ def format_value(value: Any, max_items: int = 6) -> str:
         if value.size > max_items or value.ndim > 1:
             if value.size == 0:
                 return f"{value.dtype} array {value.shape}"
-            return (f"{value.dtype} array {value.shape}, "
-                    f"{format_value(value.min().item())} .. {format_value(value.max().item())}")
+            return (
+                f"{value.dtype} array {value.shape}, "
+                f"{format_value(value.min().item())} .. {format_value(value.max().item())}"
+            )
         return "[" + ", ".join(format_value(v) for v in value.tolist()) + "]"
     if isinstance(value, np.generic):
         value = value.item()
@@ -70,7 +72,9 @@ def markdown_table(spec: ParamSpec) -> str:
     return "\n".join(lines) + "\n"
 
 
-def text_table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = None, indent: str = "") -> str:
+def text_table(
+    rows: Sequence[Sequence[str]], header: Sequence[str] | None = None, indent: str = ""
+) -> str:
     """Left-aligned columns separated by two spaces (the last column is not padded)."""
     all_rows = [list(header)] if header else []
     all_rows += [list(r) for r in rows]
@@ -82,7 +86,9 @@ def text_table(rows: Sequence[Sequence[str]], header: Sequence[str] | None = Non
     widths = [max(len(r[i]) for r in all_rows) for i in range(ncol)]
     out = []
     for n, r in enumerate(all_rows):
-        line = "  ".join(c.ljust(widths[i]) if i < ncol - 1 else c for i, c in enumerate(r)).rstrip()
+        line = "  ".join(
+            c.ljust(widths[i]) if i < ncol - 1 else c for i, c in enumerate(r)
+        ).rstrip()
         out.append(indent + line)
         if header and n == 0:
             out.append(indent + "  ".join("-" * w for w in widths).rstrip())
@@ -102,4 +108,4 @@ def readme_section(readme: str) -> str:
     start, end = readme.find(README_START), readme.find(README_END)
     if start < 0 or end < start:
         raise ValueError(f"README has no {README_START} ... {README_END} section")
-    return readme[start + len(README_START):end].removeprefix("\n")
+    return readme[start + len(README_START) : end].removeprefix("\n")

@@ -21,7 +21,9 @@ def refractivity(wavelength: np.ndarray) -> np.ndarray:
     return 1e-8 * (8342.13 + 2406030.0 / (130.0 - sigma2) + 15997.0 / (38.9 - sigma2))
 
 
-def dar_shift(wavelength: np.ndarray, amplitude: float = 1.0, reference: float = DAR_REFERENCE) -> np.ndarray:
+def dar_shift(
+    wavelength: np.ndarray, amplitude: float = 1.0, reference: float = DAR_REFERENCE
+) -> np.ndarray:
     """Scalar DAR shift (arcsec) along the parallactic direction at ``wavelength`` (Angstrom).
 
     Positive in the blue (bluer light is refracted more), zero at ``reference``; the difference

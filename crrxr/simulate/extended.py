@@ -51,7 +51,9 @@ class ExtendedRenderer:
         if not (0 < lo <= hi and np.isfinite(hi)):
             raise ValueError(f"fwhm_range must be positive and increasing, got {fwhm_range!r}")
         n_nodes = max(2, int(np.ceil(np.log(hi / lo) / np.log1p(node_step))) + 1)
-        self.nodes = np.geomspace(lo, hi, n_nodes) if hi > lo else np.array([lo, lo * (1 + node_step)])
+        self.nodes = (
+            np.geomspace(lo, hi, n_nodes) if hi > lo else np.array([lo, lo * (1 + node_step)])
+        )
         support = kernel.fiber_radius + 6.0 * kernel.outer_sigma(self.nodes[-1])
         self.half_kernel = int(np.ceil(support / self.pixel))
         xmin, xmax, ymin, ymax = bounds
@@ -88,21 +90,29 @@ class ExtendedRenderer:
         img = np.zeros(self.shape)
         for oy in offsets:
             for ox in offsets:
-                img += comp.surface_brightness((xs + ox * self.pixel)[None, :], (ys + oy * self.pixel)[:, None])
+                img += comp.surface_brightness(
+                    (xs + ox * self.pixel)[None, :], (ys + oy * self.pixel)[:, None]
+                )
         return img * self.pixel**2 / supersample**2
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, fwhm: np.ndarray) -> np.ndarray:
         """Fiber flux per unit component flux, shape (n_components, *x.shape); arrays broadcast."""
-        x, y, fwhm = np.broadcast_arrays(np.asarray(x, float), np.asarray(y, float), np.asarray(fwhm, float))
+        x, y, fwhm = np.broadcast_arrays(
+            np.asarray(x, float), np.asarray(y, float), np.asarray(fwhm, float)
+        )
         if (fwhm < self.nodes[0] * (1 - 1e-9)).any() or (fwhm > self.nodes[-1] * (1 + 1e-9)).any():
-            raise ValueError(f"FWHM outside the tabulated range [{self.nodes[0]}, {self.nodes[-1]}]")
+            raise ValueError(
+                f"FWHM outside the tabulated range [{self.nodes[0]}, {self.nodes[-1]}]"
+            )
         col = (x - self.x0) / self.pixel
         row = (y - self.y0) / self.pixel
         ny, nx = self.shape
         if col.min() < 0 or row.min() < 0 or col.max() > nx - 1 or row.max() > ny - 1:
             raise ValueError("fiber positions outside the extended-scene grid (bounds too small)")
         k = np.clip(np.searchsorted(self.nodes, fwhm, side="right") - 1, 0, len(self.nodes) - 2)
-        t = (np.log(fwhm) - np.log(self.nodes[k])) / (np.log(self.nodes[k + 1]) - np.log(self.nodes[k]))
+        t = (np.log(fwhm) - np.log(self.nodes[k])) / (
+            np.log(self.nodes[k + 1]) - np.log(self.nodes[k])
+        )
         out = np.zeros((len(self.components), *x.shape))
         for node in np.unique(np.concatenate([k.ravel(), k.ravel() + 1])):
             weight = np.where(k == node, 1.0 - t, 0.0) + np.where(k + 1 == node, t, 0.0)
@@ -111,6 +121,8 @@ class ExtendedRenderer:
                 continue
             coords = np.vstack([row[sel], col[sel]])
             for c, per_node in enumerate(self.coefficients):
-                vals = ndimage.map_coordinates(per_node[node], coords, order=3, mode="nearest", prefilter=False)
+                vals = ndimage.map_coordinates(
+                    per_node[node], coords, order=3, mode="nearest", prefilter=False
+                )
                 out[c][sel] += weight[sel] * vals
         return out

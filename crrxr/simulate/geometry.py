@@ -33,7 +33,9 @@ def hex_positions(n_rings: int, pitch: float) -> tuple[np.ndarray, np.ndarray]:
 
     Ordered ring by ring from the centre; rows of the hexagon run along x.
     """
-    q, r = np.meshgrid(np.arange(-n_rings, n_rings + 1), np.arange(-n_rings, n_rings + 1), indexing="ij")
+    q, r = np.meshgrid(
+        np.arange(-n_rings, n_rings + 1), np.arange(-n_rings, n_rings + 1), indexing="ij"
+    )
     q, r = q.ravel(), r.ravel()
     keep = np.abs(q + r) <= n_rings
     q, r = q[keep], r[keep]

@@ -28,12 +28,17 @@ class KernelModel:
 
     def __call__(self, r: np.ndarray, fwhm: np.ndarray) -> np.ndarray:
         """Kernel (arcsec^-2) at radii ``r`` for seeing ``fwhm`` (arcsec); arrays broadcast."""
-        (f1, s1), (f2, s2) = double_gaussian_components(1.0, self.sigma_ratio, self.wing_ratio, self.wing)
+        (f1, s1), (f2, s2) = double_gaussian_components(
+            1.0, self.sigma_ratio, self.wing_ratio, self.wing
+        )
         fwhm = np.asarray(fwhm, dtype=float)
-        return (f1 * tophat_gaussian(r, s1 * fwhm, self.fiber_radius)
-                + f2 * tophat_gaussian(r, s2 * fwhm, self.fiber_radius))
+        return f1 * tophat_gaussian(r, s1 * fwhm, self.fiber_radius) + f2 * tophat_gaussian(
+            r, s2 * fwhm, self.fiber_radius
+        )
 
     def outer_sigma(self, fwhm: float) -> float:
         """Width (arcsec) of the broader Gaussian component at seeing ``fwhm``."""
-        (_, s1), (_, s2) = double_gaussian_components(1.0, self.sigma_ratio, self.wing_ratio, self.wing)
+        (_, s1), (_, s2) = double_gaussian_components(
+            1.0, self.sigma_ratio, self.wing_ratio, self.wing
+        )
         return max(s1, s2) * fwhm

@@ -34,17 +34,25 @@ class NoiseModel:
 
     def __post_init__(self) -> None:
         if self.snr is not None and not (np.isfinite(self.snr) and self.snr > 0):
-            raise ValueError(f"noise S/N must be a positive number (or None for no noise), got {self.snr!r}")
+            raise ValueError(
+                f"noise S/N must be a positive number (or None for no noise), got {self.snr!r}"
+            )
         if self.snr is not None and not self.f_ref > 0:
-            raise ValueError("S/N is defined on the brightest fiber's flux, which is not positive here; "
-                             "use a scene with positive flux at the reference wavelength")
+            raise ValueError(
+                "S/N is defined on the brightest fiber's flux, which is not positive here; "
+                "use a scene with positive flux at the reference wavelength"
+            )
         if not 0 <= self.bad_pixel_fraction < 1:
-            raise ValueError(f"bad_pixel_fraction must be in [0, 1), got {self.bad_pixel_fraction!r}")
+            raise ValueError(
+                f"bad_pixel_fraction must be in [0, 1), got {self.bad_pixel_fraction!r}"
+            )
         if not self.sky_fraction >= 0:
             raise ValueError(f"sky_fraction must be >= 0, got {self.sky_fraction!r}")
         if self.snr is not None and not self.sky_fraction > 0:
-            raise ValueError("with noise, sky_fraction must be > 0: samples without object flux would get "
-                             "zero variance (infinite ivar)")
+            raise ValueError(
+                "with noise, sky_fraction must be > 0: samples without object flux would get "
+                "zero variance (infinite ivar)"
+            )
 
     @property
     def sky(self) -> float:
@@ -69,11 +77,16 @@ class NoiseModel:
             var = (np.maximum(clean, 0.0) + self.sky) / s
             ivar = 1.0 / var
             for j in range(n_chan):
-                flux[:, j] += np.sqrt(var[:, j]) * stream(self.seed, STREAM_NOISE, k0 + j).standard_normal(n_spec)
+                flux[:, j] += np.sqrt(var[:, j]) * stream(
+                    self.seed, STREAM_NOISE, k0 + j
+                ).standard_normal(n_spec)
         if self.bad_pixel_fraction > 0:
             bad = np.empty(clean.shape, dtype=bool)
             for j in range(n_chan):
-                bad[:, j] = stream(self.seed, STREAM_BADPIX, k0 + j).random(n_spec) < self.bad_pixel_fraction
+                bad[:, j] = (
+                    stream(self.seed, STREAM_BADPIX, k0 + j).random(n_spec)
+                    < self.bad_pixel_fraction
+                )
             mask[bad] |= RSS_REJECT
             ivar[bad] = 0.0
             flux[bad] += BAD_PIXEL_SPIKE * self.f_ref

@@ -78,13 +78,19 @@ class Observation:
 
     def fwhm(self, k0: int, k1: int) -> np.ndarray:
         """Seeing FWHM (n_spectra, k1 - k0) in arcsec."""
-        per_exp = seeing_at(self.seeing_ref[:, None], self.wavelength[None, k0:k1],
-                            self.kernel.lambda_ref, self.kernel.exponent)
+        per_exp = seeing_at(
+            self.seeing_ref[:, None],
+            self.wavelength[None, k0:k1],
+            self.kernel.lambda_ref,
+            self.kernel.exponent,
+        )
         return per_exp[self.exposure_index]
 
     def fwhm_range(self) -> tuple[float, float]:
         w = self.wavelength[[0, -1]]
-        f = seeing_at(self.seeing_ref[:, None], w[None, :], self.kernel.lambda_ref, self.kernel.exponent)
+        f = seeing_at(
+            self.seeing_ref[:, None], w[None, :], self.kernel.lambda_ref, self.kernel.exponent
+        )
         return float(f.min()), float(f.max())
 
     def bounds(self) -> tuple[float, float, float, float]:
@@ -105,14 +111,22 @@ class FluxModel:
     :class:`ExtendedRenderer` (tabulated once here; see its accuracy notes).
     """
 
-    def __init__(self, obs: Observation, scenes: list[Scene], *, pixel: float = 0.1, node_step: float = 0.02):
+    def __init__(
+        self, obs: Observation, scenes: list[Scene], *, pixel: float = 0.1, node_step: float = 0.02
+    ):
         self.obs = obs
         self.points = [p for s in scenes for p in s.point_sources()]
         comps = [c for s in scenes for c in s.extended()]
         self.extended = None
         if comps:
-            self.extended = ExtendedRenderer(comps, obs.kernel, fwhm_range=obs.fwhm_range(),
-                                             bounds=obs.bounds(), pixel=pixel, node_step=node_step)
+            self.extended = ExtendedRenderer(
+                comps,
+                obs.kernel,
+                fwhm_range=obs.fwhm_range(),
+                bounds=obs.bounds(),
+                pixel=pixel,
+                node_step=node_step,
+            )
         self.edges = channel_edges(obs.wavelength)
 
     def block(self, k0: int, k1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -128,8 +142,7 @@ class FluxModel:
             flux += area * obs.kernel(r, fwhm) * p.spectrum(wave)[None, :]
         if self.extended is not None:
             per_unit = self.extended.evaluate(x, y, fwhm)
-            lo, hi = self.edges[k0:k1], self.edges[k0 + 1:k1 + 1]
+            lo, hi = self.edges[k0:k1], self.edges[k0 + 1 : k1 + 1]
             for comp, values in zip(self.extended.components, per_unit):
                 flux += values * comp.spectrum(wave, lo, hi)[None, :]
         return flux, x, y
-

@@ -73,7 +73,9 @@ def build_observation(
         n_exp = 1 if exposures is None else int(exposures)
     else:
         if bundle is None:
-            raise ValueError("give bundle= (fibers per MaNGA bundle) or lenslets= (number of lenslets)")
+            raise ValueError(
+                "give bundle= (fibers per MaNGA bundle) or lenslets= (number of lenslets)"
+            )
         fx, fy = hex_bundle(int(bundle), MANGA_FIBER_PITCH)
         radius = MANGA_FIBER_RADIUS if fiber_radius is None else fiber_radius
         n_exp = 9 if exposures is None else int(exposures)
@@ -86,7 +88,9 @@ def build_observation(
     if not jitter >= 0:
         raise ValueError(f"jitter must be >= 0 arcsec, got {jitter!r}")
     base = kernel if kernel is not None else KernelModel()
-    kernel = KernelModel(radius, base.sigma_ratio, base.wing_ratio, base.wing, base.lambda_ref, base.exponent)
+    kernel = KernelModel(
+        radius, base.sigma_ratio, base.wing_ratio, base.wing, base.lambda_ref, base.exponent
+    )
     dx, dy = dither_offsets(n_exp, jitter=jitter, rng=stream(seed, STREAM_JITTER))
     # Gaussian fractional jitter truncated at 3 sigma (the FWHM stays >= 10% of ``seeing``)
     z = np.clip(stream(seed, STREAM_SEEING).standard_normal(n_exp), -3.0, 3.0)
@@ -96,9 +100,16 @@ def build_observation(
     else:
         pa = np.broadcast_to(np.asarray(dar_pa, dtype=float), (n_exp,)).copy()
     return Observation(
-        fiber_x=fx, fiber_y=fy, wavelength=np.asarray(wavelength, dtype=float),
-        dither_x=dx, dither_y=dy, seeing_ref=seeing_ref, dar_pa=np.mod(pa, 360.0),
-        dar_amplitude=float(dar_amplitude) if dar else 0.0, dar_reference=float(dar_reference), kernel=kernel,
+        fiber_x=fx,
+        fiber_y=fy,
+        wavelength=np.asarray(wavelength, dtype=float),
+        dither_x=dx,
+        dither_y=dy,
+        seeing_ref=seeing_ref,
+        dar_pa=np.mod(pa, 360.0),
+        dar_amplitude=float(dar_amplitude) if dar else 0.0,
+        dar_reference=float(dar_reference),
+        kernel=kernel,
     )
 
 
@@ -158,18 +169,36 @@ def simulate_rss(
     if wavelength is None:
         wavelength = log_wavelength(nwave, wave_range)
     wavelength = np.asarray(wavelength, dtype=float)
-    if wavelength.ndim != 1 or wavelength.size < 1 or not np.isfinite(wavelength).all() \
-            or (np.diff(wavelength) <= 0).any() or wavelength[0] <= 0:
-        raise ValueError("wavelength must be a 1-D, finite, positive, strictly increasing array (Angstrom)")
+    if (
+        wavelength.ndim != 1
+        or wavelength.size < 1
+        or not np.isfinite(wavelength).all()
+        or (np.diff(wavelength) <= 0).any()
+        or wavelength[0] <= 0
+    ):
+        raise ValueError(
+            "wavelength must be a 1-D, finite, positive, strictly increasing array (Angstrom)"
+        )
     if int(wave_chunk) < 1:
         raise ValueError(f"wave_chunk must be >= 1 channel, got {wave_chunk}")
     wave_chunk = min(int(wave_chunk), wavelength.size)
     if np.dtype(flux_dtype) not in (np.dtype("f4"), np.dtype("f8")):
         raise ValueError(f"flux_dtype must be float32 or float64, got {flux_dtype!r}")
     obs = build_observation(
-        bundle=bundle, lenslets=lenslets, lenslet_pitch=lenslet_pitch, fiber_radius=fiber_radius,
-        exposures=exposures, seeing=seeing, seeing_jitter=seeing_jitter, jitter=jitter,
-        wavelength=wavelength, dar=dar, dar_amplitude=dar_amplitude, dar_pa=dar_pa, kernel=kernel, seed=seed,
+        bundle=bundle,
+        lenslets=lenslets,
+        lenslet_pitch=lenslet_pitch,
+        fiber_radius=fiber_radius,
+        exposures=exposures,
+        seeing=seeing,
+        seeing_jitter=seeing_jitter,
+        jitter=jitter,
+        wavelength=wavelength,
+        dar=dar,
+        dar_amplitude=dar_amplitude,
+        dar_pa=dar_pa,
+        kernel=kernel,
+        seed=seed,
     )
     scenes = make_scene(scene)
     model = FluxModel(obs, scenes, pixel=extended_pixel)
@@ -178,21 +207,38 @@ def simulate_rss(
     if dead_fibers:
         if not 0 <= dead_fibers <= obs.n_fibers:
             raise ValueError(f"dead_fibers must be between 0 and {obs.n_fibers}, got {dead_fibers}")
-        dead_fiber_ids = np.sort(stream(seed, STREAM_DEAD).choice(obs.n_fibers, dead_fibers, replace=False))
+        dead_fiber_ids = np.sort(
+            stream(seed, STREAM_DEAD).choice(obs.n_fibers, dead_fibers, replace=False)
+        )
     dead = np.isin(obs.fiber_id, dead_fiber_ids)
     k_ref = int(np.argmin(np.abs(wavelength - noise_ref_wavelength)))
     ref_flux = model.block(k_ref, k_ref + 1)[0][:, 0]
     f_ref = float(ref_flux[~dead].max()) if (~dead).any() else 0.0
-    noise_model = NoiseModel(seed=seed, snr=noise, f_ref=f_ref, sky_fraction=sky_fraction,
-                             bad_pixel_fraction=bad_pixel_fraction, dead_spectra=dead)
+    noise_model = NoiseModel(
+        seed=seed,
+        snr=noise,
+        f_ref=f_ref,
+        sky_fraction=sky_fraction,
+        bad_pixel_fraction=bad_pixel_fraction,
+        dead_spectra=dead,
+    )
 
     settings: dict[str, Any] = {
-        "seed": seed, "bundle": None if lenslets is not None else bundle, "lenslets": lenslets,
-        "lenslet_pitch": lenslet_pitch if lenslets is not None else None, "seeing": seeing,
-        "seeing_jitter": seeing_jitter, "jitter": jitter, "dar_amplitude": obs.dar_amplitude,
-        "dar_reference": obs.dar_reference, "noise_snr": noise, "sky_fraction": sky_fraction,
-        "noise_ref_wavelength": float(wavelength[k_ref]), "f_ref": f_ref,
-        "photons_per_unit": noise_model.photons_per_unit, "bad_pixel_fraction": bad_pixel_fraction,
+        "seed": seed,
+        "bundle": None if lenslets is not None else bundle,
+        "lenslets": lenslets,
+        "lenslet_pitch": lenslet_pitch if lenslets is not None else None,
+        "seeing": seeing,
+        "seeing_jitter": seeing_jitter,
+        "jitter": jitter,
+        "dar_amplitude": obs.dar_amplitude,
+        "dar_reference": obs.dar_reference,
+        "noise_snr": noise,
+        "sky_fraction": sky_fraction,
+        "noise_ref_wavelength": float(wavelength[k_ref]),
+        "f_ref": f_ref,
+        "photons_per_unit": noise_model.photons_per_unit,
+        "bad_pixel_fraction": bad_pixel_fraction,
     }
     attrs = {
         N.ATTR_RSS_SCHEMA: N.RSS_SCHEMA_ID,
@@ -209,21 +255,36 @@ def simulate_rss(
             k1 = min(k0 + wave_chunk, wavelength.size)
             clean, x, y = model.block(k0, k1)
             flux, ivar, mask = noise_model.apply(clean, k0)
-            yield k0, k1, {N.FLUX: flux.astype(flux_dtype), N.IVAR: ivar.astype(flux_dtype), N.MASK: mask,
-                           N.XPOS: x, N.YPOS: y}
+            yield (
+                k0,
+                k1,
+                {
+                    N.FLUX: flux.astype(flux_dtype),
+                    N.IVAR: ivar.astype(flux_dtype),
+                    N.MASK: mask,
+                    N.XPOS: x,
+                    N.YPOS: y,
+                },
+            )
 
     if out is None:
         parts = list(blocks())
         ds = template.copy()
         for name in N.RSS_SPECTRAL_VARS:
-            ds[name] = (ds[name].dims, np.concatenate([p[2][name] for p in parts], axis=1), ds[name].attrs)
+            ds[name] = (
+                ds[name].dims,
+                np.concatenate([p[2][name] for p in parts], axis=1),
+                ds[name].attrs,
+            )
         return open_rss(ds)
 
     encoding = {name: {"chunks": (obs.n_spectra, wave_chunk)} for name in N.RSS_SPECTRAL_VARS}
     with atomic_output(out, overwrite=overwrite) as tmp:
         template.to_zarr(tmp, mode="w-", compute=False, consolidated=False, encoding=encoding)
         for k0, k1, arrays in blocks():
-            region = xr.Dataset({name: ((N.DIM_SPECTRUM, N.DIM_WAVELENGTH), arr) for name, arr in arrays.items()})
+            region = xr.Dataset(
+                {name: ((N.DIM_SPECTRUM, N.DIM_WAVELENGTH), arr) for name, arr in arrays.items()}
+            )
             region.to_zarr(tmp, region={N.DIM_WAVELENGTH: slice(k0, k1)}, consolidated=False)
             log.debug("wrote channels %d-%d", k0, k1)
         # Consolidated metadata lets a plain xr.open_zarr(out) open the store fast and without
@@ -235,7 +296,9 @@ def simulate_rss(
     return open_rss(out)
 
 
-def _template(obs: Observation, attrs: dict[str, Any], wave_chunk: int, flux_dtype: str) -> xr.Dataset:
+def _template(
+    obs: Observation, attrs: dict[str, Any], wave_chunk: int, flux_dtype: str
+) -> xr.Dataset:
     """The lazy RSS Dataset: small variables in memory, spectral ones as dask zeros chunked by wavelength."""
     shape = (obs.n_spectra, obs.wavelength.size)
     chunks = (obs.n_spectra, wave_chunk)
@@ -246,23 +309,62 @@ def _template(obs: Observation, attrs: dict[str, Any], wave_chunk: int, flux_dty
 
     spec = N.RSS_SPECS
     data_vars = {
-        N.FLUX: (sw, lazy(flux_dtype), {"units": N.FLUX_UNITS, "long_name": spec[N.FLUX].long_name}),
-        N.IVAR: (sw, lazy(flux_dtype), {"units": f"({N.FLUX_UNITS})-2", "long_name": spec[N.IVAR].long_name}),
-        N.MASK: (sw, lazy("u4"), {"long_name": spec[N.MASK].long_name,
-                                  "flag_masks": [1, 2, 4, 8, 16],
-                                  "flag_meanings": "NODATA DEADFIBER REJECT NOSKY SATURATED"}),
+        N.FLUX: (
+            sw,
+            lazy(flux_dtype),
+            {"units": N.FLUX_UNITS, "long_name": spec[N.FLUX].long_name},
+        ),
+        N.IVAR: (
+            sw,
+            lazy(flux_dtype),
+            {"units": f"({N.FLUX_UNITS})-2", "long_name": spec[N.IVAR].long_name},
+        ),
+        N.MASK: (
+            sw,
+            lazy("u4"),
+            {
+                "long_name": spec[N.MASK].long_name,
+                "flag_masks": [1, 2, 4, 8, 16],
+                "flag_meanings": "NODATA DEADFIBER REJECT NOSKY SATURATED",
+            },
+        ),
         N.XPOS: (sw, lazy("f8"), {"units": "arcsec", "long_name": spec[N.XPOS].long_name}),
         N.YPOS: (sw, lazy("f8"), {"units": "arcsec", "long_name": spec[N.YPOS].long_name}),
-        N.EXPOSURE_INDEX: ((N.DIM_SPECTRUM,), obs.exposure_index.astype("i8"),
-                           {"long_name": spec[N.EXPOSURE_INDEX].long_name}),
-        N.SEEING_FWHM: ((N.DIM_EXPOSURE,), obs.seeing_ref.astype("f8"),
-                        {"units": "arcsec", "long_name": spec[N.SEEING_FWHM].long_name,
-                         "reference_wavelength_angstrom": obs.kernel.lambda_ref}),
+        N.EXPOSURE_INDEX: (
+            (N.DIM_SPECTRUM,),
+            obs.exposure_index.astype("i8"),
+            {"long_name": spec[N.EXPOSURE_INDEX].long_name},
+        ),
+        N.SEEING_FWHM: (
+            (N.DIM_EXPOSURE,),
+            obs.seeing_ref.astype("f8"),
+            {
+                "units": "arcsec",
+                "long_name": spec[N.SEEING_FWHM].long_name,
+                "reference_wavelength_angstrom": obs.kernel.lambda_ref,
+            },
+        ),
     }
     coords = {
-        N.WAVELENGTH: ((N.DIM_WAVELENGTH,), obs.wavelength, {"units": "Angstrom", "long_name": "vacuum wavelength"}),
-        N.EXPOSURE: ((N.DIM_EXPOSURE,), np.arange(1, obs.n_exposures + 1, dtype="i8"), {"long_name": "exposure id"}),
-        N.SPECTRUM: ((N.DIM_SPECTRUM,), np.arange(obs.n_spectra, dtype="i8"), {"long_name": spec[N.SPECTRUM].long_name}),
-        N.FIBER: ((N.DIM_SPECTRUM,), obs.fiber_id.astype("i8"), {"long_name": spec[N.FIBER].long_name}),
+        N.WAVELENGTH: (
+            (N.DIM_WAVELENGTH,),
+            obs.wavelength,
+            {"units": "Angstrom", "long_name": "vacuum wavelength"},
+        ),
+        N.EXPOSURE: (
+            (N.DIM_EXPOSURE,),
+            np.arange(1, obs.n_exposures + 1, dtype="i8"),
+            {"long_name": "exposure id"},
+        ),
+        N.SPECTRUM: (
+            (N.DIM_SPECTRUM,),
+            np.arange(obs.n_spectra, dtype="i8"),
+            {"long_name": spec[N.SPECTRUM].long_name},
+        ),
+        N.FIBER: (
+            (N.DIM_SPECTRUM,),
+            obs.fiber_id.astype("i8"),
+            {"long_name": spec[N.FIBER].long_name},
+        ),
     }
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

@@ -88,7 +88,9 @@ class Binary:
 
     def __post_init__(self) -> None:
         if not (self.separation >= 0 and self.contrast >= 0):
-            raise ValueError(f"binary separation and contrast must be >= 0, got {self.separation}, {self.contrast}")
+            raise ValueError(
+                f"binary separation and contrast must be >= 0, got {self.separation}, {self.contrast}"
+            )
 
     @property
     def secondary_position(self) -> tuple[float, float]:
@@ -97,8 +99,10 @@ class Binary:
 
     def point_sources(self) -> list[PointSource]:
         x2, y2 = self.secondary_position
-        return [PointSource(self.x, self.y, self.flux, self.spectral_index),
-                PointSource(x2, y2, self.flux * self.contrast, self.secondary_spectral_index)]
+        return [
+            PointSource(self.x, self.y, self.flux, self.spectral_index),
+            PointSource(x2, y2, self.flux * self.contrast, self.secondary_spectral_index),
+        ]
 
     def extended(self) -> list[ExtendedComponent]:
         return []
@@ -160,7 +164,16 @@ class Galaxy:
     def disk(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         n, b = self.sersic_n, sersic_b(self.sersic_n)
         r = self._elliptical_radius(x, y)
-        total = 2 * np.pi * n * self.axis_ratio * self.r_eff**2 * np.exp(b) * b ** (-2 * n) * special.gamma(2 * n)
+        total = (
+            2
+            * np.pi
+            * n
+            * self.axis_ratio
+            * self.r_eff**2
+            * np.exp(b)
+            * b ** (-2 * n)
+            * special.gamma(2 * n)
+        )
         return np.exp(-b * ((r / self.r_eff) ** (1.0 / n) - 1.0)) / total
 
     def line_surface_brightness(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -171,8 +184,15 @@ class Galaxy:
             return np.exp(-r / h) / (2 * np.pi * q * h**2)
         R, w = self.ring_radius, self.ring_width
         # integral over the plane of exp(-(r-R)^2 / 2w^2) with r the elliptical radius
-        total = 2 * np.pi * q * (w**2 * np.exp(-(R**2) / (2 * w**2))
-                                 + R * w * np.sqrt(np.pi / 2) * (1 + special.erf(R / (np.sqrt(2) * w))))
+        total = (
+            2
+            * np.pi
+            * q
+            * (
+                w**2 * np.exp(-(R**2) / (2 * w**2))
+                + R * w * np.sqrt(np.pi / 2) * (1 + special.erf(R / (np.sqrt(2) * w)))
+            )
+        )
         return np.exp(-((r - R) ** 2) / (2 * w**2)) / total
 
     @property
@@ -187,7 +207,9 @@ class Galaxy:
     def line_spectrum(self, wave: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Mean f_lambda of the line over each channel [lo, hi] (flux conserved on any grid)."""
         s = np.sqrt(2.0) * self.line_sigma
-        frac = 0.5 * (special.erf((hi - self.line_center) / s) - special.erf((lo - self.line_center) / s))
+        frac = 0.5 * (
+            special.erf((hi - self.line_center) / s) - special.erf((lo - self.line_center) / s)
+        )
         return self.line_flux * frac / (hi - lo)
 
     def continuum_spectrum(self, wave: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
@@ -200,15 +222,27 @@ class Galaxy:
         # radius enclosing all but ~1e-6 of the light (elliptical radius; the semi-major axis bounds it)
         n, b = self.sersic_n, sersic_b(self.sersic_n)
         r_disk = self.r_eff * (float(special.gammainccinv(2 * n, 1e-6)) / b) ** n
-        r_line = (self.ring_radius + 6 * self.ring_width if self.line_map == "ring"
-                  else self.line_scale * 16.6)  # exp(-r/h)(1 + r/h) < 1e-6
+        r_line = (
+            self.ring_radius + 6 * self.ring_width
+            if self.line_map == "ring"
+            else self.line_scale * 16.6
+        )  # exp(-r/h)(1 + r/h) < 1e-6
         return [
-            ExtendedComponent("continuum", self.disk, self.continuum_spectrum, self.x, self.y, r_disk),
-            ExtendedComponent("line", self.line_surface_brightness, self.line_spectrum, self.x, self.y, r_line),
+            ExtendedComponent(
+                "continuum", self.disk, self.continuum_spectrum, self.x, self.y, r_disk
+            ),
+            ExtendedComponent(
+                "line", self.line_surface_brightness, self.line_spectrum, self.x, self.y, r_line
+            ),
         ]
 
     def truth(self) -> dict[str, Any]:
-        return {"kind": "galaxy", **asdict(self), "line_center": self.line_center, "line_sigma": self.line_sigma}
+        return {
+            "kind": "galaxy",
+            **asdict(self),
+            "line_center": self.line_center,
+            "line_sigma": self.line_sigma,
+        }
 
 
 SCENE_NAMES = ("point", "binary", "galaxy")

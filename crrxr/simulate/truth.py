@@ -25,14 +25,22 @@ FLUX_DENSITY_UNITS = "1e-17 erg / (s cm2 Angstrom)"
 
 # source attribute -> (units, key suffix)
 _UNITS: dict[str, tuple[str, str]] = {
-    "x": ("arcsec", "_arcsec"), "y": ("arcsec", "_arcsec"),
-    "secondary_x": ("arcsec", "_arcsec"), "secondary_y": ("arcsec", "_arcsec"),
-    "separation": ("arcsec", "_arcsec"), "r_eff": ("arcsec", "_arcsec"),
-    "ring_radius": ("arcsec", "_arcsec"), "ring_width": ("arcsec", "_arcsec"), "line_scale": ("arcsec", "_arcsec"),
+    "x": ("arcsec", "_arcsec"),
+    "y": ("arcsec", "_arcsec"),
+    "secondary_x": ("arcsec", "_arcsec"),
+    "secondary_y": ("arcsec", "_arcsec"),
+    "separation": ("arcsec", "_arcsec"),
+    "r_eff": ("arcsec", "_arcsec"),
+    "ring_radius": ("arcsec", "_arcsec"),
+    "ring_width": ("arcsec", "_arcsec"),
+    "line_scale": ("arcsec", "_arcsec"),
     "position_angle": ("deg", "_deg"),
-    "flux": (FLUX_DENSITY_UNITS, ""), "line_flux": ("1e-17 erg / (s cm2)", ""),
-    "line_rest": ("Angstrom", "_angstrom"), "line_center": ("Angstrom", "_angstrom"),
-    "line_sigma": ("Angstrom", "_angstrom"), "sigma_kms": ("km / s", ""),
+    "flux": (FLUX_DENSITY_UNITS, ""),
+    "line_flux": ("1e-17 erg / (s cm2)", ""),
+    "line_rest": ("Angstrom", "_angstrom"),
+    "line_center": ("Angstrom", "_angstrom"),
+    "line_sigma": ("Angstrom", "_angstrom"),
+    "sigma_kms": ("km / s", ""),
 }
 
 
@@ -46,12 +54,15 @@ def _field(key: str, value: Any, units: str = "", doc: str = "") -> tuple[ParamF
     if isinstance(value, int | np.integer):
         return ParamField(key, units=units, dtype="int64", default=int(value), doc=doc), int(value)
     if isinstance(value, float | np.floating):
-        return ParamField(key, units=units, dtype="float64", default=float(value), doc=doc), float(value)
+        return ParamField(key, units=units, dtype="float64", default=float(value), doc=doc), float(
+            value
+        )
     return ParamField(key, units=units, dtype="str", default=str(value), doc=doc), str(value)
 
 
-def truth_store(scenes: list[Any], obs: Any, settings: Mapping[str, Any], dead_fiber_ids: np.ndarray,
-                model: Any) -> tuple[ParamSpec, ParameterStore]:
+def truth_store(
+    scenes: list[Any], obs: Any, settings: Mapping[str, Any], dead_fiber_ids: np.ndarray, model: Any
+) -> tuple[ParamSpec, ParameterStore]:
     """(spec, store) describing what was simulated."""
     entries: list[tuple[ParamField, Any]] = []
     for name, value in settings.items():
@@ -61,13 +72,32 @@ def truth_store(scenes: list[Any], obs: Any, settings: Mapping[str, Any], dead_f
         _field("observation.n_fibers", obs.n_fibers),
         _field("observation.n_exposures", obs.n_exposures),
         _field("observation.fiber_radius_arcsec", float(obs.kernel.fiber_radius), "arcsec"),
-        _field("observation.fiber_x_arcsec", obs.fiber_x, "arcsec", "fiber centres in the bundle frame"),
+        _field(
+            "observation.fiber_x_arcsec", obs.fiber_x, "arcsec", "fiber centres in the bundle frame"
+        ),
         _field("observation.fiber_y_arcsec", obs.fiber_y, "arcsec"),
-        _field("observation.dither_x_arcsec", obs.dither_x, "arcsec", "per-exposure offset incl. jitter"),
+        _field(
+            "observation.dither_x_arcsec",
+            obs.dither_x,
+            "arcsec",
+            "per-exposure offset incl. jitter",
+        ),
         _field("observation.dither_y_arcsec", obs.dither_y, "arcsec"),
-        _field("observation.seeing_ref_arcsec", obs.seeing_ref, "arcsec", "per-exposure FWHM at 5400 A"),
-        _field("observation.dar_pa_deg", obs.dar_pa, "deg", "direction of the blue-ward DAR shift, E of N"),
-        _field("observation.dead_fibers", np.asarray(dead_fiber_ids, dtype=np.int64), "", "dead fiber ids"),
+        _field(
+            "observation.seeing_ref_arcsec", obs.seeing_ref, "arcsec", "per-exposure FWHM at 5400 A"
+        ),
+        _field(
+            "observation.dar_pa_deg",
+            obs.dar_pa,
+            "deg",
+            "direction of the blue-ward DAR shift, E of N",
+        ),
+        _field(
+            "observation.dead_fibers",
+            np.asarray(dead_fiber_ids, dtype=np.int64),
+            "",
+            "dead fiber ids",
+        ),
     ]
     counts: dict[str, int] = {}
     for scene in scenes:
@@ -79,16 +109,23 @@ def truth_store(scenes: list[Any], obs: Any, settings: Mapping[str, Any], dead_f
             units, suffix = _UNITS.get(attr, ("", ""))
             entries.append(_field(f"{prefix}.{attr}{suffix}", value, units))
     if model.extended is not None:
-        entries.append(_field("observation.extended_grid_flux_fraction", model.extended.captured, "",
-                              "fraction of each extended component's flux on the simulation grid"))
+        entries.append(
+            _field(
+                "observation.extended_grid_flux_fraction",
+                model.extended.captured,
+                "",
+                "fraction of each extended component's flux on the simulation grid",
+            )
+        )
         entries.append(_field("observation.extended_pixel_arcsec", model.extended.pixel, "arcsec"))
     spec = ParamSpec([f for f, _ in entries], name=TRUTH_SPEC_NAME, system_id=TRUTH_SYSTEM_ID)
     store = ParameterStore({f.key: v for f, v in entries})
     return spec, store
 
 
-def truth_attrs(scenes: list[Any], obs: Any, settings: Mapping[str, Any], dead_fiber_ids: np.ndarray,
-                model: Any) -> dict[str, str]:
+def truth_attrs(
+    scenes: list[Any], obs: Any, settings: Mapping[str, Any], dead_fiber_ids: np.ndarray, model: Any
+) -> dict[str, str]:
     """The two attrs ``crrxr_truth_paramspec``/``crrxr_truth`` (canonical JSON strings)."""
     spec, store = truth_store(scenes, obs, settings, dead_fiber_ids, model)
     attrs = store.to_attrs(spec)
@@ -99,7 +136,11 @@ def read_truth(ds_or_attrs: Any) -> ParameterStore:
     """The truth ParameterStore of a simulated RSS (a Dataset or its attrs)."""
     attrs = getattr(ds_or_attrs, "attrs", ds_or_attrs)
     if N.ATTR_TRUTH not in attrs or N.ATTR_TRUTH_SPEC not in attrs:
-        raise ValueError(f"no simulation truth in these attrs (need {N.ATTR_TRUTH_SPEC!r} and {N.ATTR_TRUTH!r}); "
-                         "was the RSS written by crrxr simulate?")
-    _, store = ParameterStore.from_attrs({SPEC_ATTR: attrs[N.ATTR_TRUTH_SPEC], PARAMS_ATTR: attrs[N.ATTR_TRUTH]})
+        raise ValueError(
+            f"no simulation truth in these attrs (need {N.ATTR_TRUTH_SPEC!r} and {N.ATTR_TRUTH!r}); "
+            "was the RSS written by crrxr simulate?"
+        )
+    _, store = ParameterStore.from_attrs(
+        {SPEC_ATTR: attrs[N.ATTR_TRUTH_SPEC], PARAMS_ATTR: attrs[N.ATTR_TRUTH]}
+    )
     return store

@@ -7,7 +7,9 @@ import numpy as np
 MANGA_DLOG10 = 1e-4
 
 
-def log_wavelength(nwave: int | None = None, wave_range: tuple[float, float] = (3622.0, 10354.0)) -> np.ndarray:
+def log_wavelength(
+    nwave: int | None = None, wave_range: tuple[float, float] = (3622.0, 10354.0)
+) -> np.ndarray:
     """Log-spaced channel centres (Angstrom) from ``wave_range[0]`` to ``wave_range[1]`` inclusive.
 
     ``nwave=None`` uses MaNGA's spacing Dlog10 = 1e-4 (4563 channels over 3622-10354 A); any other
@@ -15,7 +17,9 @@ def log_wavelength(nwave: int | None = None, wave_range: tuple[float, float] = (
     """
     lo, hi = (float(v) for v in wave_range)
     if not (np.isfinite(lo) and np.isfinite(hi) and 0 < lo < hi):
-        raise ValueError(f"wave_range must be two increasing positive wavelengths in Angstrom, got {wave_range!r}")
+        raise ValueError(
+            f"wave_range must be two increasing positive wavelengths in Angstrom, got {wave_range!r}"
+        )
     if nwave is None:
         nwave = int(round(np.log10(hi / lo) / MANGA_DLOG10)) + 1
     if nwave < 1:
