@@ -29,8 +29,6 @@ from crrxr.core.kernel import KernelTable, radial_kernel
 from crrxr.core.neighbours import NeighbourCache
 from crrxr.core.shepard import shepard_weights_sparse
 
-RETRY_GRAM = 16
-
 
 class InputError(ValueError):
     """Per-sample inputs are inconsistent or invalid (shapes, NaN positions, negative ivar, ...)."""
@@ -138,9 +136,6 @@ class ChannelSolver:
         self._geom: tuple | None = None
         self._weights_key: tuple | None = None
         self._weights: tuple | None = None
-        # "auto": after the gram route was rejected, go straight to the SVD, retrying gram every
-        # RETRY_GRAM channels (neighbouring channels have nearly the same conditioning)
-        self._skip_gram = 0
 
     # -- geometry -------------------------------------------------------------------------------
     def _geometry(self, x: np.ndarray, y: np.ndarray, dead: np.ndarray):
@@ -195,20 +190,9 @@ class ChannelSolver:
         ):
             return self._weights
         Ag, sel_idx, use_idx = self.kernel_matrix(x, y, fw, usable, geom)
-        try_gram = self._skip_gram == 0
-        sol = solve_crr(
-            Ag,
-            lam=cfg.lam,
-            floor=cfg.sv_floor,
-            variant=cfg.variant,
-            solver=cfg.solver,
-            try_gram=try_gram,
-        )
-        if cfg.solver == "auto":
-            if try_gram:
-                self._skip_gram = RETRY_GRAM if sol.solver == "svd" and sol.rank > 0 else 0
-            else:
-                self._skip_gram -= 1
+        # every channel chooses its route from its own matrix alone: a decision carried over from
+        # earlier channels would make the cube depend on where chunks start (issue #9)
+        sol = solve_crr(Ag, lam=cfg.lam, floor=cfg.sv_floor, variant=cfg.variant, solver=cfg.solver)
         out = (sel_idx, use_idx, sol.weights, sol.solver)
         self._weights_key = tuple(a.copy() for a in key)
         self._weights = out
