@@ -63,7 +63,11 @@ def is_crrxr_cube(store: str | os.PathLike) -> bool:
     except (OSError, ValueError):
         return False
     attrs = meta.get("attributes") or {}
-    return meta.get("node_type") == "group" and C.ATTR_RSS_IDENTITY in attrs and C.ATTR_VERSION in attrs
+    return (
+        meta.get("node_type") == "group"
+        and C.ATTR_RSS_IDENTITY in attrs
+        and C.ATTR_VERSION in attrs
+    )
 
 
 def output_state(store: str | os.PathLike) -> str:
