@@ -127,6 +127,9 @@ def test_deleted_cube_chunk_is_found_by_verify_refused_by_export_and_recomputed(
 
 
 def test_missing_input_chunk_fails_the_build_with_a_clear_message(rss, reference, tmp_path):
+    from crrxr.engine.chunk import read_rss_slice
+    from crrxr.engine.integrity import InputChunkError
+
     src = tmp_path / "in.zarr"
     subprocess.run(["cp", "-r", str(rss), str(src)], check=True)
     moved = tmp_path / "flux-chunk"
@@ -135,14 +138,25 @@ def test_missing_input_chunk_fails_the_build_with_a_clear_message(rss, reference
     r = build(src, store)
     assert r.returncode == 1, r.stderr
     no_traceback(r)
-    assert "'flux' has no stored chunk" in r.stderr and "--resume" in r.stderr
-    ledger = zarr.open_array(str(store), path=C.CHUNK_DONE)[:]
-    assert ledger[2:].tolist() == [0, 0]  # the chunks reading the missing input are not done
+    assert "'flux' has no stored chunk" in r.stderr and "rewrite it" in r.stderr
+    assert not store.exists()  # found before anything was written
+    # a chunk that goes missing after the build started fails its task, never reads as NaN
+    with pytest.raises(InputChunkError, match="'flux' has no stored chunk"):
+        read_rss_slice(str(src), 8, 12)
+    assert read_rss_slice(str(src), 0, 8)["flux"].notnull().all()
     v = crrxr("validate", src, "--data")
     assert v.returncode == 1 and "flux" in v.stderr
     os.rename(moved, src / "flux" / "c" / "0" / "1")
     assert crrxr("validate", src, "--data").returncode == 0
-    r = build(src, store, "--resume")
+    # a corrupt (undecodable) chunk
+    f = src / "ivar" / "c" / "0" / "0"
+    good = f.read_bytes()
+    f.write_bytes(good[:-7] + b"garbage")
+    r = build(src, store)
+    assert r.returncode == 1 and "ivar" in r.stderr and "corrupt" in r.stderr, r.stderr
+    no_traceback(r)
+    f.write_bytes(good)
+    r = build(src, store)
     assert r.returncode == 0, r.stderr
     assert_same_cube(store, reference)
 

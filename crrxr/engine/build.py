@@ -531,7 +531,7 @@ def prepare_build(
             )
         if state == "file" and resume:
             raise ResumeRefused(f"{store} is a file, not a cube store; cannot --resume it")
-        identity = S.rss_identity(rds)
+        identity = S.rss_identity(rds, src.path)
         resumed = resume and state == "cube"
         if resume and not resumed:
             _echo(f"crrxr build: {store} does not exist yet: starting a new build", mode)

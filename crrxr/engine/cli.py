@@ -193,25 +193,21 @@ def _build(args: argparse.Namespace) -> int:
             print(f"crrxr build: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         except Exception as exc:  # noqa: BLE001 - every failure ends in one clear line
-            return _failed(exc, resume_hint)
+            return _failed(exc, args.cube, resume_hint)
     return EXIT_OK
 
 
-def _failed(exc: BaseException, resume_hint: str) -> int:
+def _failed(exc: BaseException, store: str, resume_hint: str) -> int:
     """Print a failure as one line naming the cause (full traceback with ``-vv``)."""
     import logging
 
-    from crrxr.engine.build import ResumeError
+    from crrxr.engine.store import is_crrxr_cube
 
     logging.getLogger(__name__).debug("build failed", exc_info=exc)
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
-    kind = type(exc).__name__
-    msg = text if isinstance(exc, ResumeError | FileNotFoundError) else f"{kind}: {text}"
-    hint = (
-        ""
-        if isinstance(exc, ResumeError | FileNotFoundError)
-        else f"; fix the cause, then {resume_hint}"
-    )
+    ours = type(exc).__module__.startswith("crrxr") or type(exc) in (ValueError, OSError)
+    msg = text if ours else f"{type(exc).__name__}: {text}"
+    hint = f"; fix the cause, then {resume_hint}" if is_crrxr_cube(store) else ""
     print(f"crrxr build: error: {msg}{hint}", file=sys.stderr)
     return EXIT_FAILED
 
