@@ -34,7 +34,7 @@ from crrxr.engine.lock import StoreLock
 from crrxr.engine.memory import PeakMemory, worker_metrics
 from crrxr.engine.plan import Plan, make_plan
 from crrxr.executors import Executor, available_cores, make_executor
-from crrxr.executors.base import Interrupted
+from crrxr.executors.base import GRACE_SECONDS, Interrupted
 from crrxr.io import cube as C
 from crrxr.io.atomic import atomic_output
 from crrxr.params import ParameterStore
@@ -666,10 +666,6 @@ def _write_template_atomically(store: str, rds, pstore, grid, plan: Plan, identi
 
 class BuildInterrupted(RuntimeError):
     """The build stopped on request (a signal); finished chunks are kept, ``--resume`` continues."""
-
-
-#: Seconds a stopped build waits for chunks already running to write their ledger marks.
-GRACE_SECONDS = 30.0
 
 
 def _task_chunk(key: Any, builds: list[CubeBuild]) -> tuple[CubeBuild, int] | None:

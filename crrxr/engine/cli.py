@@ -16,6 +16,7 @@ import threading
 from collections.abc import Iterator
 
 from crrxr.executors import SCHEDULER_NAMES
+from crrxr.executors.base import GRACE_SECONDS
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -154,12 +155,21 @@ def stop_on_signals(grace: float) -> Iterator[threading.Event]:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from crrxr.engine.build import (
-        GRACE_SECONDS,
-        BuildInterrupted,
-        ResumeRefused,
-        run_build,
-    )
+    # the handlers go in first: a signal while the engine is still importing stops cleanly too
+    with stop_on_signals(GRACE_SECONDS) as stop:
+        try:
+            return _run_build(args, stop)
+        except KeyboardInterrupt:
+            print(
+                f"crrxr build: interrupted (stopped at once); rerun with: crrxr build {args.rss} "
+                f"{args.cube} --resume",
+                file=sys.stderr,
+            )
+            return EXIT_INTERRUPTED
+
+
+def _run_build(args: argparse.Namespace, stop: threading.Event) -> int:
+    from crrxr.engine.build import BuildInterrupted, ResumeRefused, run_build
     from crrxr.engine.lock import StoreLockedError
     from crrxr.engine.plan import PlanError
     from crrxr.io.atomic import OutputOverlapError
@@ -170,30 +180,28 @@ def _build(args: argparse.Namespace) -> int:
     # --no-progress drops the progress bar / lines, never the plan and the final summary
     progress = "summary" if args.progress is False else args.progress
     resume_hint = f"rerun with: crrxr build {args.rss} {args.cube} --resume"
-    with stop_on_signals(GRACE_SECONDS) as stop:
-        try:
-            run_build(
-                args.rss,
-                args.cube,
-                resume=args.resume,
-                overwrite=args.overwrite,
-                progress=progress,
-                sky_subtract=args.sky_subtract,
-                stop=stop,
-                **kw,
-            )
-        except (BuildInterrupted, KeyboardInterrupt) as exc:
-            why = str(exc) if isinstance(exc, BuildInterrupted) else "stopped at once"
-            print(f"crrxr build: interrupted ({why}); {resume_hint}", file=sys.stderr)
-            return EXIT_INTERRUPTED
-        except StoreLockedError as exc:
-            print(f"crrxr build: error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
-        except (ResumeRefused, PlanError, ParamError, OutputOverlapError) as exc:
-            print(f"crrxr build: error: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        except Exception as exc:  # noqa: BLE001 - every failure ends in one clear line
-            return _failed(exc, args.cube, resume_hint)
+    try:
+        run_build(
+            args.rss,
+            args.cube,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=progress,
+            sky_subtract=args.sky_subtract,
+            stop=stop,
+            **kw,
+        )
+    except BuildInterrupted as exc:
+        print(f"crrxr build: interrupted ({exc}); {resume_hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except StoreLockedError as exc:
+        print(f"crrxr build: error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except (ResumeRefused, PlanError, ParamError, OutputOverlapError) as exc:
+        print(f"crrxr build: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as exc:  # noqa: BLE001 - every failure ends in one clear line
+        return _failed(exc, args.cube, resume_hint)
     return EXIT_OK
 
 

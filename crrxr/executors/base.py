@@ -52,6 +52,10 @@ def worker_start() -> None:
         hook()
 
 
+#: Seconds a stopped build gives the chunks already running to finish before abandoning them.
+GRACE_SECONDS = 30.0
+
+
 class Interrupted(Exception):
     """``compute`` stopped because its ``stop`` event was set: no new task was started after it.
     ``running``: keys of tasks that had started and may still be finishing (local threads/processes)."""
