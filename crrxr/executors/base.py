@@ -8,8 +8,11 @@ subclass, nothing else.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -22,6 +25,42 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG), so a
+    worker never outlives the build that started it (a killed driver leaves no orphan writing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before prctl: do not run orphaned
+        os._exit(1)
+
+
+def worker_start(with_parent: bool = True) -> None:
+    """Start-up of a worker process (pool initializer, Dask worker plugin, Ray setup hook): die with
+    the parent (``with_parent``; not on a user's own long-lived cluster), then fix this process's
+    BLAS threads for good (:mod:`crrxr.executors.blas`)."""
+    from crrxr.executors.blas import set_worker_blas_threads
+
+    if with_parent:
+        die_with_parent()
+    set_worker_blas_threads()
+
+
+#: Seconds a stopped build gives the chunks already running to finish before abandoning them.
+GRACE_SECONDS = 30.0
+
+
+class Interrupted(Exception):
+    """``compute`` stopped because its ``stop`` event was set: no new task was started after it.
+    ``running``: keys of tasks that had started and may still be finishing (local threads/processes)."""
+
+    def __init__(self, running: Sequence[Any] = ()):
+        super().__init__("stopped on request")
+        self.running = list(running)
 
 
 class ProgressLog:
@@ -64,16 +103,38 @@ class Executor(ABC):
 
     def __init__(self, workers: int):
         self.workers = max(1, int(workers))
+        self.started = False
+
+    def start(self) -> Executor:
+        """Start what the executor needs (a cluster, a connection); idempotent. Whoever calls
+        ``start`` (or enters ``with``) owns the executor and closes it."""
+        if not self.started:
+            self._start()
+            self.started = True
+        return self
+
+    def _start(self) -> None:
+        """Subclasses start their cluster here; nothing by default."""
+        return None
 
     def __enter__(self) -> Executor:
-        return self
+        return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def close(self) -> None:
-        """Release whatever was started for the run (clusters, pools); nothing by default."""
+        """Release whatever was started (clusters, pools); idempotent."""
+        if self.started:
+            self._close()
+            self.started = False
+
+    def _close(self) -> None:
         return None
+
+    def worker_pids(self) -> list[int]:
+        """Pids of worker processes on this host that the executor knows of (none by default)."""
+        return []
 
     @abstractmethod
     def compute(
@@ -82,11 +143,12 @@ class Executor(ABC):
         *,
         progress: str = "off",
         on_result: Callable[[Any], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> list[Any]:
         """Run ``tasks`` (dask Delayed) and return their results in order.
 
         ``progress``: ``"bar"`` (a progress bar, for a terminal), ``"log"`` (periodic lines) or
-        ``"off"``.
+        ``"off"``. ``stop``: once set, no further task starts and :class:`Interrupted` is raised.
         """
 
     def describe(self) -> str:

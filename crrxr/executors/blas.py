@@ -40,18 +40,3 @@ def blas_threads_for_pool() -> AbstractContextManager:
     :data:`BLAS_THREADS` while the pool runs, the caller's setting back after it has finished."""
     _load_blas()
     return threadpool_limits(limits=BLAS_THREADS)
-
-
-def blas_worker_plugin():
-    """A Dask distributed ``WorkerPlugin`` that calls :func:`set_worker_blas_threads` when a worker
-    starts (also on workers that join or restart later); distributed is imported only here."""
-    from distributed.diagnostics.plugin import WorkerPlugin
-
-    class BlasThreads(WorkerPlugin):
-        name = "crrxr-blas-threads"
-        idempotent = True
-
-        def setup(self, worker) -> None:
-            set_worker_blas_threads()
-
-    return BlasThreads()

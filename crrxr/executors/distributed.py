@@ -6,14 +6,14 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
 
 import dask
 
-from crrxr.executors.base import Executor, ProgressLog
-from crrxr.executors.blas import blas_worker_plugin
+from crrxr.executors.base import Executor, Interrupted, ProgressLog
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +39,16 @@ class DistributedExecutor(Executor):
         self._scratch: str | None = None
         self._undo = ExitStack()  # what __enter__ changed outside the cluster, undone on close
 
-    def __enter__(self) -> DistributedExecutor:
+    def _start(self) -> None:
         from distributed import Client, LocalCluster
+
+        from crrxr.executors.worker_plugin import WorkerStart
 
         if self.address:
             self.client = Client(self.address)
             self.workers = max(1, len(self.client.scheduler_info().get("workers", {})))
+            # the user's own workers outlive this build: BLAS threads only, no parent-death signal
+            self.client.register_plugin(WorkerStart(with_parent=False), name="crrxr-worker-start")
         else:
             # worker spill/scratch space of this run only, removed on close (dask's default
             # dask-scratch-space under the temp folder would be left behind)
@@ -62,19 +66,17 @@ class DistributedExecutor(Executor):
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=":0",  # a free port: never clash with a running cluster
+                    dashboard_address="127.0.0.1:0",  # loopback only, a free port
                     memory_limit=self.memory_limit if self.memory_limit else "auto",
                     silence_logs=logging.WARNING,  # keep memory warnings and worker restarts visible
                 )
                 self.client = Client(self.cluster)
+                self.client.register_plugin(WorkerStart(), name="crrxr-worker-start")
             except BaseException:
-                self.close()  # no `with` exit follows a failed enter: undo the above here
+                self._close()  # no `with` exit follows a failed start: undo the above here
                 raise
-        # BLAS threads set once in every worker process (also workers that join or restart later)
-        self.client.register_plugin(blas_worker_plugin())
-        return self
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -95,12 +97,13 @@ class DistributedExecutor(Executor):
         *,
         progress: str = "off",
         on_result: Callable[[Any], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> list[Any]:
         from distributed import as_completed
         from distributed import progress as dist_progress
 
         if self.client is None:
-            raise RuntimeError("DistributedExecutor.compute outside its `with` block")
+            raise RuntimeError("DistributedExecutor.compute before start() / its `with` block")
         if not tasks:
             return []
         futures = self.client.compute(list(tasks))
@@ -112,6 +115,9 @@ class DistributedExecutor(Executor):
         pending = as_completed(futures)
         futures.clear()  # hold each result only until it is collected: a restarted worker then
         for fut in pending:  # never makes the scheduler recompute chunks already written
+            if stop is not None and stop.is_set():  # abandon the rest: unmarked chunks rerun
+                self.client.cancel(list(pending.futures))
+                raise Interrupted()
             result = fut.result()  # raises the task's error here
             results[position[fut.key]] = result
             fut.release()
