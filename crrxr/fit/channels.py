@@ -78,7 +78,13 @@ def read_channels(
     p = cube.params
     sky = str(p["sky.method"]) if bool(p["sky.enabled"]) else None
     parts = [read_rss_slice(os.fspath(rss_path), a, b, sky) for a, b in _runs(idx)]
-    part = parts[0] if len(parts) == 1 else xr.concat(parts, dim="wavelength")
+    part = (
+        parts[0]
+        if len(parts) == 1
+        else xr.concat(
+            parts, dim="wavelength", data_vars="minimal", coords="minimal", compat="override"
+        )
+    )
     wave = part["wavelength"].values
     exp_index = part["exposure_index"].values.astype(np.int64)
     fwhm = seeing_at(
