@@ -23,6 +23,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crrxr.simulate.cli",
     "crrxr.engine.cli",
     "crrxr.fit.cli",
+    "crrxr.quality.cli",
 )
 
 

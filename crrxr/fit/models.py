@@ -32,8 +32,10 @@ from crrxr.params.fit_specs import (
     source_spec,
 )
 
-#: relative singular-value cut of the cube covariance's square root (modes below carry no data)
-COV_RTOL = 1e-6
+#: relative eigenvalue cut of the cube covariance (below: numerically zero in float64)
+COV_RTOL = 1e-13
+#: covariance modes are used only where their noise variance exceeds this x the rounding variance
+ROUNDING_MARGIN = 1e4
 KINDS = ("psf", "source", "binary")
 
 
@@ -153,10 +155,13 @@ def cube_data(
     pixels: np.ndarray,
     weights: Sequence[ChannelWeights],
     terms: Sequence[Samples],
+    storage_dtype: np.dtype | type = np.float32,
 ) -> FitData:
     """The mean image of the channels of ``weights`` (one or a bin) at the spaxels ``pixels``.
 
-    Its covariance is (1/n^2) sum_c W_c N_c W_c^T (noise independent between channels); the model
+    Its covariance is (1/n^2) sum_c W_c N_c W_c^T (noise independent between channels), inverted
+    on the modes whose noise dominates the rounding of values stored as ``storage_dtype`` (the
+    cube's flux dtype) by :data:`ROUNDING_MARGIN`; the model
     of a source is the mean of W_c f_c(theta) (source/binary) or the kernel image (psf).
     """
     n = len(weights)
@@ -165,12 +170,18 @@ def cube_data(
         (m.multiply(np.sqrt(1.0 / t.ivar[w.samples])[None, :])).toarray()
         for m, t, w in zip(mats, terms, weights)
     ]
-    U, S, _ = np.linalg.svd(np.hstack(blocks), full_matrices=False)
-    keep = S > COV_RTOL * S[0] if S.size else np.zeros(0, bool)
-    T = (U[:, keep] / S[keep]).T
+    B = np.hstack(blocks)
+    values = np.asarray(image, dtype=float).ravel()[pixels]
+    # W N W^T has rank <= n_samples and modes far below the noise are set by the rounding of the
+    # stored values (one unit in the last place of ``storage_dtype``): keep the modes whose noise
+    # variance exceeds ROUNDING_MARGIN x the largest rounding variance, invert C on those
+    ulp = np.spacing(np.abs(values).astype(storage_dtype)).astype(float)
+    floor = ROUNDING_MARGIN * float(np.max(ulp, initial=0.0)) ** 2 / (12.0 * n)
+    w, E = np.linalg.eigh(B @ B.T)
+    keep = w > max(COV_RTOL * (w[-1] if w.size else 0.0), floor)
+    T = (E[:, keep] / np.sqrt(w[keep])).T
     xx, yy = grid.centres()
     px, py = xx[pixels], yy[pixels]
-    values = np.asarray(image, dtype=float).ravel()[pixels]
     if kind == "psf":
         args = (config.fiber_radius, config.sigma_ratio, config.wing_ratio, config.wing)
         p2 = grid.pixel_scale**2

@@ -149,7 +149,9 @@ def run_task(task: FitTask) -> list[ChannelFit]:
                 if pix.size == 0:
                     out.append(ChannelFit.empty(n_par, n_der, STATUS_MASKED))
                     continue
-                data = cube_data(task.kind, config, cube.grid, img, pix, ws, terms)
+                data = cube_data(
+                    task.kind, config, cube.grid, img, pix, ws, terms, ds[C.FLUX].dtype
+                )
             out.append(fit_data(task.kind, spec, resolver, data))
         except (ValueError, np.linalg.LinAlgError):
             out.append(ChannelFit.empty(n_par, n_der, STATUS_ERROR))
@@ -215,9 +217,9 @@ def fit_cube(
 def write_fit(ds: xr.Dataset, path: str, group: str, cube: CubeView) -> None:
     """Write ``ds`` as ``group`` of the cube store, chunked along wavelength like the cube, and
     refresh the store's consolidated metadata so that ``xr.open_zarr(path, group=group)`` finds it."""
-    wc = int(cube.dataset[C.FLUX].encoding.get("chunks", (ds.sizes[C.WAVELENGTH],))[0])
+    wc = int(cube.dataset[C.FLUX].encoding.get("chunks", (cube.dataset.sizes[C.WAVELENGTH],))[0])
     encoding = {
-        name: {"chunks": (wc,) + tuple(ds.sizes[d] for d in var.dims[1:])}
+        name: {"chunks": (min(wc, var.shape[0]),) + tuple(var.shape[1:])}
         for name, var in ds.data_vars.items()
         if var.dims and var.dims[0] == C.WAVELENGTH
     }

@@ -24,6 +24,7 @@ STATUS_TOO_FEW_DATA = 2
 STATUS_MASKED = 3
 STATUS_NOT_FITTED = 4
 STATUS_ERROR = 5
+BINARY_STARTS = 3
 STATUS_MEANINGS = "ok not_converged too_few_data channel_masked not_fitted error"
 
 
@@ -69,9 +70,12 @@ def _linear_amplitudes(data: FitData, stores: list[ParameterStore]) -> np.ndarra
     return coef
 
 
-def start_values(kind: str, spec: ParamSpec, data: FitData) -> ParameterStore:
-    """Start values: the brightest data point as the position, amplitudes by linear least squares;
-    for a binary the secondary is the data point that, with the primary, fits best."""
+def start_values(
+    kind: str, spec: ParamSpec, data: FitData
+) -> ParameterStore | list[ParameterStore]:
+    """Start values: the brightest data point as the position, amplitudes by linear least squares.
+    For a binary: the best single source as the primary, then a list of the
+    :data:`BINARY_STARTS` data points that, as the secondary, fit best (each is tried)."""
     base = ParameterStore.from_spec_defaults(spec).without(spec.derived_keys())
     i = int(np.argmax(data.values))
     x0, y0 = float(data.px[i]), float(data.py[i])
@@ -93,7 +97,9 @@ def start_values(kind: str, spec: ParamSpec, data: FitData) -> ParameterStore:
             "binary.flux_total": 1.0,
         }
     )
-    best = None
+    prim = _refine_primary(data, prim)
+    x0, y0 = prim["binary.x_arcsec"], prim["binary.y_arcsec"]
+    found = []
     r = np.hypot(data.px - x0, data.py - y0)
     for k in np.flatnonzero((r > 1.0) & (data.values > 0.05 * data.values[i])):
         dx, dy = data.px[k] - x0, data.py[k] - y0
@@ -108,24 +114,47 @@ def start_values(kind: str, spec: ParamSpec, data: FitData) -> ParameterStore:
                 "binary.flux_total": (1.0 + 1e12) / 1e12,
             }
         )
-        f1, f2 = _linear_amplitudes(data, [prim, sec])
+        one = prim.replace({"binary.flux_total": 1.0})
+        f1, f2 = _linear_amplitudes(data, [one, sec])
         if f1 <= 0 or f2 <= 0:
             continue
-        res = data.whiten(data.values - f1 * data.predict(prim) - f2 * data.predict(sec))
-        chi2 = float(res @ res)
-        if best is None or chi2 < best[0]:
-            best = (chi2, sep, pa, f2 / f1, f1 + f2)
-    if best is None:
+        res = data.whiten(data.values - f1 * data.predict(one) - f2 * data.predict(sec))
+        found.append((float(res @ res), sep, pa, f2 / f1, f1 + f2))
+    if not found:
         raise ValueError("no start found for the binary's secondary")
-    _, sep, pa, c, ft = best
-    return prim.replace(
-        {
-            "binary.separation_arcsec": sep,
-            "binary.position_angle_deg": pa,
-            "binary.contrast": float(c),
-            "binary.flux_total": float(ft),
-        }
+    found.sort()
+    return [
+        prim.replace(
+            {
+                "binary.separation_arcsec": sep,
+                "binary.position_angle_deg": pa,
+                "binary.contrast": float(c),
+                "binary.flux_total": float(ft),
+            }
+        )
+        for _, sep, pa, c, ft in found[:BINARY_STARTS]
+    ]
+
+
+def _refine_primary(data: FitData, prim: ParameterStore) -> ParameterStore:
+    """Best single point source (the binary with contrast 0) near the start: position and flux."""
+    wd = data.whiten(data.values)
+
+    def store(v: np.ndarray) -> ParameterStore:
+        return prim.replace(
+            {
+                "binary.x_arcsec": float(v[0]),
+                "binary.y_arcsec": float(v[1]),
+                "binary.flux_total": float(v[2]),
+            }
+        )
+
+    (flux,) = _linear_amplitudes(data, [prim])
+    v0 = np.array([prim["binary.x_arcsec"], prim["binary.y_arcsec"], max(float(flux), 1e-12)])
+    sol = optimize.least_squares(
+        lambda v: data.whiten(data.predict(store(v))) - wd, v0, x_scale="jac"
     )
+    return store(sol.x).replace({"binary.flux_total": 1.0})
 
 
 def fit_data(
@@ -141,16 +170,26 @@ def fit_data(
     if data.n_eff <= len(keys):
         return ChannelFit.empty(len(keys), len(derived), STATUS_TOO_FEW_DATA)
     start = start if start is not None else start_values(kind, spec, data)
+    starts = start if isinstance(start, list) else [start]
+    start = starts[0]
     lo, hi = _bounds(spec, keys)
-    x0 = np.clip(pack(start, spec, keys), lo, hi)
     wd = data.whiten(data.values)
 
     def residuals(v: np.ndarray) -> np.ndarray:
         return data.whiten(data.predict(unpack(v, start, spec, keys))) - wd
 
-    sol = optimize.least_squares(
-        residuals, x0, bounds=(lo, hi), x_scale="jac", xtol=1e-10, ftol=1e-12, gtol=1e-10
-    )
+    sol = None
+    dof = data.n_eff - len(keys)
+    good_enough = dof + 5.0 * np.sqrt(2.0 * dof)  # chi^2 of the right minimum, within 5 sigma
+    for s0 in starts:
+        x0 = np.clip(pack(s0, spec, keys), lo, hi)
+        trial = optimize.least_squares(
+            residuals, x0, bounds=(lo, hi), x_scale="jac", xtol=1e-10, ftol=1e-12, gtol=1e-10
+        )
+        if sol is None or trial.cost < sol.cost:
+            sol = trial
+        if 2.0 * sol.cost <= good_enough:
+            break  # further starts are tried only while the fit is clearly not the right minimum
     J = _jacobian(residuals, sol.x, lo, hi)
     F = J.T @ J
     try:
