@@ -22,6 +22,8 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crrxr.io.manga_cli",
     "crrxr.simulate.cli",
     "crrxr.engine.cli",
+    "crrxr.fit.cli",
+    "crrxr.quality.cli",
 )
 
 
