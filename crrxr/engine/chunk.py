@@ -22,6 +22,7 @@ from crrxr.core import reconstruct_block
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
 from crrxr.core.kernel import seeing_at
+from crrxr.core.lsf import cube_lsf_block
 from crrxr.io import cube as C
 from crrxr.io.rss import open_zarr_unchecked
 from crrxr.io.sky import SKY_VARIABLES, subtract_sky
@@ -66,7 +67,7 @@ def read_rss_slice(path: str, start: int, stop: int, sky_method: str | None = No
     """Channels ``start:stop`` of the RSS at ``path``, loaded (only that slice is read); with
     ``sky_method`` (``mean``/``median``) sky-subtracted first (a per-channel operation)."""
     rss = open_zarr_unchecked(path)  # validated once by the driver; tasks only read their slice
-    names = list(RSS_VARIABLES)
+    names = list(RSS_VARIABLES) + [v for v in C.LSF_VARIABLES if v in rss.variables]
     if sky_method:
         names += [v for v in SKY_VARIABLES if v in rss.variables]
     part = rss[names].isel(wavelength=slice(start, stop))
@@ -106,6 +107,18 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
             correlation_pairs=pairs,
             want=want,
         )
+        lsf = cube_lsf_block(  # cube LSF through the same weights (empty: the RSS has none)
+            {v: part[v].values for v in C.LSF_VARIABLES if v in part},
+            part["xpos"].values,
+            part["ypos"].values,
+            fwhm,
+            part["flux"].values,
+            part["ivar"].values,
+            part["mask"].values,
+            grid,
+            task.config,
+        )
+    C.write_lsf(task.store_path, slice(task.start, task.stop), lsf, task.out_dtype)
     write_chunk(task, res)
     failed = tuple(int(task.start + i) for i in np.flatnonzero(res.failed))
     messages = tuple(
