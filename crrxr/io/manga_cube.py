@@ -96,12 +96,14 @@ def export_logcube(
     ifu_dec: float | None = None,
     overwrite: bool = False,
     allow_incomplete: bool = False,
+    lsf_sigma: float | None = None,
 ) -> Path:
     """Write the cube (a Zarr store path or an opened Dataset) as a MaNGA LOGCUBE FITS file.
 
     ``ifu_ra``/``ifu_dec`` (deg) override the cube's ``ifu_ra``/``ifu_dec`` attrs (required if the
     cube has none: no sky position is invented). An unfinished cube (``chunk_done`` not all 1) is
-    refused unless ``allow_incomplete``. Raises :class:`CubeFormatError` (a ValueError) naming the
+    refused unless ``allow_incomplete``. ``lsf_sigma`` (Angstrom): a constant LSF (Gaussian sigma
+    before pixelization) for a cube built without one; mangadap and marvin need an LSF. Raises :class:`CubeFormatError` (a ValueError) naming the
     problem.
     """
     out = Path(out)
@@ -120,7 +122,13 @@ def export_logcube(
             out,
             identity["PLATEIFU"][0],
         )
-    lsf = _lsf_arrays(ds, wavelength)
+    lsf = _lsf_arrays(ds, wavelength, lsf_sigma)
+    if not lsf:
+        log.warning(
+            "%s has no LSF (its RSS had no lsf_sigma): no LSFPOST/LSFPRE/SPECRES written, which "
+            "mangadap and marvin need; pass a constant with lsf_sigma= (--lsf-sigma ANGSTROM)",
+            name,
+        )
 
     with atomic_output(out, overwrite=overwrite) as final:
         compress = out.name.endswith(".gz")
@@ -248,13 +256,20 @@ def _pixel_width(wavelength: np.ndarray) -> np.ndarray:
     return np.diff(edges)
 
 
-def _lsf_arrays(ds: xr.Dataset, wavelength: np.ndarray) -> dict[str, xr.DataArray]:
-    """LSFPOST / LSFPRE cubes (Angstrom) from the cube's LSF variables.
+def _lsf_arrays(
+    ds: xr.Dataset, wavelength: np.ndarray, constant: float | None = None
+) -> dict[str, xr.DataArray]:
+    """LSFPOST / LSFPRE cubes (Angstrom) from the cube's LSF variables (or ``constant``, Angstrom,
+    used as the pre-pixelization sigma of a cube that has none).
 
     Without a post-pixelization LSF, LSFPOST is the second moment of the pre-pixelization Gaussian
     convolved with the channel's boxcar: sqrt(sigma_pre^2 + width^2 / 12).
     """
     out: dict[str, xr.DataArray] = {}
+    if constant is not None and not any(v in ds for v in C.LSF_VARIABLES):
+        if not (np.isfinite(constant) and constant > 0):
+            raise CubeFormatError(f"lsf_sigma must be a positive sigma in Angstrom, got {constant}")
+        ds = ds.assign({C.LSF_SIGMA: xr.full_like(ds["flux"], constant, dtype=np.float32)})
     if C.LSF_SIGMA_POST in ds:
         out["LSFPOST"] = ds[C.LSF_SIGMA_POST]
     elif C.LSF_SIGMA in ds:
