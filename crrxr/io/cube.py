@@ -15,6 +15,8 @@ import numpy as np
 import xarray as xr
 
 from crrxr.core.masks import CUBE_BITS
+from crrxr.io.names import FLUX_UNITS as RSS_FLUX_UNITS
+from crrxr.io.names import IVAR_UNITS as RSS_IVAR_UNITS
 
 # --- names (the single place they are spelled) ------------------------------------------------
 WAVELENGTH = "wavelength"
@@ -73,8 +75,8 @@ CARRIED_RSS_ATTRS: tuple[str, ...] = ("manga_source", "instrument")
 # Units: one string each for the Zarr ``units`` attr and the FITS BUNIT, parsed by astropy.units.Unit
 # in both its generic and FITS formats. Flux is per spaxel: the spaxel is the unit of area of the
 # image, so it does not appear in the unit (the long_name says so).
-FLUX_UNITS = "10**(-17) erg / (Angstrom cm2 s)"
-IVAR_UNITS = "10**(34) Angstrom2 cm4 s2 / erg2"  # FLUX_UNITS ** -2
+FLUX_UNITS = RSS_FLUX_UNITS  # per spaxel here, per fiber in the RSS: the same unit string
+IVAR_UNITS = RSS_IVAR_UNITS  # FLUX_UNITS ** -2
 
 #: Name of the band used when none of the configured band wavelengths lies in the RSS range.
 CENTER_BAND = "center"

@@ -632,7 +632,7 @@ def _psf_hdus(ds: xr.Dataset, celestial: dict[str, object]) -> list[fits.ImageHD
         hdu = fits.ImageHDU(image, name=f"{band}PSF")
         for key, value in {**celestial, **_band_cards(ds, i)}.items():
             hdu.header[key] = value
-        hdu.header["BUNIT"] = ("1", "fraction of a unit point source per spaxel")
+        hdu.header["COMMENT"] = "fraction of a unit point source per spaxel (dimensionless)"
         fwhm = gaussian_fwhm(image, ds["x"].values, ds["y"].values)
         if np.isfinite(fwhm):
             hdu.header["FWHM"] = (round(fwhm, 6), "FWHM of a circular Gaussian fit (arcsec)")

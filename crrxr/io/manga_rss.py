@@ -405,7 +405,7 @@ def _template(layout: RssLayout, wave_chunk: int) -> xr.Dataset:
     ds = xr.Dataset(
         {
             N.FLUX: lazy(N.FLUX, layout.flux_dtype, units=layout.flux_units),
-            N.IVAR: lazy(N.IVAR, layout.flux_dtype),
+            N.IVAR: lazy(N.IVAR, layout.flux_dtype, units=N.IVAR_UNITS),
             N.MASK: lazy(
                 N.MASK,
                 np.uint32,

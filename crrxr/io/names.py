@@ -54,7 +54,9 @@ RSS_SCHEMA_VERSION = 1
 RSS_SCHEMA_ID = f"{RSS_SCHEMA_NAME}/{RSS_SCHEMA_VERSION}"
 KNOWN_RSS_SCHEMAS = (RSS_SCHEMA_ID,)
 
-FLUX_UNITS = "1e-17 erg / (s cm2 Angstrom)"  # per fiber
+# Per fiber; astropy parses both (generic and FITS formats), as the cube's units (crrxr.io.cube).
+FLUX_UNITS = "10**(-17) erg / (Angstrom cm2 s)"
+IVAR_UNITS = "10**(34) Angstrom2 cm4 s2 / erg2"  # FLUX_UNITS ** -2
 
 
 @dataclass(frozen=True)

@@ -342,7 +342,7 @@ def _template(
         N.IVAR: (
             sw,
             lazy(flux_dtype),
-            {"units": f"({N.FLUX_UNITS})-2", "long_name": spec[N.IVAR].long_name},
+            {"units": N.IVAR_UNITS, "long_name": spec[N.IVAR].long_name},
         ),
         N.MASK: (
             sw,
