@@ -340,11 +340,13 @@ def run_build(
 
         if not exists and S.store_has_content(store) and not overwrite:
             raise ResumeError(
-                f"{store} exists but is not a cube store; use --overwrite to replace it"
+                f"{store} exists but is not a cube store; replace it with overwrite=True "
+                "(--overwrite) or build into a new path"
             )
         if exists and not (resume or overwrite):
             raise ResumeError(
-                f"{store} already exists; use --resume to finish it or --overwrite to start over"
+                f"{store} already exists; finish it with resume=True (--resume) or start over "
+                "with overwrite=True (--overwrite), or build into a new path"
             )
         with StoreLock(store) as lock:
             if lock.took_over:
