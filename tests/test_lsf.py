@@ -161,3 +161,23 @@ def test_ingest_reads_lsfpre_and_lsfpost(tmp_path):
         hdul.append(fits.ImageHDU(pre[:, :3], name="LSFPRE"))
     with pytest.raises(ValueError, match="LSFPRE"):
         ingest_manga_rss(bad, tmp_path / "rss2.zarr")
+
+
+def test_cube_lsf_is_bitwise_the_same_under_other_executors_and_chunks(tmp_path):
+    rss = _sim(0.5, seed=9, nwave=5)
+    runs = [("synchronous", 1, 2), ("threads", 2, 5), ("processes", 2, 3)]
+    cubes = [
+        build_cube(
+            rss,
+            tmp_path / f"{sched}-{chunk}.zarr",
+            method="crr",
+            scheduler=sched,
+            workers=workers,
+            wave_chunk=chunk,
+            progress=False,
+        )["lsf_sigma"].values
+        for sched, workers, chunk in runs
+    ]
+    assert np.isfinite(cubes[0]).sum() > 100
+    for other in cubes[1:]:
+        np.testing.assert_array_equal(other, cubes[0])
