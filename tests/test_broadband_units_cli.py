@@ -6,6 +6,7 @@ import importlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,3 +148,45 @@ def test_command_help_loads_only_that_command(capsys):
         main(["export-fits", "--help"])
     assert exc.value.code == 0
     assert "--lsf-sigma" in capsys.readouterr().out
+
+
+def test_cf_checker_finds_no_error(tmp_path):
+    """The cube, written to netCDF by crrxr.io.cube.to_cf_dataset, passes the CF checker (cfchecks,
+    offline with the table excerpts in tests/data/cf): no error, units valid for UDUNITS."""
+    pytest.importorskip("netCDF4")
+    cfunits = pytest.importorskip("cfunits", reason="cfunits needs the UDUNITS-2 library")
+    from crrxr.engine.build import build_cube
+    from crrxr.io import names as N
+    from crrxr.io.cube import to_cf_dataset
+    from crrxr.simulate.rss_writer import simulate_rss
+
+    assert cfunits.Units(N.FLUX_UNITS).equals(cfunits.Units("1e-17 erg/(Angstrom cm2 s)"))
+    assert cfunits.Units(N.IVAR_UNITS).equals(cfunits.Units("1e34 Angstrom2 cm4 s2/erg2"))
+    simulate_rss(tmp_path / "rss.zarr", bundle=7, exposures=3, nwave=5, noise=None, seed=1)
+    build_cube(tmp_path / "rss.zarr", tmp_path / "c.zarr", method="shepard", progress=False)
+    ds = to_cf_dataset(xr.open_zarr(tmp_path / "c.zarr").load())
+    assert ds.attrs["Conventions"] == "CF-1.10"
+    ds.attrs["Conventions"] = "CF-1.8"  # the newest version cfchecker 4.1 knows
+    ds.to_netcdf(tmp_path / "c.nc", engine="netcdf4")
+    data = Path(__file__).parent / "data" / "cf"
+    cfchecks = Path(sys.executable).parent / "cfchecks"
+    run = subprocess.run(
+        [
+            str(cfchecks),
+            "-v",
+            "1.8",
+            "-s",
+            str(data / "standard-name-table-excerpt.xml"),
+            "-a",
+            str(data / "area-type-table-excerpt.xml"),
+            "-r",
+            str(data / "standardized-region-list-excerpt.xml"),
+            str(tmp_path / "c.nc"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "ERRORS detected: 0" in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
+    assert "Invalid units" not in run.stdout
+    assert "Checking variable: flux" in run.stdout and "Checking variable: mask" in run.stdout

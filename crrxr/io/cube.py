@@ -73,7 +73,7 @@ ATTR_SKY_POSITION = "sky_position"  # why there is no celestial WCS (absent when
 CARRIED_RSS_ATTRS: tuple[str, ...] = ("manga_source", "instrument")
 
 # Units: one string each for the Zarr ``units`` attr and the FITS BUNIT, parsed by astropy.units.Unit
-# in both its generic and FITS formats. Flux is per spaxel: the spaxel is the unit of area of the
+# in both its generic and FITS formats and by UDUNITS (CF). Flux is per spaxel: the spaxel is the unit of area of the
 # image, so it does not appear in the unit (the long_name says so).
 FLUX_UNITS = RSS_FLUX_UNITS  # per spaxel here, per fiber in the RSS: the same unit string
 IVAR_UNITS = RSS_IVAR_UNITS  # FLUX_UNITS ** -2
@@ -164,6 +164,21 @@ def mask_attrs() -> dict[str, object]:
         "flag_masks": np.asarray(list(CUBE_BITS.values()), dtype=np.uint32),
         "flag_meanings": " ".join(CUBE_BITS),
     }
+
+
+def to_cf_dataset(ds: xr.Dataset) -> xr.Dataset:
+    """A copy of a cube Dataset ready for ``to_netcdf`` under CF: ``flag_masks`` cast to the type
+    of their variable (JSON attrs in Zarr hold plain integers) and string coordinates as fixed-width
+    character arrays (CF has no variable-length strings)."""
+    out = ds.copy()
+    for name, var in out.variables.items():
+        if "flag_masks" in var.attrs:
+            var.attrs["flag_masks"] = np.asarray(var.attrs["flag_masks"], dtype=var.dtype)
+        if var.dtype.kind in "OUT" or str(var.dtype).startswith("StringDType"):
+            values = np.array([str(v) for v in np.asarray(var.values).ravel()], dtype="S")
+            out = out.assign_coords({name: (var.dims, values.reshape(var.shape), var.attrs)})
+            out[name].encoding["dtype"] = "S1"
+    return out
 
 
 def carried_attrs(rss_attrs: Mapping[str, object]) -> dict[str, object]:
@@ -322,6 +337,7 @@ def cube_template(
         BAND: (
             BAND,
             np.asarray(bands.names, dtype=object),
+            {"long_name": "band name (PSF and correlation channels)"},
         ),  # variable-length strings (zarr v3 "string")
         PAIR_I: (
             PAIR,

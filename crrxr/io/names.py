@@ -54,9 +54,10 @@ RSS_SCHEMA_VERSION = 1
 RSS_SCHEMA_ID = f"{RSS_SCHEMA_NAME}/{RSS_SCHEMA_VERSION}"
 KNOWN_RSS_SCHEMAS = (RSS_SCHEMA_ID,)
 
-# Per fiber; astropy parses both (generic and FITS formats), as the cube's units (crrxr.io.cube).
-FLUX_UNITS = "10**(-17) erg / (Angstrom cm2 s)"
-IVAR_UNITS = "10**(34) Angstrom2 cm4 s2 / erg2"  # FLUX_UNITS ** -2
+# Per fiber. One string each, parsed alike by astropy (generic and FITS formats) and by UDUNITS
+# (CF); the cube uses the same strings (crrxr.io.cube) and so does the FITS BUNIT.
+FLUX_UNITS = "10^-17 erg/(Angstrom cm2 s)"
+IVAR_UNITS = "10^34 Angstrom2 cm4 s2/erg2"  # FLUX_UNITS ** -2
 
 
 @dataclass(frozen=True)
