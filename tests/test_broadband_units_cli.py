@@ -60,21 +60,6 @@ def test_covered_bands_follow_the_wavelength_range(lo, hi, bands):
     assert [b.name for b in covered_bands(wave)] == bands
 
 
-def test_psf_images_carry_their_fitted_fwhm(tmp_path):
-    ds = make_cube(tmp_path / "c.zarr")
-    c = ds["x"].values
-    xx, yy = np.meshgrid(c, c)
-    fwhms = [2.4, 2.5, 2.55, 2.6]
-    sig = np.array(fwhms) / (2 * np.sqrt(2 * np.log(2)))
-    ds["psf"] = (("band", "y", "x"), np.exp(-(xx**2 + yy**2)[None] / (2 * sig[:, None, None] ** 2)))
-    out = export_logcube(ds, tmp_path / "c.fits")
-    with fits.open(out) as hdul:
-        for band, fwhm in zip("GRIZ", fwhms):
-            assert hdul[f"{band}PSF"].header["FWHM"] == pytest.approx(fwhm, rel=1e-5)
-            if f"{band}IMG" in hdul:
-                assert hdul[f"{band}IMG"].header[f"{band}FWHM"] == pytest.approx(fwhm, rel=1e-5)
-
-
 def test_units_parse_and_match_fits_bunit_and_cf_attrs(tmp_path):
     from crrxr.engine.build import build_cube
     from crrxr.simulate.rss_writer import simulate_rss

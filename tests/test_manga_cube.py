@@ -123,6 +123,9 @@ def test_psf_fwhm_header_cards(tmp_path):
     with _open(tmp_path / "c.fits") as hdul:
         for band, fwhm in zip("GRIZ", fwhms):
             assert hdul[0].header[f"{band}FWHM"] == pytest.approx(fwhm, rel=1e-5)
+            assert hdul[f"{band}PSF"].header["FWHM"] == pytest.approx(fwhm, rel=1e-5)
+            if f"{band}IMG" in hdul:  # the broadband image names its PSF's FWHM too
+                assert hdul[f"{band}IMG"].header[f"{band}FWHM"] == pytest.approx(fwhm, rel=1e-5)
 
 
 def test_correl_tables(tmp_path):

@@ -15,9 +15,10 @@ the flux pixel by pixel; it is NaN where no sample reaches the pixel or the mome
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
@@ -43,25 +44,26 @@ def _ratio_sqrt(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def cube_lsf_block(
-    sigmas: Mapping[str, np.ndarray],
-    xpos: np.ndarray,
-    ypos: np.ndarray,
+    samples: Mapping[str, ArrayLike],
+    names: Iterable[str],
     fwhm: np.ndarray,
-    flux: np.ndarray,
-    ivar: np.ndarray,
-    mask: np.ndarray,
     grid: Grid,
     config: CoreConfig,
 ) -> dict[str, np.ndarray]:
-    """Cube LSF (n_chan, ny, nx) in Angstrom for each named (n_samples, n_chan) sigma array.
+    """Cube LSF (n_chan, ny, nx) in Angstrom for each of ``names`` present in ``samples``.
 
-    The other inputs are those of :func:`crrxr.core.reconstruct_block` for the same block (the
-    flux only selects the usable samples, as in the flux solve); the weights are recomputed per
-    channel and shared by every sigma array. A usable sample without a finite positive sigma is an
-    :class:`InputError`.
+    ``samples`` maps xpos, ypos, flux, ivar, mask and the LSF sigma arrays (Angstrom) to
+    (n_samples, n_chan) arrays (e.g. the RSS slice of a chunk); ``fwhm`` is the seeing of
+    :func:`crrxr.core.reconstruct_block`. The flux only selects the usable samples, as in the flux
+    solve; the weights are recomputed per channel and shared by every sigma array. A usable sample
+    without a finite positive sigma is an :class:`InputError`.
     """
+    sigmas = {n: np.asarray(samples[n]) for n in names if n in samples}
     if not sigmas:
         return {}
+    xpos, ypos, flux, ivar, mask = (
+        np.asarray(samples[k]) for k in ("xpos", "ypos", "flux", "ivar", "mask")
+    )
     x, y, fw, _f, iv, usable, dead = validate_samples(
         xpos, ypos, fwhm, flux, ivar, mask, config, ndim=2
     )

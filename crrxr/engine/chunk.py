@@ -107,17 +107,8 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
             correlation_pairs=pairs,
             want=want,
         )
-        lsf = cube_lsf_block(  # cube LSF through the same weights (empty: the RSS has none)
-            {v: part[v].values for v in C.LSF_VARIABLES if v in part},
-            part["xpos"].values,
-            part["ypos"].values,
-            fwhm,
-            part["flux"].values,
-            part["ivar"].values,
-            part["mask"].values,
-            grid,
-            task.config,
-        )
+        # cube LSF through the same weights (empty when the RSS has none)
+        lsf = cube_lsf_block(part, C.LSF_VARIABLES, fwhm, grid, task.config)
     C.write_lsf(task.store_path, slice(task.start, task.stop), lsf, task.out_dtype)
     write_chunk(task, res)
     failed = tuple(int(task.start + i) for i in np.flatnonzero(res.failed))
