@@ -1,8 +1,9 @@
 """The ``crrxr`` command.
 
-Each subcommand lives next to the code it drives and exposes ``add_parser(subparsers)``; the list
-below is explicit (no registry filled at import) and each module is imported only when the command
-line is parsed, so ``crrxr --version`` stays fast.
+Each subcommand lives next to the code it drives, in a module exposing ``add_parser(subparsers)``.
+:data:`COMMANDS` maps every command name to that module and a one-line help; only the module of the
+command being run is imported, so ``crrxr --help`` and ``crrxr --version`` start at once. To add a
+command, add one line to :data:`COMMANDS`.
 """
 
 from __future__ import annotations
@@ -15,23 +16,41 @@ import sys
 
 import crrxr
 
-# (module, attribute) pairs; each add_parser(subparsers) registers one or more subcommands.
-SUBCOMMAND_MODULES: tuple[str, ...] = (
-    "crrxr.params.cli",
-    "crrxr.io.cli",
-    "crrxr.io.manga_cli",
-    "crrxr.simulate.cli",
-    "crrxr.engine.cli",
-    "crrxr.fit.cli",
-    "crrxr.quality.cli",
-)
+# command name -> (module whose add_parser(subparsers) registers it, one-line help for `crrxr --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("crrxr.simulate.cli", "write a synthetic RSS Zarr store"),
+    "ingest-manga": (
+        "crrxr.io.manga_cli",
+        "convert a MaNGA LOGRSS FITS file into an RSS Zarr store",
+    ),
+    "validate": ("crrxr.io.cli", "check an RSS Zarr store against the crrxr schema"),
+    "params": (
+        "crrxr.params.cli",
+        "show, validate and list reconstruction parameters and profiles",
+    ),
+    "estimate": ("crrxr.engine.cli", "print the build plan (chunks, memory) without running"),
+    "build": ("crrxr.engine.cli", "reconstruct a cube from an RSS (chunked, resumable)"),
+    "export-fits": ("crrxr.io.manga_cli", "write a cube store as a MaNGA LOGCUBE FITS file"),
+    "verify": (
+        "crrxr.engine.cli",
+        "re-check every done chunk of a cube store against its checksum",
+    ),
+    "fit": ("crrxr.fit.cli", "fit a PSF, point source or binary to a cube (or its RSS fibers)"),
+    "quality": ("crrxr.quality.cli", "PSF, correlation and coverage quality of a cube"),
+}
 
 
 class CLIError(Exception):
     """An error meant for the user: printed without a traceback, exit code 1."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: list[str]) -> str | None:
+    """The subcommand named in ``argv`` (the first word that is one), or None."""
+    return next((a for a in argv if a in COMMANDS), None)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported, the others get a help-only entry."""
     parser = argparse.ArgumentParser(
         prog="crrxr",
         description="Covariance-Regularized Reconstruction of IFU data cubes (out-of-core).",
@@ -39,19 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"crrxr {crrxr.__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # that layer is not built yet
-                continue
-            raise
-        module.add_parser(sub)
+    if command is not None:
+        importlib.import_module(COMMANDS[command][0]).add_parser(sub)
+    for name, (_module, help_text) in COMMANDS.items():
+        if name not in sub.choices:
+            sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG

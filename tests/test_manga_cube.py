@@ -78,7 +78,7 @@ def test_export_data_headers_and_layout(tmp_path):
     with _open(out) as hdul:
         names = [h.name for h in hdul]
         assert names == [
-            "PRIMARY", "FLUX", "IVAR", "MASK", "WAVE",
+            "PRIMARY", "FLUX", "IVAR", "MASK", "WAVE", "GIMG", "RIMG", "IIMG",  # z: 91% covered
             "GPSF", "RPSF", "IPSF", "ZPSF", "GCORREL", "RCORREL", "ICORREL", "ZCORREL",
         ]  # fmt: skip
         nw, n = src.sizes["wavelength"], src.sizes["x"]
@@ -88,7 +88,10 @@ def test_export_data_headers_and_layout(tmp_path):
             np.testing.assert_array_equal(hdul[ext].data, src[var].values)
         assert hdul["FLUX"].header["BITPIX"] == -32 and hdul["MASK"].header["BITPIX"] == 32
         assert hdul["MASK"].header["MASKNAME"] == "MANGA_DRP3PIXMASK"
-        assert hdul["FLUX"].header["BUNIT"] == "1E-17 erg/s/cm^2/Ang/spaxel"
+        assert u.Unit(hdul["FLUX"].header["BUNIT"], format="fits") == 1e-17 * u.erg / (
+            u.s * u.cm**2 * u.AA
+        )
+        assert u.Unit(hdul["IVAR"].header["BUNIT"]) == u.Unit(hdul["FLUX"].header["BUNIT"]) ** -2
         np.testing.assert_array_equal(hdul["WAVE"].data, src["wavelength"].values)
         for i, band in enumerate("GRIZ"):
             np.testing.assert_array_equal(hdul[f"{band}PSF"].data, src["psf"].values[i])
@@ -120,6 +123,9 @@ def test_psf_fwhm_header_cards(tmp_path):
     with _open(tmp_path / "c.fits") as hdul:
         for band, fwhm in zip("GRIZ", fwhms):
             assert hdul[0].header[f"{band}FWHM"] == pytest.approx(fwhm, rel=1e-5)
+            assert hdul[f"{band}PSF"].header["FWHM"] == pytest.approx(fwhm, rel=1e-5)
+            if f"{band}IMG" in hdul:  # the broadband image names its PSF's FWHM too
+                assert hdul[f"{band}IMG"].header[f"{band}FWHM"] == pytest.approx(fwhm, rel=1e-5)
 
 
 def test_correl_tables(tmp_path):

@@ -9,7 +9,7 @@ message; invalid input (shapes, NaN positions of usable samples, negative ivar) 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,6 +17,7 @@ import numpy as np
 from crrxr.core import masks
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
+from crrxr.core.lsf import combine_lsf, squared_lsf
 from crrxr.core.slice import ChannelSolver, InputError, validate_samples
 
 
@@ -26,7 +27,8 @@ class BlockResult:
 
     flux per spaxel, ivar, mask (u4 DRP3PIXMASK); failed (n_chan,) bool; messages: one string per
     channel ("" where it succeeded); rho / psf: {channel offset: array} for the offsets in ``want``;
-    solver: route used per channel.
+    solver: route used per channel; lsf: {name: (n_chan, ny, nx)} cube LSF (Angstrom, NaN where
+    undefined) for each sample LSF array given to :func:`reconstruct_block`.
     """
 
     flux: np.ndarray
@@ -37,6 +39,7 @@ class BlockResult:
     rho: dict[int, np.ndarray] = field(default_factory=dict)
     psf: dict[int, np.ndarray] = field(default_factory=dict)
     solver: tuple[str, ...] = ()
+    lsf: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def reconstruct_block(
@@ -51,12 +54,14 @@ def reconstruct_block(
     *,
     correlation_pairs: tuple[np.ndarray, np.ndarray] | None = None,
     want: Iterable[int] = (),
+    lsf: Mapping[str, np.ndarray] | None = None,
 ) -> BlockResult:
     """Reconstruct (n_samples, n_chan) inputs channel by channel.
 
     ``fwhm``: seeing FWHM (arcsec) per sample and channel, (n_samples, n_chan) or (n_samples,) for a
     constant. ``want``: channel offsets whose correlation (for ``correlation_pairs``) and PSF image
-    are returned.
+    are returned. ``lsf``: sample LSF dispersions {name: (n_samples, n_chan) Angstrom}, each pushed
+    through the channel's own flux weights (:func:`crrxr.core.lsf.combine_lsf`).
     """
     config = config if config is not None else CoreConfig(pixel_scale=grid.pixel_scale)
     x, y, fw, f, iv, usable, dead = validate_samples(
@@ -78,14 +83,17 @@ def reconstruct_block(
     solvers = ["none"] * n_chan
     rho: dict[int, np.ndarray] = {}
     psf: dict[int, np.ndarray] = {}
+    lsf_in = {name: squared_lsf(name, s, usable) for name, s in (lsf or {}).items()}
+    out_lsf = {name: np.full((n_chan, ny, nx), np.nan) for name in lsf_in}
     solver = ChannelSolver(grid, config)
     for c in range(n_chan):
         wanted = c in want_set
         try:
+            xc, yc, fc = (np.ascontiguousarray(a[:, c]) for a in (x, y, fw))
             res = solver.solve(
-                np.ascontiguousarray(x[:, c]),
-                np.ascontiguousarray(y[:, c]),
-                np.ascontiguousarray(fw[:, c]),
+                xc,
+                yc,
+                fc,
                 f[:, c],
                 iv[:, c],
                 usable[:, c],
@@ -102,6 +110,10 @@ def reconstruct_block(
             solver = ChannelSolver(grid, config)  # drop anything cached from the failed channel
             continue
         out_flux[c], out_ivar[c], out_mask[c] = res.flux, res.ivar, res.mask
+        if lsf_in:  # the weights just used (cached in the solver): no second solve
+            sel_idx, use_idx, W = solver.weights(xc, yc, fc, usable[:, c], dead[:, c])[:3]
+            for name, s in lsf_in.items():
+                out_lsf[name][c].flat[sel_idx] = combine_lsf(W, s[use_idx, c])
         solvers[c] = res.solver
         if wanted:
             if res.rho is not None:
@@ -109,5 +121,5 @@ def reconstruct_block(
             if res.psf is not None:
                 psf[c] = res.psf
     return BlockResult(
-        out_flux, out_ivar, out_mask, failed, tuple(messages), rho, psf, tuple(solvers)
+        out_flux, out_ivar, out_mask, failed, tuple(messages), rho, psf, tuple(solvers), out_lsf
     )

@@ -263,7 +263,10 @@ def _template(rss: xr.Dataset, pstore, grid, plan: Plan, identity: dict) -> tupl
     ra, dec = rss.attrs.get("ifu_ra"), rss.attrs.get("ifu_dec")
     if ra is not None and dec is not None:
         attrs["ifu_ra"], attrs["ifu_dec"] = float(ra), float(dec)
-    attrs[C.ATTR_WCS] = C.canonical_json(settings.wcs_header(grid, ra, dec))
+        attrs[C.ATTR_WCS] = C.canonical_json(settings.wcs_header(grid, ra, dec))
+    else:  # no sky position is invented
+        attrs[C.ATTR_SKY_POSITION] = C.no_sky_position_note()
+    attrs.update(C.carried_attrs(rss.attrs))
     attrs[C.ATTR_HISTORY] = ""
     attrs["Conventions"] = "CF-1.10"
     return C.cube_template(
@@ -275,6 +278,7 @@ def _template(rss: xr.Dataset, pstore, grid, plan: Plan, identity: dict) -> tupl
         pairs,
         attrs,
         dtype=str(pstore["output.dtype"]),
+        lsf=[v for v in C.LSF_VARIABLES if v in rss.variables],
     )
 
 

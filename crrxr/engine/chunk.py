@@ -69,7 +69,7 @@ def read_rss_slice(path: str, start: int, stop: int, sky_method: str | None = No
     """Channels ``start:stop`` of the RSS at ``path``, loaded (only that slice is read); with
     ``sky_method`` (``mean``/``median``) sky-subtracted first (a per-channel operation)."""
     rss = open_zarr_unchecked(path)  # validated once by the driver; tasks only read their slice
-    names = list(RSS_VARIABLES)
+    names = list(RSS_VARIABLES) + [v for v in C.LSF_VARIABLES if v in rss.variables]
     if sky_method:
         names += [v for v in SKY_VARIABLES if v in rss.variables]
     part = rss[names].isel(wavelength=slice(start, stop))
@@ -109,7 +109,9 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
         task.config,
         correlation_pairs=pairs,
         want=want,
+        lsf={v: part[v].values for v in C.LSF_VARIABLES if v in part},  # through the same W
     )
+    C.write_lsf(task.store_path, slice(task.start, task.stop), res.lsf, task.out_dtype)
     write_chunk(task, res)
     failed = tuple(int(task.start + i) for i in np.flatnonzero(res.failed))
     messages = tuple(

@@ -42,7 +42,8 @@ def add_checksum_array(store: str, n_chunks: int) -> None:
 
 def _chunk_pieces(group: zarr.Group, start: int, stop: int, bands: Sequence[int]) -> list:
     region = slice(start, stop)
-    pieces = [group[name][region] for name in (C.FLUX, C.IVAR, C.MASK, C.CHANNEL_FAILED)]
+    names = list(C.CHUNK_VARIABLES) + [v for v in C.LSF_VARIABLES if v in group]
+    pieces = [group[name][region] for name in names]
     for b in bands:
         pieces.append(group[C.PSF][b])
         pieces.append(group[C.CORRELATION][b])

@@ -15,6 +15,8 @@ import numpy as np
 import xarray as xr
 
 from crrxr.core.masks import CUBE_BITS
+from crrxr.io.names import FLUX_UNITS as RSS_FLUX_UNITS
+from crrxr.io.names import IVAR_UNITS as RSS_IVAR_UNITS
 
 # --- names (the single place they are spelled) ------------------------------------------------
 WAVELENGTH = "wavelength"
@@ -38,6 +40,10 @@ BAND_WAVELENGTH = "band_wavelength"
 BAND_INDEX = "band_index"
 PAIR_I = "pair_i"
 PAIR_J = "pair_j"
+# Optional: cube line-spread function (Gaussian sigma, Angstrom), present when the RSS has one.
+LSF_SIGMA = "lsf_sigma"  # before pixelization (MaNGA LSFPRE)
+LSF_SIGMA_POST = "lsf_sigma_post"  # after pixelization (MaNGA LSFPOST)
+LSF_VARIABLES: tuple[str, ...] = (LSF_SIGMA, LSF_SIGMA_POST)
 
 #: Variables written per wavelength chunk (region along ``wavelength``).
 CHUNK_VARIABLES: tuple[str, ...] = (FLUX, IVAR, MASK, CHANNEL_FAILED)
@@ -66,6 +72,15 @@ ATTR_RSS_IDENTITY = "rss_identity"
 ATTR_WCS = "wcs"
 ATTR_FAILED = "failed_channels"
 ATTR_WAVE_CHUNK = "wave_chunk"
+ATTR_SKY_POSITION = "sky_position"  # why there is no celestial WCS (absent when there is one)
+#: RSS attrs copied unchanged into the cube (survey identity read at ingest, e.g. PLATEIFU).
+CARRIED_RSS_ATTRS: tuple[str, ...] = ("manga_source", "instrument")
+
+# Units: one string each for the Zarr ``units`` attr and the FITS BUNIT, parsed by astropy.units.Unit
+# in both its generic and FITS formats and by UDUNITS (CF). Flux is per spaxel: the spaxel is the unit of area of the
+# image, so it does not appear in the unit (the long_name says so).
+FLUX_UNITS = RSS_FLUX_UNITS  # per spaxel here, per fiber in the RSS: the same unit string
+IVAR_UNITS = RSS_IVAR_UNITS  # FLUX_UNITS ** -2
 
 #: Name of the band used when none of the configured band wavelengths lies in the RSS range.
 CENTER_BAND = "center"
@@ -147,12 +162,52 @@ def correlation_pairs(
 
 
 def mask_attrs() -> dict[str, object]:
-    """CF flag attributes of the cube ``mask`` (MaNGA DRP3PIXMASK values)."""
+    """CF flag attributes of the cube ``mask`` (MaNGA DRP3PIXMASK values, uint32 like the data)."""
     return {
         "long_name": "MaNGA DRP3PIXMASK quality bits",
-        "flag_masks": [int(v) for v in CUBE_BITS.values()],
+        "flag_masks": np.asarray(list(CUBE_BITS.values()), dtype=np.uint32),
         "flag_meanings": " ".join(CUBE_BITS),
     }
+
+
+def to_cf_dataset(ds: xr.Dataset) -> xr.Dataset:
+    """A copy of a cube Dataset ready for ``to_netcdf`` under CF: ``flag_masks`` cast to the type
+    of their variable (JSON attrs in Zarr hold plain integers) and string coordinates as fixed-width
+    character arrays (CF has no variable-length strings)."""
+    out = ds.copy()
+    for name, var in out.variables.items():
+        if "flag_masks" in var.attrs:
+            var.attrs["flag_masks"] = np.asarray(var.attrs["flag_masks"], dtype=var.dtype)
+        if var.dtype.kind in "OUT" or str(var.dtype).startswith("StringDType"):
+            values = np.array([str(v) for v in np.asarray(var.values).ravel()], dtype="S")
+            out = out.assign_coords({name: (var.dims, values.reshape(var.shape), var.attrs)})
+            out[name].encoding["dtype"] = "S1"
+    return out
+
+
+def carried_attrs(rss_attrs: Mapping[str, object]) -> dict[str, object]:
+    """The RSS attrs a cube keeps (:data:`CARRIED_RSS_ATTRS`), for the export's header."""
+    return {k: rss_attrs[k] for k in CARRIED_RSS_ATTRS if k in rss_attrs}
+
+
+def no_sky_position_note() -> str:
+    """The ``sky_position`` attr of a cube whose RSS has no IFU centre."""
+    return (
+        "unknown: the RSS has no ifu_ra/ifu_dec, so the cube has no celestial WCS; x/y are arcsec "
+        "offsets from the IFU centre. Give the centre to export-fits (--ifu-ra DEG --ifu-dec DEG) "
+        "or set the RSS attrs ifu_ra/ifu_dec before building"
+    )
+
+
+def write_lsf(store_path: str, region: slice, lsf: Mapping[str, np.ndarray], dtype: str) -> None:
+    """Write the cube LSF arrays of one wavelength chunk (``region`` of channels) into the store."""
+    if not lsf:
+        return
+    import zarr
+
+    group = zarr.open_group(store_path, mode="r+")
+    for name, values in lsf.items():
+        group[name][region] = np.asarray(values).astype(dtype)
 
 
 def n_wave_chunks(n_channels: int, wave_chunk: int) -> int:
@@ -168,15 +223,19 @@ def cube_template(
     pairs: tuple[np.ndarray, np.ndarray],
     attrs: Mapping[str, object],
     *,
-    flux_units: str = "1e-17 erg/s/cm2/Angstrom/spaxel",
+    flux_units: str = FLUX_UNITS,
     dtype: str = "float32",
+    lsf: Sequence[str] = (),
 ) -> tuple[xr.Dataset, dict[str, dict]]:
     """The lazy cube Dataset (all data variables dask zeros, never computed) and its zarr encoding.
 
     ``wavelength`` (n_chan,) Angstrom; ``x``, ``y`` pixel centres (arcsec); zarr chunks are
     ``(wave_chunk, ny, nx)`` for flux/ivar/mask, ``wave_chunk`` for ``channel_failed``, one element
-    per chunk for ``chunk_done`` and one band per chunk for ``psf``/``correlation``.
+    per chunk for ``chunk_done`` and one band per chunk for ``psf``/``correlation``. ``lsf``: the
+    :data:`LSF_VARIABLES` to add (chunked like flux).
     """
+    from astropy import units as u
+
     wavelength = np.asarray(wavelength, dtype=np.float64)
     nw, ny, nx = len(wavelength), len(y), len(x)
     if wave_chunk < 1:
@@ -195,13 +254,19 @@ def cube_template(
         FLUX: (
             cube,
             zeros((nw, ny, nx), dtype, (wc, ny, nx)),
-            {"units": flux_units, "long_name": "reconstructed flux per spaxel"},
+            {
+                "units": flux_units,
+                "long_name": "reconstructed flux density per spaxel",
+                "cell_methods": "x: y: sum (over the spaxel area)",
+            },
         ),
         IVAR: (
             cube,
             zeros((nw, ny, nx), dtype, (wc, ny, nx)),
             {
-                "units": f"({flux_units})-2",
+                "units": IVAR_UNITS
+                if flux_units == FLUX_UNITS
+                else (u.Unit(flux_units) ** -2).to_string("fits"),
                 "long_name": "inverse variance of flux (covariance diagonal)",
             },
         ),
@@ -223,8 +288,9 @@ def cube_template(
             (BAND, Y, X),
             zeros((nb, ny, nx), dtype, (1, ny, nx)),
             {
-                "units": "spaxel-1",
-                "long_name": "reconstructed image of a unit point source at the IFU centre",
+                "units": "1",
+                "long_name": "reconstructed image of a unit point source at the IFU centre "
+                "(fraction of its flux per spaxel)",
             },
         ),
         CORRELATION: (
@@ -247,21 +313,35 @@ def cube_template(
         WAVELENGTH: (
             WAVELENGTH,
             wavelength,
-            {"units": "Angstrom", "long_name": "wavelength (vacuum/air as the RSS)"},
+            {
+                "units": "Angstrom",
+                "long_name": "wavelength (vacuum/air as the RSS)",
+                "standard_name": "radiation_wavelength",
+                "axis": "Z",
+            },
         ),
         X: (
             X,
             np.asarray(x, dtype=np.float64),
-            {"units": "arcsec", "long_name": "pixel centre, +x = West"},
+            {
+                "units": "arcsec",
+                "long_name": "pixel centre offset from the IFU centre, +x = West",
+                "axis": "X",
+            },
         ),
         Y: (
             Y,
             np.asarray(y, dtype=np.float64),
-            {"units": "arcsec", "long_name": "pixel centre, +y = North"},
+            {
+                "units": "arcsec",
+                "long_name": "pixel centre offset from the IFU centre, +y = North",
+                "axis": "Y",
+            },
         ),
         BAND: (
             BAND,
             np.asarray(bands.names, dtype=object),
+            {"long_name": "band name (PSF and correlation channels)"},
         ),  # variable-length strings (zarr v3 "string")
         PAIR_I: (
             PAIR,
@@ -274,6 +354,19 @@ def cube_template(
             {"long_name": "flat pixel index iy * nx + ix (j >= i)"},
         ),
     }
+    for name in lsf:
+        if name not in LSF_VARIABLES:
+            raise ValueError(f"unknown LSF variable {name!r}; expected one of {LSF_VARIABLES}")
+        data_vars[name] = (
+            cube,
+            zeros((nw, ny, nx), dtype, (wc, ny, nx)),
+            {
+                "units": "Angstrom",
+                "long_name": "line-spread function Gaussian sigma "
+                + ("after" if name == LSF_SIGMA_POST else "before")
+                + " pixelization (weights applied to the samples' sigma^2)",
+            },
+        )
     ds = xr.Dataset(data_vars, coords=coords, attrs=dict(attrs))
     nan = np.float32(np.nan) if np.dtype(dtype) == np.float32 else np.nan
     encoding = {
@@ -284,5 +377,6 @@ def cube_template(
         CHUNK_DONE: {"chunks": (1,), "fill_value": 0},
         PSF: {"chunks": (1, ny, nx), "fill_value": nan},
         CORRELATION: {"chunks": (1, max(npair, 1)), "fill_value": np.nan},
+        **{name: {"chunks": (wc, ny, nx), "fill_value": nan} for name in lsf},
     }
     return ds, encoding

@@ -76,6 +76,14 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--allow-incomplete", action="store_true", help="export even if some chunks are not done"
     )
+    p.add_argument(
+        "--lsf-sigma",
+        type=float,
+        default=None,
+        metavar="ANGSTROM",
+        help="constant LSF sigma for a cube built from an RSS without lsf_sigma "
+        "(mangadap and marvin need an LSF)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_export)
 
@@ -100,6 +108,7 @@ def _export(args: argparse.Namespace) -> int:
         ifu_dec=args.ifu_dec,
         overwrite=args.overwrite,
         allow_incomplete=args.allow_incomplete,
+        lsf_sigma=args.lsf_sigma,
     )
     print(f"wrote {out}")
     return 0

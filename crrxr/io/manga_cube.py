@@ -1,8 +1,18 @@
 """crrxr cube Zarr store -> MaNGA-style LOGCUBE FITS file, streamed one wavelength chunk at a time.
 
-Extensions, in order: PRIMARY (provenance), FLUX, IVAR, MASK (MASKNAME = MANGA_DRP3PIXMASK), WAVE,
-one ``<BAND>PSF`` image per band (GPSF, RPSF, ...), one ``<BAND>CORREL`` bintable per band
-(GCORREL, ...), and ``WCS-TAB`` only when the wavelength grid is neither log- nor linear-uniform.
+Extensions, in order: PRIMARY (provenance and the MaNGA identity cards), FLUX, IVAR, MASK
+(MASKNAME = MANGA_DRP3PIXMASK), LSFPOST and LSFPRE (cube line-spread function, Gaussian sigma in
+Angstrom, when the cube has one), WAVE, SPECRES and PRESPECRES (median resolution per channel),
+``<BAND>IMG`` broadband images (nanomaggies, SDSS filters, :mod:`crrxr.io.broadband`), one
+``<BAND>PSF`` image per band (GPSF, RPSF, ...), one ``<BAND>CORREL`` bintable per band (GCORREL,
+...), and ``WCS-TAB`` only when the wavelength grid is neither log- nor linear-uniform.
+
+Readers: the layout and the identity cards (PLATEIFU, MANGAID, OBJRA/OBJDEC, VERSDRP3, EBVGAL,
+DRP3QUAL, SRVYMODE, ...) are those that mangadap's ``MaNGADataCube`` and marvin's ``Cube`` (local
+file) read. They come from the LOGRSS the cube was built from (``manga_source`` attr); a cube without
+one (e.g. simulated) gets explicit placeholders, listed in the PLACEHLD card and a COMMENT. Both
+readers take plate and IFU from a file name ``manga-PLATE-IFU-LOGCUBE.fits[.gz]``. An output name
+ending in ``.gz`` is gzip-compressed.
 
 Array order: the numpy (wavelength, y, x) cube is written as is, i.e. FITS NAXIS1 = x, NAXIS2 = y,
 NAXIS3 = wavelength. WCS (FLUX/IVAR/MASK; celestial part on the PSF images):
@@ -22,10 +32,13 @@ The file is written to a temporary sibling and renamed on success.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
 import os
+import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -35,7 +48,9 @@ from astropy.io import fits
 from scipy import optimize
 
 import crrxr
-from crrxr.io.atomic import atomic_output
+from crrxr.io import broadband
+from crrxr.io import cube as C
+from crrxr.io.atomic import atomic_output, remove_path, temporary_sibling
 
 __all__ = [
     "CubeFormatError",
@@ -47,8 +62,25 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-BUNIT_FLUX = "1E-17 erg/s/cm^2/Ang/spaxel"
-BUNIT_IVAR = "1E+34 (erg/s/cm^2/Ang/spaxel)^-2"
+BUNIT_FLUX = C.FLUX_UNITS  # the cube's units attr: one string, parsed by astropy (generic + FITS)
+BUNIT_IVAR = C.IVAR_UNITS
+SIG2FWHM = 2.0 * np.sqrt(2.0 * np.log(2.0))
+MANGA_NAME = re.compile(r"^manga-(\d+)-(\d+)-LOGCUBE\.fits(\.gz)?$")
+#: Identity cards and the placeholder each gets when the cube's RSS did not come from a LOGRSS.
+#: VERSDRP3 names the DRP data model followed (marvin maps it to a data release).
+IDENTITY_PLACEHOLDERS: dict[str, tuple[object, str]] = {
+    "PLATEIFU": ("0-0", "plate-IFU"),
+    "PLATEID": (0, "plate id"),
+    "IFUDSGN": ("0", "IFU design"),
+    "MANGAID": ("0-0", "MaNGA id"),
+    "VERSDRP2": ("v3_1_1", "DRP data model version followed"),
+    "VERSDRP3": ("v3_1_1", "DRP data model version followed"),
+    "EBVGAL": (0.0, "Galactic E(B-V) (mag)"),
+    "DRP3QUAL": (0, "cube quality bits (0: none set)"),
+    "SRVYMODE": ("MaNGA dither", "survey mode"),
+    "TELESCOP": ("SDSS 2.5-M", "telescope"),
+    "INSTRUME": ("MaNGA", "instrument"),
+}
 _REL_TOL = 1e-9  # relative wavelength error allowed for an analytic (LOG / linear) spectral WCS
 
 
@@ -64,12 +96,15 @@ def export_logcube(
     ifu_dec: float | None = None,
     overwrite: bool = False,
     allow_incomplete: bool = False,
+    lsf_sigma: float | None = None,
 ) -> Path:
     """Write the cube (a Zarr store path or an opened Dataset) as a MaNGA LOGCUBE FITS file.
 
     ``ifu_ra``/``ifu_dec`` (deg) override the cube's ``ifu_ra``/``ifu_dec`` attrs (required if the
-    cube has none). An unfinished cube (``chunk_done`` not all 1) is refused unless
-    ``allow_incomplete``. Raises :class:`CubeFormatError` (a ValueError) naming the problem.
+    cube has none: no sky position is invented). An unfinished cube (``chunk_done`` not all 1) is
+    refused unless ``allow_incomplete``. ``lsf_sigma`` (Angstrom): a constant LSF (Gaussian sigma
+    before pixelization) for a cube built without one; mangadap and marvin need an LSF. Raises :class:`CubeFormatError` (a ValueError) naming the
+    problem.
     """
     out = Path(out)
     ds, name = _open_cube(cube)
@@ -79,35 +114,217 @@ def export_logcube(
     wavelength = np.asarray(ds["wavelength"].values, dtype=np.float64)
     spectral, wave_table = spectral_wcs_cards(wavelength)
     nw, ny, nx = ds["flux"].shape
-    chunk = _wave_chunk(ds)
+    identity, placeholders = identity_cards(ds, ra, dec)
+    if not MANGA_NAME.match(out.name):
+        log.warning(
+            "%s: mangadap and marvin read plate and IFU from a file name "
+            "manga-PLATE-IFU-LOGCUBE.fits[.gz] (this cube's PLATEIFU: %s)",
+            out,
+            identity["PLATEIFU"][0],
+        )
+    lsf = _lsf_arrays(ds, wavelength, lsf_sigma)
+    if not lsf:
+        log.warning(
+            "%s has no LSF (its RSS had no lsf_sigma): no LSFPOST/LSFPRE/SPECRES written, which "
+            "mangadap and marvin need; pass a constant with lsf_sigma= (--lsf-sigma ANGSTROM)",
+            name,
+        )
 
-    with atomic_output(out, overwrite=overwrite) as tmp:
-        primary = _primary_header(ds, name)
-        for key, (value, comment) in _psf_fwhm_cards(ds).items():
-            primary[key] = (value, comment)
-        fits.PrimaryHDU(header=primary).writeto(tmp)
-        for var, extname, bitpix, dtype, extra in (
-            ("flux", "FLUX", -32, ">f4", {"BUNIT": BUNIT_FLUX}),
-            ("ivar", "IVAR", -32, ">f4", {"BUNIT": BUNIT_IVAR, "HDUCLAS1": "IVAR"}),
-            ("mask", "MASK", 32, ">i4", {"MASKNAME": "MANGA_DRP3PIXMASK"}),
-        ):
-            header = _image_header(
-                extname, bitpix, (nx, ny, nw), {**celestial, **spectral, **extra}
-            )
-            _stream_image(tmp, header, ds[var], dtype, chunk)
-        extra_hdus: list[fits.hdu.base.ExtensionHDU] = [
-            fits.ImageHDU(wavelength, name="WAVE", header=fits.Header([("BUNIT", "Angstrom")]))
-        ]
-        extra_hdus += _psf_hdus(ds, celestial)
-        extra_hdus += _correl_hdus(ds, nx, ny)
-        if wave_table is not None:
-            extra_hdus.append(wave_table)
-        with fits.open(tmp, mode="append") as hdul:
-            for hdu in extra_hdus:
-                hdul.append(hdu)
-        _verify(tmp, nx, ny, nw)
+    with atomic_output(out, overwrite=overwrite) as final:
+        compress = out.name.endswith(".gz")
+        tmp = temporary_sibling(final.with_name(final.name + ".fits")) if compress else final
+        try:
+            _write_fits(tmp, ds, name, celestial, spectral, wave_table, identity, placeholders, lsf)
+            _verify(tmp, nx, ny, nw)
+            if compress:
+                with open(tmp, "rb") as src, gzip.open(final, "wb", compresslevel=6) as dst:
+                    shutil.copyfileobj(src, dst, length=1 << 24)
+        finally:
+            if compress:
+                remove_path(tmp)
     log.info("exported %s -> %s (%d x %d x %d)", name, out, nw, ny, nx)
     return out
+
+
+def _write_fits(
+    tmp: Path,
+    ds: xr.Dataset,
+    name: str,
+    celestial: dict[str, object],
+    spectral: dict[str, object],
+    wave_table: fits.BinTableHDU | None,
+    identity: dict[str, tuple[object, str]],
+    placeholders: list[str],
+    lsf: dict[str, xr.DataArray],
+) -> None:
+    wavelength = np.asarray(ds["wavelength"].values, dtype=np.float64)
+    nw, ny, nx = ds["flux"].shape
+    chunk = _wave_chunk(ds)
+    primary = _primary_header(ds, name)
+    for key, card in identity.items():
+        primary[key] = card
+    if placeholders:
+        primary["PLACEHLD"] = " ".join(placeholders)  # cards holding placeholders (CONTINUE cards)
+        primary.add_comment(
+            "This cube was not built from a MaNGA LOGRSS (e.g. it is simulated): the cards listed "
+            "in PLACEHLD are placeholders so that MaNGA tools open the file, not survey values."
+        )
+    bands = broadband.covered_bands(wavelength)
+    images = broadband.broadband_images(
+        ((sl, ds["flux"][sl].values) for sl in _chunks(nw, chunk)), bands, (ny, nx)
+    )
+    fwhm = _psf_fwhm_cards(ds)
+    for key, (value, comment) in fwhm.items():
+        primary[key] = (value, comment)
+    fits.PrimaryHDU(header=primary).writeto(tmp)
+    streamed = [
+        ("FLUX", ds["flux"], -32, ">f4", {"BUNIT": BUNIT_FLUX}),
+        ("IVAR", ds["ivar"], -32, ">f4", {"BUNIT": BUNIT_IVAR, "HDUCLAS1": "IVAR"}),
+        ("MASK", ds["mask"], 32, ">i4", {"MASKNAME": "MANGA_DRP3PIXMASK"}),
+    ]
+    streamed += [(ext, arr, -32, ">f4", {"BUNIT": "Angstrom"}) for ext, arr in lsf.items()]
+    for extname, var, bitpix, dtype, extra in streamed:
+        cards = {**celestial, **spectral, **extra}
+        if extname == "FLUX":  # marvin reads the identity from the FLUX header (PLATEID is WCS's)
+            cards.update({k: v for k, v in identity.items() if k != "PLATEID"})
+        header = _image_header(extname, bitpix, (nx, ny, nw), cards)
+        _stream_image(tmp, header, var, dtype, chunk)
+    extra_hdus: list[fits.hdu.base.ExtensionHDU] = [
+        fits.ImageHDU(wavelength, name="WAVE", header=fits.Header([("BUNIT", "Angstrom")]))
+    ]
+    for lsf_ext, res_ext in (("LSFPOST", "SPECRES"), ("LSFPRE", "PRESPECRES")):
+        if lsf_ext in lsf:
+            extra_hdus += _specres_hdus(lsf[lsf_ext], wavelength, chunk, res_ext, lsf_ext)
+    extra_hdus += _image_hdus(images, bands, celestial, fwhm)
+    extra_hdus += _psf_hdus(ds, celestial)
+    extra_hdus += _correl_hdus(ds, nx, ny)
+    if wave_table is not None:
+        extra_hdus.append(wave_table)
+    with fits.open(tmp, mode="append") as hdul:
+        for hdu in extra_hdus:
+            hdul.append(hdu)
+
+
+def _chunks(n: int, chunk: int) -> list[slice]:
+    return [slice(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+
+
+def identity_cards(
+    ds: xr.Dataset, ra: float, dec: float
+) -> tuple[dict[str, tuple[object, str]], list[str]]:
+    """MaNGA identity cards from the cube's ``manga_source`` attr; placeholders for the rest.
+
+    Returns ``({key: (value, comment)}, [keys that are placeholders])``. OBJRA/OBJDEC fall back to
+    the IFU centre (deg), IFURA/IFUDEC are the centre used for the WCS.
+    """
+    try:
+        source = json.loads(str(ds.attrs.get("manga_source", "{}")))
+    except ValueError:
+        source = {}
+    cards: dict[str, tuple[object, str]] = {}
+    placeholders = []
+    for key, (default, comment) in IDENTITY_PLACEHOLDERS.items():
+        if key in source and source[key] not in ("", None):
+            cards[key] = (source[key], comment)
+        else:
+            cards[key] = (default, f"PLACEHOLDER {comment}")
+            placeholders.append(key)
+    for key, value in (("OBJRA", ra), ("OBJDEC", dec)):
+        if key in source:
+            cards[key] = (float(source[key]), f"object {key[3:]} (deg)")
+        else:
+            cards[key] = (value, f"PLACEHOLDER object {key[3:]}: the IFU centre (deg)")
+            placeholders.append(key)
+    cards["IFURA"] = (ra, "IFU centre RA (deg)")
+    cards["IFUDEC"] = (dec, "IFU centre Dec (deg)")
+    if "PLATEIFU" in source and ("PLATEID" not in source or "IFUDSGN" not in source):
+        plate, _, ifu = str(source["PLATEIFU"]).partition("-")
+        if plate.isdigit() and ifu.isdigit():
+            cards["PLATEID"] = (int(plate), "plate id")
+            cards["IFUDSGN"] = (ifu, "IFU design")
+            placeholders = [k for k in placeholders if k not in ("PLATEID", "IFUDSGN")]
+    return cards, placeholders
+
+
+def _pixel_width(wavelength: np.ndarray) -> np.ndarray:
+    """Width (Angstrom) of each channel: the spacing of the neighbouring channel centres."""
+    w = np.asarray(wavelength, dtype=np.float64)
+    if w.size < 2:
+        return np.zeros_like(w)
+    edges = np.concatenate([[w[0] - (w[1] - w[0]) / 2], (w[:-1] + w[1:]) / 2])
+    edges = np.concatenate([edges, [w[-1] + (w[-1] - w[-2]) / 2]])
+    return np.diff(edges)
+
+
+def _lsf_arrays(
+    ds: xr.Dataset, wavelength: np.ndarray, constant: float | None = None
+) -> dict[str, xr.DataArray]:
+    """LSFPOST / LSFPRE cubes (Angstrom) from the cube's LSF variables (or ``constant``, Angstrom,
+    used as the pre-pixelization sigma of a cube that has none).
+
+    Without a post-pixelization LSF, LSFPOST is the second moment of the pre-pixelization Gaussian
+    convolved with the channel's boxcar: sqrt(sigma_pre^2 + width^2 / 12).
+    """
+    out: dict[str, xr.DataArray] = {}
+    if constant is not None and not any(v in ds for v in C.LSF_VARIABLES):
+        if not (np.isfinite(constant) and constant > 0):
+            raise CubeFormatError(f"lsf_sigma must be a positive sigma in Angstrom, got {constant}")
+        ds = ds.assign({C.LSF_SIGMA: xr.full_like(ds["flux"], constant, dtype=np.float32)})
+    if C.LSF_SIGMA_POST in ds:
+        out["LSFPOST"] = ds[C.LSF_SIGMA_POST]
+    elif C.LSF_SIGMA in ds:
+        box = xr.DataArray(_pixel_width(wavelength) ** 2 / 12.0, dims=("wavelength",))
+        out["LSFPOST"] = np.sqrt(ds[C.LSF_SIGMA] ** 2 + box).transpose("wavelength", "y", "x")
+    if C.LSF_SIGMA in ds:
+        out["LSFPRE"] = ds[C.LSF_SIGMA]
+    return out
+
+
+def _specres_hdus(
+    lsf: xr.DataArray, wavelength: np.ndarray, chunk: int, extname: str, source: str
+) -> list[fits.ImageHDU]:
+    """Median and standard deviation (``<extname>D``) over the spaxels with an LSF of the spectral
+    resolution R = lambda / (2.3548 sigma) per channel (0 where no spaxel has one)."""
+    median = np.zeros(wavelength.size)
+    std = np.zeros(wavelength.size)
+    for sl in _chunks(wavelength.size, chunk):
+        block = np.asarray(lsf[sl].values, dtype=np.float64).reshape(sl.stop - sl.start, -1)
+        res = wavelength[sl, None] / (SIG2FWHM * np.where(block > 0, block, np.nan))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN channels
+            median[sl] = np.nan_to_num(np.nanmedian(res, axis=1))
+            std[sl] = np.nan_to_num(np.nanstd(res, axis=1))
+    hdus = []
+    for name, values, what in ((extname, median, "median"), (extname + "D", std, "std. dev.")):
+        hdu = fits.ImageHDU(values, name=name)
+        hdu.header["COMMENT"] = f"{what} over spaxels of lambda / (2.3548 {source}); 0: none"
+        hdus.append(hdu)
+    return hdus
+
+
+def _image_hdus(
+    images: dict[str, np.ndarray],
+    bands: list[broadband.Band],
+    celestial: dict[str, object],
+    fwhm: dict[str, tuple[float, str]],
+) -> list[fits.ImageHDU]:
+    hdus = []
+    for band in bands:
+        hdu = fits.ImageHDU(images[band.name].astype(np.float32), name=f"{band.name.upper()}IMG")
+        for key, value in celestial.items():
+            hdu.header[key] = value
+        hdu.header["BUNIT"] = ("nanomaggy", "AB flux per spaxel through the filter")
+        hdu.header["FILTER"] = (f"{broadband.FILTER_FAMILY}-{band.name}", "speclite filter curve")
+        hdu.header["EFFWAVE"] = (round(band.effective_wavelength, 3), "Angstrom")
+        hdu.header["COVERAGE"] = (
+            round(band.coverage, 6),
+            "fraction of the filter response covered",
+        )
+        key = f"{band.name.upper()}FWHM"
+        if key in fwhm:
+            hdu.header[key] = fwhm[key]
+        hdus.append(hdu)
+    return hdus
 
 
 # ---------------------------------------------------------------------------------------------
@@ -158,8 +375,10 @@ def _ifu_centre(
     dec = ds.attrs.get("ifu_dec") if dec is None else dec
     if ra is None or dec is None:
         raise CubeFormatError(
-            f"{name}: the cube has no ifu_ra/ifu_dec attrs, so no sky WCS can be written; pass the "
-            "IFU centre explicitly (--ifu-ra DEG --ifu-dec DEG)"
+            f"{name}: the cube has no ifu_ra/ifu_dec attrs (its RSS gave no IFU centre), so no sky "
+            "WCS can be written and none is invented; pass the IFU centre in degrees: "
+            "export_logcube(..., ifu_ra=RA, ifu_dec=DEC) in Python, --ifu-ra RA --ifu-dec DEC "
+            "on the command line"
         )
     ra, dec = float(ra), float(dec)
     if not (np.isfinite(ra) and np.isfinite(dec) and -90 <= dec <= 90):
@@ -413,7 +632,10 @@ def _psf_hdus(ds: xr.Dataset, celestial: dict[str, object]) -> list[fits.ImageHD
         hdu = fits.ImageHDU(image, name=f"{band}PSF")
         for key, value in {**celestial, **_band_cards(ds, i)}.items():
             hdu.header[key] = value
-        hdu.header["BUNIT"] = ("spaxel-1", "image of a unit point source")
+        hdu.header["COMMENT"] = "fraction of a unit point source per spaxel (dimensionless)"
+        fwhm = gaussian_fwhm(image, ds["x"].values, ds["y"].values)
+        if np.isfinite(fwhm):
+            hdu.header["FWHM"] = (round(fwhm, 6), "FWHM of a circular Gaussian fit (arcsec)")
         hdus.append(hdu)
     return hdus
 

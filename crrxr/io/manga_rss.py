@@ -58,6 +58,30 @@ __all__ = ["MangaFormatError", "RssLayout", "ingest_manga_rss", "read_rss_layout
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS: tuple[str, ...] = ("FLUX", "IVAR", "MASK", "XPOS", "YPOS")
+# Optional LSF images (Gaussian sigma, Angstrom) and the RSS variables they become.
+LSF_EXTENSIONS: dict[str, str] = {"LSFPRE": N.LSF_SIGMA, "LSFPOST": N.LSF_SIGMA_POST}
+# Primary-header keys kept in the ``manga_source`` attr (carried into the cube and its export).
+SOURCE_KEYS: tuple[str, ...] = (
+    "PLATEIFU",
+    "PLATEID",
+    "IFUDSGN",
+    "MANGAID",
+    "OBJRA",
+    "OBJDEC",
+    "IFURA",
+    "IFUDEC",
+    "VERSDRP2",
+    "VERSDRP3",
+    "EBVGAL",
+    "SRVYMODE",
+    "DRP2QUAL",
+    "MNGTARG1",
+    "MNGTARG2",
+    "MNGTARG3",
+    "TELESCOP",
+    "INSTRUME",
+    "MASKNAME",
+)
 REQUIRED_EXTENSIONS: tuple[str, ...] = (*IMAGE_EXTENSIONS, "WAVE")
 _GZIP_MAGIC = b"\x1f\x8b"
 # The MaNGA BUNIT ('1E-17 erg/s/cm^2/Ang/fiber') is kept in ``manga_source``; flux gets N.FLUX_UNITS.
@@ -84,6 +108,7 @@ class RssLayout:
     flux_dtype: np.dtype
     flux_units: str
     source: dict = field(default_factory=dict)
+    lsf: tuple[str, ...] = ()  # LSF extensions present (LSFPRE, LSFPOST), same shape as FLUX
 
 
 def ingest_manga_rss(
@@ -124,7 +149,7 @@ def ingest_manga_rss(
             template.attrs.update(_attrs(layout, path))
             template.to_zarr(tmp_store, mode="w-", compute=False, consolidated=False, zarr_format=3)
             bit_counts = np.zeros(32, dtype=np.int64)
-            readers = {name: _column_reader(hdul[name]) for name in IMAGE_EXTENSIONS}
+            readers = {name: _column_reader(hdul[name]) for name in IMAGE_EXTENSIONS + layout.lsf}
             for start in range(0, layout.n_wave, wave_chunk):
                 stop = min(start + wave_chunk, layout.n_wave)
                 block = _read_block(
@@ -314,12 +339,16 @@ def read_rss_layout(
         "file": source.name,
         "BUNIT": str(flux_header.get("BUNIT", "")),
         "bytes": source.stat().st_size,
-        **{
-            k: str(primary[k])
-            for k in ("PLATEIFU", "MANGAID", "VERSDRP2", "VERSDRP3", "MASKNAME")
-            if k in primary
-        },
+        **{k: _plain(primary[k]) for k in SOURCE_KEYS if k in primary},
     }
+    lsf = tuple(name for name in LSF_EXTENSIONS if name in hdul)
+    for name in lsf:
+        _check_complete(hdul, name, source, file_size)
+        if hdul[name].shape != shape:
+            raise MangaFormatError(
+                f"{source}: extension {name} has shape {hdul[name].shape} but FLUX has {shape}; "
+                "a LOGRSS LSF image has one dispersion (Angstrom) per FLUX pixel"
+            )
     if "MASKNAME" in hdus["MASK"].header:
         source_info["MASKNAME"] = str(hdus["MASK"].header["MASKNAME"])
     return RssLayout(
@@ -336,7 +365,15 @@ def read_rss_layout(
         flux_dtype=flux_dtype,
         flux_units=N.FLUX_UNITS,
         source=source_info,
+        lsf=lsf,
     )
+
+
+def _plain(value: object) -> object:
+    """A header value as JSON-friendly Python (bool/int/float kept, anything else a string)."""
+    if isinstance(value, bool | int | float):
+        return value
+    return str(value).strip()
 
 
 def _header_float(first: fits.Header, second: fits.Header, key: str) -> float | None:
@@ -368,7 +405,7 @@ def _template(layout: RssLayout, wave_chunk: int) -> xr.Dataset:
     ds = xr.Dataset(
         {
             N.FLUX: lazy(N.FLUX, layout.flux_dtype, units=layout.flux_units),
-            N.IVAR: lazy(N.IVAR, layout.flux_dtype),
+            N.IVAR: lazy(N.IVAR, layout.flux_dtype, units=N.IVAR_UNITS),
             N.MASK: lazy(
                 N.MASK,
                 np.uint32,
@@ -377,6 +414,7 @@ def _template(layout: RssLayout, wave_chunk: int) -> xr.Dataset:
             ),
             N.XPOS: lazy(N.XPOS, np.float64),
             N.YPOS: lazy(N.YPOS, np.float64),
+            **{LSF_EXTENSIONS[n]: lazy(LSF_EXTENSIONS[n], np.float64) for n in layout.lsf},
             N.EXPOSURE_INDEX: (
                 spec[N.EXPOSURE_INDEX].dims,
                 row // layout.n_fiber,
@@ -472,6 +510,7 @@ def _read_block(
             N.MASK: (_SW, mask),
             N.XPOS: (_SW, np.asarray(raw["XPOS"], dtype=np.float64)),
             N.YPOS: (_SW, np.asarray(raw["YPOS"], dtype=np.float64)),
+            **{LSF_EXTENSIONS[n]: (_SW, np.asarray(raw[n], np.float64)) for n in layout.lsf},
         }
     )
 

@@ -29,6 +29,11 @@ MASK = "mask"
 XPOS = "xpos"
 YPOS = "ypos"
 SEEING_FWHM = "seeing_fwhm"
+# Optional line-spread function: Gaussian sigma (Angstrom) per sample, before pixelization (MaNGA
+# LSFPRE) and after it (MaNGA LSFPOST). The build propagates each one present into the cube.
+LSF_SIGMA = "lsf_sigma"
+LSF_SIGMA_POST = "lsf_sigma_post"
+LSF_VARIABLES: tuple[str, ...] = (LSF_SIGMA, LSF_SIGMA_POST)
 
 # Dataset attrs.
 ATTR_IFU_RA = "ifu_ra"  # deg
@@ -49,7 +54,10 @@ RSS_SCHEMA_VERSION = 1
 RSS_SCHEMA_ID = f"{RSS_SCHEMA_NAME}/{RSS_SCHEMA_VERSION}"
 KNOWN_RSS_SCHEMAS = (RSS_SCHEMA_ID,)
 
-FLUX_UNITS = "1e-17 erg / (s cm2 Angstrom)"  # per fiber
+# Per fiber. One string each, parsed alike by astropy (generic and FITS formats) and by UDUNITS
+# (CF); the cube uses the same strings (crrxr.io.cube) and so does the FITS BUNIT.
+FLUX_UNITS = "10^-17 erg/(Angstrom cm2 s)"
+IVAR_UNITS = "10^34 Angstrom2 cm4 s2/erg2"  # FLUX_UNITS ** -2
 
 
 @dataclass(frozen=True)
@@ -143,7 +151,24 @@ RSS_VARIABLES: tuple[VariableSpec, ...] = (
         long_name="seeing FWHM at seeing.lambda_ref_angstrom",
     ),
 )
-RSS_SPECS: dict[str, VariableSpec] = {v.name: v for v in RSS_VARIABLES}
+# Optional variables: checked like the others when present, never required.
+RSS_OPTIONAL_VARIABLES: tuple[VariableSpec, ...] = (
+    VariableSpec(
+        LSF_SIGMA,
+        _SW,
+        ("f4", "f8"),
+        units="Angstrom",
+        long_name="line-spread function Gaussian sigma before pixelization (MaNGA LSFPRE)",
+    ),
+    VariableSpec(
+        LSF_SIGMA_POST,
+        _SW,
+        ("f4", "f8"),
+        units="Angstrom",
+        long_name="line-spread function Gaussian sigma after pixelization (MaNGA LSFPOST)",
+    ),
+)
+RSS_SPECS: dict[str, VariableSpec] = {v.name: v for v in RSS_VARIABLES + RSS_OPTIONAL_VARIABLES}
 RSS_COORDS: tuple[str, ...] = tuple(v.name for v in RSS_VARIABLES if v.coord)
 RSS_DATA_VARS: tuple[str, ...] = tuple(v.name for v in RSS_VARIABLES if not v.coord)
 # Variables with a wavelength dimension: chunked along wavelength, written region by region.

@@ -111,7 +111,8 @@ def _check_structure(ds: xr.Dataset, rep: RSSReport) -> set[str]:
     for dim in (N.DIM_SPECTRUM, N.DIM_WAVELENGTH, N.DIM_EXPOSURE):
         if dim in ds.sizes and ds.sizes[dim] == 0:
             rep.errors.append(f"dimension {dim!r} has length 0; an RSS needs at least one {dim}")
-    for spec in N.RSS_VARIABLES:
+    optional = tuple(s for s in N.RSS_OPTIONAL_VARIABLES if s.name in ds.variables)
+    for spec in N.RSS_VARIABLES + optional:
         kind = "coordinate" if spec.coord else "variable"
         if spec.name not in ds.variables:
             where = "ds.coords" if spec.coord else "ds.data_vars"

@@ -144,6 +144,8 @@ def simulate_rss(
     flux_dtype: str = "float32",
     extended_pixel: float = 0.1,
     kernel: KernelModel | None = None,
+    lsf_sigma: float | None = None,
+    lsf_spread: float = 0.0,
 ) -> xr.Dataset:
     """Simulate an RSS; write it to the Zarr store ``out`` (returned opened lazily) or, with
     ``out=None``, return it in memory.
@@ -163,6 +165,8 @@ def simulate_rss(
     :mod:`crrxr.simulate.noise`) or None; ``dead_fibers`` fibers dead in every exposure
     (RSS_DEADFIBER, ivar 0, flux 0); a ``bad_pixel_fraction`` of samples RSS_REJECT (ivar 0, spiked).
     Reproducible: the same ``seed`` gives the same values bitwise whatever ``wave_chunk``.
+    LSF: with ``lsf_sigma`` (Angstrom at 5400 A) an ``lsf_sigma`` variable is written, see
+    :func:`simulated_lsf_sigma` (``lsf_spread``: fiber-to-fiber fraction; the flux is not convolved).
     Flux units 1e-17 erg/s/cm^2/A per fiber. The truth (scene and observation) is in the attrs
     ``crrxr_truth_paramspec``/``crrxr_truth`` (read it with :func:`crrxr.simulate.read_truth`).
     """
@@ -249,6 +253,11 @@ def simulate_rss(
         **truth_attrs(scenes, obs, settings, dead_fiber_ids, model),
     }
     template = _template(obs, attrs, wave_chunk, flux_dtype)
+    spectral_vars = N.RSS_SPECTRAL_VARS
+    if lsf_sigma is not None:
+        spectral_vars += (N.LSF_SIGMA,)
+        template[N.LSF_SIGMA] = template[N.FLUX].astype("f8")
+        template[N.LSF_SIGMA].attrs = {"units": "Angstrom", "long_name": "simulated LSF sigma"}
 
     def blocks():
         for k0 in range(0, wavelength.size, wave_chunk):
@@ -264,13 +273,18 @@ def simulate_rss(
                     N.MASK: mask,
                     N.XPOS: x,
                     N.YPOS: y,
+                    **(
+                        {}
+                        if lsf_sigma is None
+                        else {N.LSF_SIGMA: simulated_lsf_sigma(obs, k0, k1, lsf_sigma, lsf_spread)}
+                    ),
                 },
             )
 
     if out is None:
         parts = list(blocks())
         ds = template.copy()
-        for name in N.RSS_SPECTRAL_VARS:
+        for name in spectral_vars:
             ds[name] = (
                 ds[name].dims,
                 np.concatenate([p[2][name] for p in parts], axis=1),
@@ -278,7 +292,7 @@ def simulate_rss(
             )
         return open_rss(ds)
 
-    encoding = {name: {"chunks": (obs.n_spectra, wave_chunk)} for name in N.RSS_SPECTRAL_VARS}
+    encoding = {name: {"chunks": (obs.n_spectra, wave_chunk)} for name in spectral_vars}
     with atomic_output(out, overwrite=overwrite) as tmp:
         template.to_zarr(tmp, mode="w-", compute=False, consolidated=False, encoding=encoding)
         for k0, k1, arrays in blocks():
@@ -294,6 +308,17 @@ def simulate_rss(
             zarr.consolidate_metadata(tmp)
     log.info("simulated %d spectra x %d channels -> %s", obs.n_spectra, wavelength.size, out)
     return open_rss(out)
+
+
+def simulated_lsf_sigma(
+    obs: Observation, k0: int, k1: int, sigma: float, spread: float
+) -> np.ndarray:
+    """LSF sigma (Angstrom), (n_spectra, k1 - k0): sigma (1 + spread u_f) sqrt(lambda / 5400 A),
+    u_f running linearly from -1 to +1 over the fibers (so fibers differ by up to 2 spread)."""
+    n = obs.n_fibers
+    u = np.linspace(-1.0, 1.0, n) if n > 1 else np.zeros(1)
+    per_fiber = sigma * (1.0 + spread * u[obs.fiber_id])
+    return per_fiber[:, None] * np.sqrt(obs.wavelength[k0:k1] / 5400.0)[None, :]
 
 
 def _template(
@@ -317,7 +342,7 @@ def _template(
         N.IVAR: (
             sw,
             lazy(flux_dtype),
-            {"units": f"({N.FLUX_UNITS})-2", "long_name": spec[N.IVAR].long_name},
+            {"units": N.IVAR_UNITS, "long_name": spec[N.IVAR].long_name},
         ),
         N.MASK: (
             sw,
