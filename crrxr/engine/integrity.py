@@ -37,6 +37,10 @@ def add_checksum_array(store: str, n_chunks: int) -> None:
         dtype="u1",
         fill_value=0,
         dimension_names=(C.WAVELENGTH_CHUNK, "digest"),
+        attributes={
+            "long_name": "SHA-256 of each wavelength chunk's stored data, recorded with its "
+            "chunk_done mark (all zero: none recorded)"
+        },
     )
 
 
