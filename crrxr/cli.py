@@ -24,6 +24,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crrxr.engine.cli",
     "crrxr.fit.cli",
     "crrxr.quality.cli",
+    "crrxr.plot.cli",
 )
 
 
