@@ -156,3 +156,56 @@ def test_open_cube_reports_every_problem(tmp_path, built):
     text = str(exc.value)
     assert "'ivar' is missing" in text and "'mask' is missing" in text and "parameters" in text
     assert main(["quality", str(bad)]) == 1
+
+
+def test_analyze_example_uses_plain_xarray_and_correct_errors(built, tmp_path):
+    import ast
+    import importlib.util
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "analyze_example.py"
+    tree = ast.parse(script.read_text())
+    imported = {
+        n.names[0].name if isinstance(n, ast.Import) else n.module
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Import | ast.ImportFrom)
+    }
+    assert not any(m and m.split(".")[0] == "crrxr" for m in imported)
+    rss, cubes = built
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(cubes["shepard"]),
+            "--line",
+            "5500",
+            "--window",
+            "20",
+            "--aperture",
+            "2.0",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "error with covariance / naive error" in run.stdout
+    assert (tmp_path / "line_map.png").stat().st_size > 1000
+    spec = importlib.util.spec_from_file_location("analyze_example", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    for path in cubes.values():
+        ds = xr.open_zarr(path)
+        total, err, naive = mod.aperture_spectrum(ds, 0.0, 0.0, 2.0)
+        cube = open_cube(path)
+        ch = int(ds["band_index"][0])
+        ap = aperture_weights(cube, 2.0) * ((ds["mask"].isel(wavelength=ch).values & 1024) == 0)
+        assert err[ch] ** 2 == pytest.approx(weighted_sum_variance(cube, ap, 0), rel=1e-6)
+        assert naive[ch] ** 2 == pytest.approx(
+            weighted_sum_variance(cube, ap, 0, naive=True), rel=1e-6
+        )
+        flux = ds["flux"].isel(wavelength=ch).values.astype(float)
+        assert total[ch] == pytest.approx(float((flux * ap).sum()), rel=1e-6)
