@@ -184,14 +184,14 @@ def fit_cube(
         raise ValueError("the psf model describes cube images; fit it with --data cube")
     cube = open_cube(cube_path)
     check_rss_matches(cube, rss)
+    wave = cube.dataset[C.WAVELENGTH].values
+    bins = select_bins(wave, wavelengths, bin_size)
     group = fit_group(kind, route)
     path = os.fspath(cube_path)
     if write and not overwrite and _group_exists(path, group):
         raise FileExistsError(
             f"{path} already holds a fit in group {group!r}; pass --overwrite to replace it"
         )
-    wave = cube.dataset[C.WAVELENGTH].values
-    bins = select_bins(wave, wavelengths, bin_size)
     tasks = [
         FitTask(
             path,
