@@ -230,3 +230,9 @@ def test_fit_refuses_wrong_rss_and_existing_group(tmp_path, capsys):
     assert main(args) == 0
     one = xr.open_zarr(cube, group="fits/source").load()
     assert list(one["fit_status"].values) == [4, 4, 0]
+    # the same fits under another executor, one bin per task: identical
+    threads = fit_cube(
+        cube, "source", rss, scheduler="threads", workers=2, bins_per_task=1, write=False
+    )
+    first = fit_cube(cube, "source", rss, write=False)
+    xr.testing.assert_identical(threads, first)
