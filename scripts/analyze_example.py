@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        fig, ax = plt.subplots(figsize=(5, 4.4))
+        fig, ax = plt.subplots(figsize=(5, 4.4), layout="constrained")
         im = ax.imshow(
             lm.values,
             origin="lower",
@@ -109,15 +109,19 @@ def main(argv: list[str] | None = None) -> int:
             extent=[float(cube.x[0]), float(cube.x[-1]), float(cube.y[0]), float(cube.y[-1])],
         )
         fig.colorbar(im, ax=ax)
-        ax.set_title(f"line {args.line:.1f} A")
+        ax.set_title(f"line {args.line:.1f} A (flux x Angstrom per spaxel)")
+        ax.set_xlabel("x [arcsec, +W]")
+        ax.set_ylabel("y [arcsec, +N]")
         fig.savefig(out / "line_map.png", dpi=90)
         plt.close(fig)
-        fig, ax = plt.subplots(figsize=(8, 3.6))
+        fig, ax = plt.subplots(figsize=(8, 3.6), layout="constrained")
         w = cube["wavelength"].values
         ax.fill_between(w, total - err, total + err, alpha=0.3, label="1 sigma (covariance)")
         ax.fill_between(w, total - naive, total + naive, alpha=0.5, label="1 sigma (naive)")
         ax.plot(w, total, lw=0.8)
         ax.set_xlabel("wavelength [A]")
+        ax.set_ylabel(cube["flux"].attrs.get("units", "flux").replace("/spaxel", ""))
+        ax.set_title(f'aperture r = {args.aperture}" at ({args.x0}, {args.y0})')
         ax.legend()
         fig.savefig(out / "aperture_spectrum.png", dpi=90)
         plt.close(fig)
