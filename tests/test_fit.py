@@ -205,12 +205,34 @@ def test_pulls_have_unit_width_for_both_routes(kind, method, truth, n_exp, n_rea
 
 
 def test_fit_refuses_wrong_rss_and_existing_group(tmp_path, capsys):
-    rss, cube = _build(tmp_path, "point", "crr", 8, nwave=1)
+    rss, cube = _build(tmp_path, "point", "crr", 8, nwave=3)
     other = tmp_path / "other.zarr"
-    simulate_rss(other, bundle=7, exposures=3, nwave=1, wave_range=(5400.0, 5600.0), seed=9)
+    simulate_rss(other, bundle=7, exposures=3, nwave=3, wave_range=(5400.0, 5600.0), seed=9)
     assert main(["fit", "source", str(cube), "--rss", str(other)]) == 1
     assert "not the RSS" in capsys.readouterr().err
     assert main(["fit", "source", str(cube), "--rss", str(rss)]) == 0
     assert main(["fit", "source", str(cube), "--rss", str(rss)]) == 1
     assert "--overwrite" in capsys.readouterr().err
     assert main(["fit", "psf", str(cube), "--rss", str(rss), "--data", "rss"]) == 1
+    assert main(["fit", "source", str(cube), "--rss", str(rss), "--wavelengths", "9000"]) == 1
+    assert "outside the cube's range" in capsys.readouterr().err
+    single = xr.open_zarr(cube, group="fits/source").load()
+    # one fit of the mean of the 3 channels, stored at the middle channel
+    args = ["fit", "source", str(cube), "--rss", str(rss), "--bin", "3", "--overwrite"]
+    assert main(args) == 0
+    binned = xr.open_zarr(cube, group="fits/source").load()
+    assert list(binned["fit_status"].values) == [4, 0, 4]
+    assert int(binned["fit_bin_start"][1]) == 0 and int(binned["fit_bin_stop"][1]) == 3
+    # independent noise in the channels: the mean of 3 has errors smaller by sqrt(3)
+    ratio = binned["fit_stderr"].isel(wavelength=1) / single["fit_stderr"].mean("wavelength")
+    np.testing.assert_allclose(ratio.values, 1 / np.sqrt(3), rtol=0.1)
+    args = ["fit", "source", str(cube), "--rss", str(rss), "--wavelengths", "5590", "--overwrite"]
+    assert main(args) == 0
+    one = xr.open_zarr(cube, group="fits/source").load()
+    assert list(one["fit_status"].values) == [4, 4, 0]
+    # the same fits under another executor, one bin per task: identical
+    threads = fit_cube(
+        cube, "source", rss, scheduler="threads", workers=2, bins_per_task=1, write=False
+    )
+    first = fit_cube(cube, "source", rss, write=False)
+    xr.testing.assert_identical(threads, first)

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from crrxr.core.kernel import seeing_at
 from crrxr.core.weights import ChannelWeights, iter_channel_weights
 from crrxr.engine import settings
-from crrxr.engine.chunk import read_rss_slice
+from crrxr.engine.chunk import read_rss_slice, sample_seeing
 from crrxr.engine.store import rss_identity
 from crrxr.io.cube_reader import CubeView
 from crrxr.io.rss import open_rss
@@ -86,13 +85,7 @@ def read_channels(
         )
     )
     wave = part["wavelength"].values
-    exp_index = part["exposure_index"].values.astype(np.int64)
-    fwhm = seeing_at(
-        part["seeing_fwhm"].values[exp_index][:, None],
-        wave[None, :],
-        float(p["seeing.lambda_ref_angstrom"]),
-        float(p["seeing.exponent"]),
-    )
+    fwhm = sample_seeing(part, float(p["seeing.lambda_ref_angstrom"]), float(p["seeing.exponent"]))
     return ChannelInputs(
         idx,
         wave,

@@ -184,14 +184,14 @@ def fit_cube(
         raise ValueError("the psf model describes cube images; fit it with --data cube")
     cube = open_cube(cube_path)
     check_rss_matches(cube, rss)
+    wave = cube.dataset[C.WAVELENGTH].values
+    bins = select_bins(wave, wavelengths, bin_size)
     group = fit_group(kind, route)
     path = os.fspath(cube_path)
     if write and not overwrite and _group_exists(path, group):
         raise FileExistsError(
             f"{path} already holds a fit in group {group!r}; pass --overwrite to replace it"
         )
-    wave = cube.dataset[C.WAVELENGTH].values
-    bins = select_bins(wave, wavelengths, bin_size)
     tasks = [
         FitTask(
             path,
@@ -210,12 +210,13 @@ def fit_cube(
     spec = psf_tools(config, cube.grid.pixel_scale)[0] if kind == "psf" else model_spec(kind)[0]
     ds = assemble(cube, spec, bins, fits, kind, route)
     if write:
-        write_fit(ds, path, group, cube)
+        write_group(ds, path, group, cube)
     return ds
 
 
-def write_fit(ds: xr.Dataset, path: str, group: str, cube: CubeView) -> None:
-    """Write ``ds`` as ``group`` of the cube store, chunked along wavelength like the cube, and
+def write_group(ds: xr.Dataset, path: str, group: str, cube: CubeView) -> None:
+    """Write ``ds`` (a fit, the quality table) as ``group`` of the cube store, chunked along
+    wavelength like the cube where it has that dim, and
     refresh the store's consolidated metadata so that ``xr.open_zarr(path, group=group)`` finds it."""
     wc = int(cube.dataset[C.FLUX].encoding.get("chunks", (cube.dataset.sizes[C.WAVELENGTH],))[0])
     encoding = {

@@ -101,6 +101,9 @@ def start_values(
     x0, y0 = prim["binary.x_arcsec"], prim["binary.y_arcsec"]
     found = []
     r = np.hypot(data.px - x0, data.py - y0)
+    one = prim.replace({"binary.flux_total": 1.0})
+    w_one = data.whiten(data.predict(one))
+    wd = data.whiten(data.values)
     for k in np.flatnonzero((r > 1.0) & (data.values > 0.05 * data.values[i])):
         dx, dy = data.px[k] - x0, data.py[k] - y0
         sep = float(np.hypot(dx, dy))
@@ -114,11 +117,11 @@ def start_values(
                 "binary.flux_total": (1.0 + 1e12) / 1e12,
             }
         )
-        one = prim.replace({"binary.flux_total": 1.0})
-        f1, f2 = _linear_amplitudes(data, [one, sec])
+        A = np.column_stack([w_one, data.whiten(data.predict(sec))])
+        (f1, f2), *_ = np.linalg.lstsq(A, wd, rcond=None)
         if f1 <= 0 or f2 <= 0:
             continue
-        res = data.whiten(data.values - f1 * data.predict(one) - f2 * data.predict(sec))
+        res = wd - A @ np.array([f1, f2])
         found.append((float(res @ res), sep, pa, f2 / f1, f1 + f2))
     if not found:
         raise ValueError("no start found for the binary's secondary")

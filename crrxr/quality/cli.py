@@ -24,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from crrxr.fit.run import write_fit
+    from crrxr.fit.run import write_group
     from crrxr.io.cube_reader import open_cube
     from crrxr.quality.measures import PSF_MAP_GROUP, QUALITY_GROUP, measure, psf_map, table
 
@@ -33,7 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     cube = open_cube(args.cube)
     q = measure(cube, args.rss)
     print(table(q))
-    write_fit(q, cube.path, QUALITY_GROUP, cube)
+    write_group(q, cube.path, QUALITY_GROUP, cube)
     if args.psf_map:
         m = psf_map(cube, args.rss, step=args.step)
         for b, name in enumerate(m["band"].values):
@@ -44,5 +44,5 @@ def _run(args: argparse.Namespace) -> int:
                 f"{float(m['psf_strehl'].isel(band=b).mean()):.3f} scatter "
                 f"{100 * m.attrs['strehl_fractional_scatter'][b]:.1f}%"
             )
-        write_fit(m, cube.path, PSF_MAP_GROUP, cube)
+        write_group(m, cube.path, PSF_MAP_GROUP, cube)
     return 0
