@@ -33,9 +33,9 @@ def _reference(rss: xr.Dataset, cube: xr.Dataset, method: str):
     exp = rss["exposure_index"].values
     fwhm = seeing(rss["seeing_fwhm"].values[exp][:, None], rss["wavelength"].values[None, :])
     good = (rss["ivar"].values > 0) & (rss["mask"].values == 0)
-    images, ivars, solved = [], [], []
+    images, ivars, solved, lowcov = [], [], [], []
     for c in range(rss.sizes["wavelength"]):
-        img, iv, sel, _ = reconstruct_channel(
+        img, iv, sel, _, low = reconstruct_channel(
             rss["xpos"].values[:, c],
             rss["ypos"].values[:, c],
             fwhm[:, c],
@@ -50,7 +50,8 @@ def _reference(rss: xr.Dataset, cube: xr.Dataset, method: str):
         images.append(img.reshape(xx.shape))
         ivars.append(iv.reshape(xx.shape))
         solved.append(sel.reshape(xx.shape))
-    return np.array(images), np.array(ivars), np.array(solved)
+        lowcov.append(low.reshape(xx.shape))
+    return np.array(images), np.array(ivars), np.array(solved), np.array(lowcov)
 
 
 @pytest.mark.parametrize("method", ["crr", "shepard"])
@@ -70,7 +71,7 @@ def test_engine_cube_equals_independent_reconstruction(tmp_path, method):
         dead=[(7, 1), (30, 3)],
     )
     cube = _build(tmp_path, rss, method, method=method, wave_chunk=2)
-    ref, ref_ivar, solved = _reference(rss, cube, method)
+    ref, ref_ivar, solved, lowcov = _reference(rss, cube, method)
     flux = cube["flux"].values.astype(float)
     ivar = cube["ivar"].values.astype(float)
     assert solved.sum() > 0.3 * solved.size
@@ -78,8 +79,10 @@ def test_engine_cube_equals_independent_reconstruction(tmp_path, method):
     # float32 output: agreement to its rounding (~6e-8 relative) plus the solver's 1e-10
     np.testing.assert_allclose(flux, ref, rtol=1e-6, atol=1e-6 * scale.max())
     np.testing.assert_allclose(ivar, ref_ivar, rtol=1e-5, atol=0)
-    nocov = (cube["mask"].values & 1) != 0
-    np.testing.assert_array_equal(nocov, ~solved)
+    mask = cube["mask"].values
+    np.testing.assert_array_equal((mask & 1) != 0, ~solved)
+    np.testing.assert_array_equal((mask & 2) != 0, lowcov)
+    assert np.all((ivar > 0) == ((mask & 1024) == 0) & (ref_ivar > 0))
 
 
 def test_flux_conservation_flat_field_and_point_source(tmp_path):

@@ -27,6 +27,13 @@ WINGS = ("flux", "peak")
 LAMBDA_MAX = 3e-3
 
 
+# DEADFIBER: a pixel is flagged where dead samples would carry at least this share of its Shepard
+# interpolation weight (the DRP's weights: Gaussian sigma = shepard_sigma out to shepard_rlim, every
+# sample counted as if usable), i.e. where a dead fiber would have been a major contributor
+# (MaNGA's "major contributing fiber is in the dead fibers list").
+DEADFIBER_SHARE = 0.1
+
+
 class ConfigError(ValueError):
     """A :class:`CoreConfig` value is out of range or not one of the allowed choices."""
 
@@ -61,6 +68,7 @@ class CoreConfig:
     wing: str = "flux"
     bad_bits: int = RSS_ALL_BITS
     lowcov_threshold: float = 2.0
+    deadfiber_share: float = DEADFIBER_SHARE
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -82,6 +90,7 @@ class CoreConfig:
             "shepard_rlim",
             "sigma_ratio",
             "lowcov_threshold",
+            "deadfiber_share",
         )
         non_negative = ("lam", "sv_floor", "wing_ratio")
         for name in positive + non_negative:
