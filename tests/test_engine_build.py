@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from test_engine_helpers import make_rss, write_rss
+from rss_fixtures import make_rss, write_rss
 
 import crrxr
 from crrxr.engine.build import ResumeError, estimate, run_build

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from test_engine_helpers import write_rss
+from rss_fixtures import write_rss
 
 from crrxr.engine.lock import LOCK_NAME
 from crrxr.io import cube as C
