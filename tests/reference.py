@@ -50,7 +50,8 @@ def paper_weights(A: np.ndarray, good: np.ndarray, lam=1e-3, floor=1e-6, variant
 def reconstruct_channel(
     x, y, fwhm, flux, ivar, good, px, py, pixel, method="crr", radius=1.0, lam=1e-3
 ):
-    """One channel: (image, ivar image, solved) over the flat pixel centres (px, py)."""
+    """One channel over the flat pixel centres (px, py): (image, ivar, solved, W, lowcov); ivar is 0
+    where the spaxel is DONOTUSE (not solved, or LOWCOV)."""
     r = np.hypot(x[:, None] - px[None], y[:, None] - py[None])
     if method == "crr":
         solved = (r <= 1.6).any(axis=0)  # every sample position, usable or not
@@ -70,4 +71,10 @@ def reconstruct_channel(
     image = factor * W @ f
     v = (W**2) @ var
     iv = np.where(v > 0, 1.0 / np.where(v > 0, v, 1.0), 0.0) / factor**2
-    return image, iv, solved, W
+    # LOWCOV (Eq. 25): coverage diag(W N~ W^T) above 2 x the median of its nonzero solved values, or 0
+    cover = (W**2) @ np.asarray(good, float)
+    c = cover[solved]
+    lowcov = np.zeros(px.size, bool)
+    lowcov[solved] = (c == 0) | (c > 2.0 * np.median(c[c > 0]))
+    iv[lowcov | ~solved] = 0.0  # documented policy: no ivar in DONOTUSE spaxels
+    return image, iv, solved, W, lowcov

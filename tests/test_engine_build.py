@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from test_engine_helpers import make_rss, write_rss
+from rss_fixtures import make_rss, write_rss
 
 import crrxr
 from crrxr.engine.build import ResumeError, estimate, run_build
@@ -77,7 +77,7 @@ def test_resume_recomputes_only_missing_chunks_and_refuses_changes(rss_path, tmp
     xr.testing.assert_identical(again.drop_attrs(), full.drop_attrs())
     # a changed parameter refuses, naming the key
     with pytest.raises(ResumeError, match=r"crr\.lambda"):
-        run_build(rss_path, store, resume=True, overrides=["crr.lambda=1e-2"], progress=False)
+        run_build(rss_path, store, resume=True, overrides=["crr.lambda=2e-3"], progress=False)
     with pytest.raises(ResumeError, match="method"):
         run_build(rss_path, store, resume=True, method="shepard", progress=False)
     # a different RSS refuses
@@ -289,18 +289,18 @@ def test_torn_template_needs_overwrite(rss_path, tmp_path):
 
 def test_config_file_layers_over_profile(rss_path, tmp_path):
     cfg = tmp_path / "my.yaml"
-    cfg.write_text("crr:\n  lambda: 0.005\ngrid:\n  pixel_scale_arcsec: 1.0\n")
+    cfg.write_text("crr:\n  lambda: 0.0025\ngrid:\n  pixel_scale_arcsec: 1.0\n")
     rep = run_build(
         rss_path,
         tmp_path / "c.zarr",
         profile="manga-19",
         config=cfg,
         wave_chunk=13,
-        overrides=["crr.lambda=0.004"],
+        overrides=["crr.lambda=0.0015"],
         progress=False,
     )
     params = ParameterStore.from_attrs(xr.open_zarr(tmp_path / "c.zarr").attrs)[1]
-    assert params["crr.lambda"] == 0.004  # --set wins over the config file
+    assert params["crr.lambda"] == 0.0015  # --set wins over the config file
     assert params["grid.pixel_scale_arcsec"] == 1.0  # config file over the profile
     assert params["grid.extent_arcsec"] == load_profile("manga-19")["grid.extent_arcsec"]
     assert rep.plan.nx == (int(np.ceil(params["grid.extent_arcsec"] / 1.0 - 1e-9)) // 2) * 2 + 1

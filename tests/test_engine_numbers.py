@@ -33,9 +33,9 @@ def _reference(rss: xr.Dataset, cube: xr.Dataset, method: str):
     exp = rss["exposure_index"].values
     fwhm = seeing(rss["seeing_fwhm"].values[exp][:, None], rss["wavelength"].values[None, :])
     good = (rss["ivar"].values > 0) & (rss["mask"].values == 0)
-    images, ivars, solved = [], [], []
+    images, ivars, solved, lowcov = [], [], [], []
     for c in range(rss.sizes["wavelength"]):
-        img, iv, sel, _ = reconstruct_channel(
+        img, iv, sel, _, low = reconstruct_channel(
             rss["xpos"].values[:, c],
             rss["ypos"].values[:, c],
             fwhm[:, c],
@@ -50,7 +50,8 @@ def _reference(rss: xr.Dataset, cube: xr.Dataset, method: str):
         images.append(img.reshape(xx.shape))
         ivars.append(iv.reshape(xx.shape))
         solved.append(sel.reshape(xx.shape))
-    return np.array(images), np.array(ivars), np.array(solved)
+        lowcov.append(low.reshape(xx.shape))
+    return np.array(images), np.array(ivars), np.array(solved), np.array(lowcov)
 
 
 @pytest.mark.parametrize("method", ["crr", "shepard"])
@@ -70,7 +71,7 @@ def test_engine_cube_equals_independent_reconstruction(tmp_path, method):
         dead=[(7, 1), (30, 3)],
     )
     cube = _build(tmp_path, rss, method, method=method, wave_chunk=2)
-    ref, ref_ivar, solved = _reference(rss, cube, method)
+    ref, ref_ivar, solved, lowcov = _reference(rss, cube, method)
     flux = cube["flux"].values.astype(float)
     ivar = cube["ivar"].values.astype(float)
     assert solved.sum() > 0.3 * solved.size
@@ -78,8 +79,10 @@ def test_engine_cube_equals_independent_reconstruction(tmp_path, method):
     # float32 output: agreement to its rounding (~6e-8 relative) plus the solver's 1e-10
     np.testing.assert_allclose(flux, ref, rtol=1e-6, atol=1e-6 * scale.max())
     np.testing.assert_allclose(ivar, ref_ivar, rtol=1e-5, atol=0)
-    nocov = (cube["mask"].values & 1) != 0
-    np.testing.assert_array_equal(nocov, ~solved)
+    mask = cube["mask"].values
+    np.testing.assert_array_equal((mask & 1) != 0, ~solved)
+    np.testing.assert_array_equal((mask & 2) != 0, lowcov)
+    assert np.all((ivar > 0) == ((mask & 1024) == 0) & (ref_ivar > 0))
 
 
 def test_flux_conservation_flat_field_and_point_source(tmp_path):
@@ -116,15 +119,15 @@ def test_flux_conservation_flat_field_and_point_source(tmp_path):
 
 @pytest.mark.parametrize("method", ["crr", "shepard"])
 def test_monte_carlo_ivar_and_stored_correlation(tmp_path, method):
-    """400 channels with the same geometry and seeing (no DAR, 0.4 A wide) are 400 independent noise
+    """250 channels with the same geometry and seeing (no DAR, 0.25 A wide) are 250 independent noise
     realisations of one image: their per-pixel variance must match 1/ivar and their pixel-pair
     correlations the stored correlation."""
-    n = 400
+    n = 250
     rss = make_rss(
         n_fibers=19,
         n_exp=3,
         n_wave=n,
-        wave=(5400.0, 5400.4),
+        wave=(5400.0, 5400.25),
         jitter=0.0,
         seeing_fwhm=[1.2] * 3,
         point_flux=5.0,
@@ -138,9 +141,10 @@ def test_monte_carlo_ivar_and_stored_correlation(tmp_path, method):
     var_mc = flux[:, good].var(axis=0, ddof=1)
     var_model = 1.0 / ivar[:, good].mean(axis=0)
     ratio = var_mc / var_model
-    # per pixel: the sample variance of 400 draws scatters by sqrt(2/399) = 7%
-    assert abs(np.median(ratio) - 1) <= 0.03
-    assert np.all(np.abs(ratio - 1) <= 0.35)
+    # per pixel: the sample variance of 250 draws scatters by sqrt(2/249) = 9% (the ivar x 2 probe
+    # gives a ratio of 2, a 10% flux error 1.21)
+    assert abs(np.median(ratio) - 1) <= 0.05
+    assert np.all(np.abs(ratio - 1) <= 0.45)
     # stored correlation (one band channel; every channel has the same weights)
     rho = cube["correlation"].values[0]
     i, j = cube["pair_i"].values, cube["pair_j"].values
@@ -151,6 +155,6 @@ def test_monte_carlo_ivar_and_stored_correlation(tmp_path, method):
     rho_mc = (a * b).sum(axis=0) / np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
     assert np.abs(rho[centre]).max() > 0.2  # correlated pixels are in the test
     diff = rho_mc - rho[centre]
-    # sample correlation of 400 draws: sd <= 1/sqrt(399) = 0.05
-    assert abs(diff.mean()) <= 0.01
-    assert np.abs(diff).max() <= 0.25
+    # sample correlation of 250 draws: sd <= 1/sqrt(249) = 0.063
+    assert abs(diff.mean()) <= 0.015
+    assert np.abs(diff).max() <= 0.3
