@@ -289,3 +289,34 @@ def test_bad_option_values_are_refused_not_replaced(rss, tmp_path, extra, text):
     r = crrxr("build", rss, tmp_path / "c.zarr", *extra)
     assert r.returncode == 2 and text in r.stderr, r.stderr
     assert not (tmp_path / "c.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("crr:\n  lambda: 0.001\n  lambda: 0.002\n", "given twice"),
+        (
+            "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+            "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n",
+            "aliases",
+        ),
+    ],
+)
+def test_yaml_duplicate_keys_and_aliases_are_refused(tmp_path, text, message):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(text)
+    t0 = time.monotonic()
+    r = crrxr("params", "validate", cfg)
+    assert r.returncode == 1 and message in r.stderr and "p.yaml" in r.stderr, r.stderr
+    assert time.monotonic() - t0 < 60  # no alias expansion (was over a minute)
+    no_traceback(r)
+
+
+def test_binary_yaml_and_absurd_pixel_scale_name_the_problem(rss, tmp_path):
+    binary = tmp_path / "b.yaml"
+    binary.write_bytes(bytes(range(256)))
+    r = crrxr("params", "validate", binary)
+    assert r.returncode == 1 and "b.yaml" in r.stderr and "not a text" in r.stderr, r.stderr
+    r = crrxr("build", rss, tmp_path / "c.zarr", "--set", "grid.pixel_scale_arcsec=1e-300")
+    assert r.returncode == 2 and "grid.pixel_scale_arcsec" in r.stderr, r.stderr
+    assert "larger pixel scale" in r.stderr
