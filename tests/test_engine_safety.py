@@ -3,6 +3,8 @@ processes and servers, clear errors. Each test runs the reproduction as written 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -24,20 +26,22 @@ from crrxr.io import cube as C
 CRRXR = str(Path(sys.executable).with_name("crrxr"))
 
 
-def crrxr(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([CRRXR, *map(str, args)], capture_output=True, text=True, **kw)
+def crrxr(*args) -> subprocess.CompletedProcess:
+    """``crrxr ARGS`` run in this process (the same ``main`` as the console script, without the
+    import cost of a new interpreter); the signal and kill tests use real subprocesses."""
+    from crrxr.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's usage errors
+            rc = exc.code
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
 
 
 def crrxr_here(capsys, *args) -> subprocess.CompletedProcess:
-    """The CLI in this process (for checks that end before any build starts: no import cost)."""
-    from crrxr.cli import main
-
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse's usage errors
-        rc = exc.code
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, rc, out.out, out.err)
+    return crrxr(*args)
 
 
 def build(rss, store, *extra) -> subprocess.CompletedProcess:
@@ -61,7 +65,11 @@ def reference(rss, tmp_path_factory) -> xr.Dataset:
 def reference_wc1(rss, tmp_path_factory) -> xr.Dataset:
     """The uninterrupted build with one channel per chunk (the signal tests' layout)."""
     out = tmp_path_factory.mktemp("ref1") / "ref1.zarr"
-    r = crrxr("build", rss, out, "--wave-chunk", "1", "--no-progress")
+    r = subprocess.run(
+        [CRRXR, "build", str(rss), str(out), "--wave-chunk", "1", "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     return xr.open_zarr(out).load()
 
@@ -251,7 +259,11 @@ def test_signal_stops_cleanly_with_a_distinct_status_and_resumes(rss, reference_
     assert not lease_path(store).exists()  # released
     done = int(zarr.open_array(str(store), path=C.CHUNK_DONE)[:].sum())
     assert 2 <= done < 16
-    r = crrxr("build", rss, store, "--resume", "--no-progress")
+    r = subprocess.run(
+        [CRRXR, "build", str(rss), str(store), "--resume", "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert_same_cube(store, reference_wc1)
 
