@@ -352,3 +352,32 @@ def test_binary_yaml_and_absurd_pixel_scale_name_the_problem(rss, tmp_path, caps
     )
     assert r.returncode == 2 and "grid.pixel_scale_arcsec" in r.stderr, r.stderr
     assert "larger pixel scale" in r.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_under_distributed_stops_cleanly_and_removes_its_scratch(rss, tmp_path):
+    """SIGTERM (SLURM's first signal) to a distributed build: exit 75, one-line message, lease
+    released, the private dask scratch folder removed, no worker left, and resume completes."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    store = tmp_path / "cube.zarr"
+    cmd = [CRRXR, "build", rss, store, "--wave-chunk", "1", "--scheduler", "distributed"]
+    cmd += ["--workers", "1", "--no-progress"]
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    proc = subprocess.Popen(list(map(str, cmd)), stderr=subprocess.PIPE, text=True, env=env)
+    _wait_for_chunks(store, 2, proc)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 75, err
+    assert "Traceback" not in err and len(err.splitlines()) < 25, err
+    assert not lease_path(store).exists()
+    assert list(scratch.glob("crrxr-dask-*")) == []
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive
+    r = subprocess.run(
+        [CRRXR, "build", str(rss), str(store), "--resume", "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
