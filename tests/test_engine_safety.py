@@ -285,6 +285,31 @@ def test_killed_driver_takes_its_process_pool_workers_with_it(rss, tmp_path):
     assert int(zarr.open_array(str(store), path=C.CHUNK_DONE)[:].sum()) == done  # nobody writes
 
 
+def test_killed_pool_worker_ends_in_one_clear_line_and_resumes(rss, reference_wc1, tmp_path):
+    store = tmp_path / "cube.zarr"
+    cmd = [CRRXR, "build", rss, store, "--wave-chunk", "1", "--scheduler", "processes"]
+    cmd += ["--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(list(map(str, cmd)), stderr=subprocess.PIPE, text=True)
+    _wait_for_chunks(store, 1, proc)
+    workers = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if "resource_tracker" not in " ".join(p.cmdline())
+    ]
+    workers[0].kill()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "a worker process died" in err and "--resume" in err and "Traceback" not in err, err
+    assert not lease_path(store).exists()
+    r = subprocess.run(
+        [CRRXR, "build", str(rss), str(store), "--resume", "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert_same_cube(store, reference_wc1)
+
+
 def test_distributed_listens_on_loopback_only():
     from crrxr.executors import DistributedExecutor
 
