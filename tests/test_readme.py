@@ -45,6 +45,8 @@ def test_readme_examples_run_as_written(tmp_path):
         shutil.copyfileobj(src, dst)
     logrss.unlink()
     env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    # the reader activated .venv once (the first block says so); later blocks run in that shell
+    env["PATH"] = f"{tmp_path / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}"
     for i, (lang, code) in enumerate(readme_blocks()):
         cmd = (
             ["bash", "-euo", "pipefail", "-c", code]
