@@ -30,8 +30,13 @@ def line_map(cube: xr.Dataset, line: float, window: float) -> xr.DataArray:
     flux = cube["flux"].where((cube["mask"] & DONOTUSE) == 0)
     half = window / 2
     side = (abs(wave - (line - 2 * window)) < half) | (abs(wave - (line + 2 * window)) < half)
-    cont = flux.sel(wavelength=side).median("wavelength")
     inside = abs(wave - line) < half
+    if not bool(inside.any()) or not bool(side.any()):
+        raise SystemExit(
+            f"no channel within {half:g} A of {line:g} A or of its side bands at +-{2 * window:g} A "
+            f"(channel spacing here ~{float(np.median(np.diff(wave.values))):.3g} A): widen --window"
+        )
+    cont = flux.sel(wavelength=side).median("wavelength")
     dl = xr.DataArray(np.gradient(wave.values), coords={"wavelength": wave})
     return ((flux - cont) * dl).sel(wavelength=inside).sum("wavelength", min_count=1)
 

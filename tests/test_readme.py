@@ -2,8 +2,9 @@
 
 Every ```bash and ```python block after "## Using it" runs in order (bash with -euo pipefail,
 Python with this interpreter); the set-up block above it is what runs this test. The scratch folder
-gets the two things the examples assume: ``.venv`` (a link to this environment) and the MaNGA file
-that ``ingest-manga`` reads (a small simulated LOGRSS under the README's name).
+gets what the examples assume of a checkout: ``.venv`` (a link to this environment), ``scripts/``
+(a link) and the MaNGA file that ``ingest-manga`` reads (a small simulated LOGRSS under the README's
+name).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def test_readme_has_the_examples():
 @pytest.mark.slow
 def test_readme_examples_run_as_written(tmp_path):
     (tmp_path / ".venv").symlink_to(Path(sys.prefix), target_is_directory=True)
+    (tmp_path / "scripts").symlink_to(ROOT / "scripts", target_is_directory=True)
     logrss = tmp_path / "manga-8720-1901-LOGRSS.fits"
     sim = simulate_rss(None, bundle=7, exposures=3, nwave=8, noise=10.0, seed=5).load()
     write_logrss(sim, logrss)
