@@ -28,6 +28,21 @@ NAXIS3 = wavelength. WCS (FLUX/IVAR/MASK; celestial part on the PSF images):
 FLUX/IVAR/MASK are streamed with :class:`astropy.io.fits.StreamingHDU` (header first, then the
 data of each wavelength chunk appended in big-endian order), so memory holds one chunk at a time.
 The file is written to a temporary sibling and renamed on success.
+
+Quality cards (:func:`quality_cards`), from the group ``quality`` that ``crrxr quality`` stores in
+the cube store (read with ``xr.open_zarr(store, group="quality")``). Per band, with MaNGA's name
+where the DRP has one: ``<BAND>FWHM`` (GFWHM, RFWHM, ..., "Reconstructed FWHM", arcsec: the FWHM of
+the kernel model fitted to the PSF image, as the CRR authors' MaNGA-form output computes it), and
+crrxr's ``<BAND>STREHL`` (pseudo-Strehl), ``<BAND>RHO1``/``<BAND>RHO2`` (neighbour correlation at 1
+and 2 pixels), ``<BAND>SEEING`` (mean seeing FWHM of the exposures at the band channel, arcsec);
+cube-wide: STRLREF (the kernel the pseudo-Strehl is relative to), NOCOVFR/LOWCOVFR (fractions of
+spaxel-channels with NOCOV/LOWCOV), NFAILED and FAILCHAN (failed channels), FWHMFIT (how the FWHMs
+were measured) and QUALRUN. They go to the primary header; the FWHMs also to FLUX and
+``<BAND>IMG``; the ``<BAND>PSF`` header gets FWHM/STREHL/SEEING and ``<BAND>CORREL`` RHO1/RHO2 (short
+names that fit any band name). Without that group nothing heavy is computed: ``<BAND>FWHM`` is a
+circular-Gaussian fit to the PSF image (:func:`gaussian_fwhm`, FWHMFIT = 'gaussian'), NFAILED comes
+from the build's ``failed_channels`` attr, QUALRUN = F and a COMMENT says to run ``crrxr quality``.
+Values that are not finite are left out (FITS headers cannot hold NaN).
 """
 
 from __future__ import annotations
@@ -40,6 +55,7 @@ import os
 import re
 import shutil
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +73,8 @@ __all__ = [
     "celestial_wcs_cards",
     "export_logcube",
     "gaussian_fwhm",
+    "quality_cards",
+    "read_quality",
     "spectral_wcs_cards",
 ]
 
@@ -97,14 +115,17 @@ def export_logcube(
     overwrite: bool = False,
     allow_incomplete: bool = False,
     lsf_sigma: float | None = None,
+    quality: xr.Dataset | None = None,
 ) -> Path:
     """Write the cube (a Zarr store path or an opened Dataset) as a MaNGA LOGCUBE FITS file.
 
     ``ifu_ra``/``ifu_dec`` (deg) override the cube's ``ifu_ra``/``ifu_dec`` attrs (required if the
     cube has none: no sky position is invented). An unfinished cube (``chunk_done`` not all 1) is
     refused unless ``allow_incomplete``. ``lsf_sigma`` (Angstrom): a constant LSF (Gaussian sigma
-    before pixelization) for a cube built without one; mangadap and marvin need an LSF. Raises :class:`CubeFormatError` (a ValueError) naming the
-    problem.
+    before pixelization) for a cube built without one; mangadap and marvin need an LSF.
+    ``quality``: the ``crrxr quality`` Dataset for the header's quality cards; by default read from
+    the store's ``quality`` group (:func:`read_quality`; none for a Dataset input). Raises
+    :class:`CubeFormatError` (a ValueError) naming the problem.
     """
     out = Path(out)
     ds, name = _open_cube(cube)
@@ -115,6 +136,9 @@ def export_logcube(
     spectral, wave_table = spectral_wcs_cards(wavelength)
     nw, ny, nx = ds["flux"].shape
     identity, placeholders = identity_cards(ds, ra, dec)
+    if quality is None and not isinstance(cube, xr.Dataset):
+        quality = read_quality(cube)
+    qcards = quality_cards(ds, quality, name)
     if not MANGA_NAME.match(out.name):
         log.warning(
             "%s: mangadap and marvin read plate and IFU from a file name "
@@ -134,7 +158,9 @@ def export_logcube(
         compress = out.name.endswith(".gz")
         tmp = temporary_sibling(final.with_name(final.name + ".fits")) if compress else final
         try:
-            _write_fits(tmp, ds, name, celestial, spectral, wave_table, identity, placeholders, lsf)
+            _write_fits(
+                tmp, ds, name, celestial, spectral, wave_table, identity, placeholders, lsf, qcards
+            )
             _verify(tmp, nx, ny, nw)
             if compress:
                 with open(tmp, "rb") as src, gzip.open(final, "wb", compresslevel=6) as dst:
@@ -156,6 +182,7 @@ def _write_fits(
     identity: dict[str, tuple[object, str]],
     placeholders: list[str],
     lsf: dict[str, xr.DataArray],
+    qcards: QualityCards,
 ) -> None:
     wavelength = np.asarray(ds["wavelength"].values, dtype=np.float64)
     nw, ny, nx = ds["flux"].shape
@@ -173,9 +200,10 @@ def _write_fits(
     images = broadband.broadband_images(
         ((sl, ds["flux"][sl].values) for sl in _chunks(nw, chunk)), bands, (ny, nx)
     )
-    fwhm = _psf_fwhm_cards(ds)
-    for key, (value, comment) in fwhm.items():
-        primary[key] = (value, comment)
+    for key, card in qcards.primary.items():
+        primary[key] = card
+    for line in qcards.comments:
+        primary.add_comment(line)
     fits.PrimaryHDU(header=primary).writeto(tmp)
     streamed = [
         ("FLUX", ds["flux"], -32, ">f4", {"BUNIT": BUNIT_FLUX}),
@@ -187,6 +215,7 @@ def _write_fits(
         cards = {**celestial, **spectral, **extra}
         if extname == "FLUX":  # marvin reads the identity from the FLUX header (PLATEID is WCS's)
             cards.update({k: v for k, v in identity.items() if k != "PLATEID"})
+            cards.update(qcards.fwhm)  # as the DRP (and the CRR authors' code) do
         header = _image_header(extname, bitpix, (nx, ny, nw), cards)
         _stream_image(tmp, header, var, dtype, chunk)
     extra_hdus: list[fits.hdu.base.ExtensionHDU] = [
@@ -195,9 +224,9 @@ def _write_fits(
     for lsf_ext, res_ext in (("LSFPOST", "SPECRES"), ("LSFPRE", "PRESPECRES")):
         if lsf_ext in lsf:
             extra_hdus += _specres_hdus(lsf[lsf_ext], wavelength, chunk, res_ext, lsf_ext)
-    extra_hdus += _image_hdus(images, bands, celestial, fwhm)
-    extra_hdus += _psf_hdus(ds, celestial)
-    extra_hdus += _correl_hdus(ds, nx, ny)
+    extra_hdus += _image_hdus(images, bands, celestial, qcards.fwhm)
+    extra_hdus += _psf_hdus(ds, celestial, qcards.psf)
+    extra_hdus += _correl_hdus(ds, nx, ny, qcards.correl)
     if wave_table is not None:
         extra_hdus.append(wave_table)
     with fits.open(tmp, mode="append") as hdul:
@@ -539,12 +568,6 @@ def _primary_header(ds: xr.Dataset, name: str) -> fits.Header:
     if "ifu_ra" in ds.attrs:
         h["IFURA"] = (float(ds.attrs["ifu_ra"]), "IFU centre RA (deg)")
         h["IFUDEC"] = (float(ds.attrs["ifu_dec"]), "IFU centre Dec (deg)")
-    failed = ds.attrs.get("failed_channels")
-    if failed is not None:
-        try:
-            h["NFAILED"] = (len(json.loads(failed)), "channels whose solve failed (DONOTUSE)")
-        except (TypeError, ValueError):
-            pass
     h["SRCCUBE"] = (Path(name).name if name else "", "source cube store")
     for line in str(ds.attrs.get("history", "")).splitlines():
         if line.strip():
@@ -609,20 +632,141 @@ def gaussian_fwhm(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> float:
     return float(2 * np.sqrt(2 * np.log(2)) * fit.x[1]) if fit.success else float("nan")
 
 
-def _psf_fwhm_cards(ds: xr.Dataset) -> dict[str, tuple[float, str]]:
-    """Primary-header ``<BAND>FWHM`` cards (GFWHM, RFWHM, ...) from the reconstructed PSF images."""
-    if "psf" not in ds:
-        return {}
-    cards = {}
-    x, y = ds["x"].values, ds["y"].values
-    for i, band in _band_extnames(ds):
-        fwhm = gaussian_fwhm(ds["psf"].isel(band=i).values, x, y)
-        if len(f"{band}FWHM") <= 8 and np.isfinite(fwhm):
-            cards[f"{band}FWHM"] = (round(fwhm, 6), f"FWHM of a Gaussian fit to {band}PSF (arcsec)")
-    return cards
+# ---------------------------------------------------------------------------------------------
+# quality cards
 
 
-def _psf_hdus(ds: xr.Dataset, celestial: dict[str, object]) -> list[fits.ImageHDU]:
+def read_quality(store: str | os.PathLike[str]) -> xr.Dataset | None:
+    """The group ``quality`` that ``crrxr quality`` wrote into the cube store (loaded; dims
+    ``band``), or None when the store has none."""
+    from crrxr.quality.measures import QUALITY_GROUP
+
+    try:
+        return xr.open_zarr(store, group=QUALITY_GROUP, consolidated=False).load()
+    except (FileNotFoundError, KeyError):  # zarr's GroupNotFoundError is a FileNotFoundError
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        raise CubeFormatError(
+            f"{store}: its {QUALITY_GROUP!r} group cannot be read ({type(exc).__name__}: {exc}); "
+            f"measure it again with `crrxr quality {store}`"
+        ) from exc
+
+
+@dataclass
+class QualityCards:
+    """Header cards ``{key: (value, comment)}`` by destination.
+
+    primary: the primary header. fwhm: ``<BAND>FWHM`` (also on FLUX and ``<BAND>IMG``). psf /
+    correl: per band position, the cards of ``<BAND>PSF`` / ``<BAND>CORREL``. comments: COMMENT
+    lines for the primary header.
+    """
+
+    primary: dict[str, tuple[object, str]] = field(default_factory=dict)
+    fwhm: dict[str, tuple[object, str]] = field(default_factory=dict)
+    psf: dict[int, dict[str, tuple[object, str]]] = field(default_factory=dict)
+    correl: dict[int, dict[str, tuple[object, str]]] = field(default_factory=dict)
+    comments: list[str] = field(default_factory=list)
+
+
+def _finite(value: object) -> float | None:
+    v = float(value)  # type: ignore[arg-type]
+    return v if np.isfinite(v) else None
+
+
+def _check_quality_matches(ds: xr.Dataset, quality: xr.Dataset, name: str) -> None:
+    bands = [str(b) for b in ds["band"].values] if "band" in ds.coords else []
+    qbands = [str(b) for b in quality["band"].values] if "band" in quality.coords else []
+    same = bands == qbands
+    if same and "band_wavelength" in ds and "band_wavelength" in quality.coords:
+        same = np.allclose(ds["band_wavelength"].values, quality["band_wavelength"].values)
+    if not same:
+        raise CubeFormatError(
+            f"{name}: its quality measures are for bands {qbands}, the cube has bands {bands} "
+            "(stale after a rebuild?); measure again with `crrxr quality CUBE.zarr --rss RSS.zarr`"
+        )
+
+
+def _failed_channels(ds: xr.Dataset, quality: xr.Dataset | None) -> list[int] | None:
+    if quality is not None:
+        return [int(c) for c in np.atleast_1d(quality.attrs.get("failed_channels", []))]
+    try:
+        return [int(c) for c in json.loads(ds.attrs["failed_channels"])]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def quality_cards(ds: xr.Dataset, quality: xr.Dataset | None, name: str = "cube") -> QualityCards:
+    """The quality cards of the export (see the module docstring) from ``crrxr quality``'s Dataset,
+    or, when ``quality`` is None, the cheap fallback (Gaussian-fit FWHMs and a COMMENT).
+
+    Raises :class:`CubeFormatError` if ``quality`` was measured on other bands than the cube's.
+    """
+    out = QualityCards()
+    bands = _band_extnames(ds)
+    if quality is not None:
+        _check_quality_matches(ds, quality, name)
+        ref = str(quality.attrs.get("strehl_reference", ""))
+        out.primary["QUALRUN"] = (True, "crrxr quality measures (store group 'quality')")
+        out.primary["FWHMFIT"] = ("kernel", "<BAND>FWHM: kernel model fitted to <BAND>PSF")
+        if ref:
+            out.primary["STRLREF"] = (ref, "pseudo-Strehl relative to this kernel's peak")
+        for key, attr, what in (
+            ("NOCOVFR", "nocov_fraction", "NOCOV"),
+            ("LOWCOVFR", "lowcov_fraction", "LOWCOV"),
+        ):
+            value = _finite(quality.attrs.get(attr, np.nan))
+            if value is not None:
+                out.primary[key] = (value, f"fraction of spaxel-channels flagged {what}")
+    else:
+        out.primary["QUALRUN"] = (False, "crrxr quality not run: no quality measures")
+        out.primary["FWHMFIT"] = ("gaussian", "<BAND>FWHM: circular Gaussian fit to <BAND>PSF")
+        out.comments.append(
+            "crrxr quality was not run on this cube (no group 'quality' in its store): "
+            "<BAND>FWHM are Gaussian fits to the PSF images, and the pseudo-Strehl, neighbour "
+            "correlation and coverage cards are absent. Run `crrxr quality CUBE.zarr --rss "
+            "RSS.zarr` before export-fits for them."
+        )
+    failed = _failed_channels(ds, quality)
+    if failed is not None:
+        out.primary["NFAILED"] = (len(failed), "channels whose solve failed (DONOTUSE)")
+        out.primary["FAILCHAN"] = (json.dumps(failed), "failed channels, 0-based (JSON list)")
+    for i, band in bands:
+        per_band: dict[str, tuple[float | None, str]] = {}
+        if quality is not None:
+            q = quality.isel(band=i)
+            per_band["FWHM"] = (_finite(q["psf_fwhm"]), "reconstructed PSF FWHM (arcsec)")
+            per_band["STREHL"] = (_finite(q["psf_strehl"]), "pseudo-Strehl of the PSF")
+            per_band["SEEING"] = (_finite(q["mean_seeing"]), "mean seeing FWHM here (arcsec)")
+            rho = (
+                ("RHO1", "neighbour_correlation_1px", 1),
+                ("RHO2", "neighbour_correlation_2px", 2),
+            )
+            for key, var, n in rho:
+                value = _finite(q[var])
+                if value is not None:
+                    out.correl.setdefault(i, {})[key] = (value, f"rho with {n}-pixel neighbours")
+                    per_band[key] = (value, f"neighbour correlation at {n} pixel(s)")
+        elif "psf" in ds:
+            fwhm = gaussian_fwhm(ds["psf"].isel(band=i).values, ds["x"].values, ds["y"].values)
+            per_band["FWHM"] = (_finite(fwhm), "FWHM of a circular Gaussian fit (arcsec)")
+        for key, (value, comment) in per_band.items():
+            if value is None:
+                continue
+            if key in ("FWHM", "STREHL", "SEEING"):
+                out.psf.setdefault(i, {})[key] = (value, comment)
+            full = f"{band}{key}"
+            if len(full) > 8:  # a long band name: only the PSF/CORREL extensions carry it
+                continue
+            if key == "FWHM":
+                comment = f"Reconstructed FWHM in {band.lower()}-band (arcsec)"
+                out.fwhm[full] = (value, comment)
+            out.primary[full] = (value, comment)
+    return out
+
+
+def _psf_hdus(
+    ds: xr.Dataset, celestial: dict[str, object], cards: dict[int, dict[str, tuple[object, str]]]
+) -> list[fits.ImageHDU]:
     if "psf" not in ds:
         log.warning("cube has no psf variable; no PSF extensions written")
         return []
@@ -630,17 +774,16 @@ def _psf_hdus(ds: xr.Dataset, celestial: dict[str, object]) -> list[fits.ImageHD
     for i, band in _band_extnames(ds):
         image = np.asarray(ds["psf"].isel(band=i).values, dtype=np.float32)
         hdu = fits.ImageHDU(image, name=f"{band}PSF")
-        for key, value in {**celestial, **_band_cards(ds, i)}.items():
+        for key, value in {**celestial, **_band_cards(ds, i), **cards.get(i, {})}.items():
             hdu.header[key] = value
         hdu.header["COMMENT"] = "fraction of a unit point source per spaxel (dimensionless)"
-        fwhm = gaussian_fwhm(image, ds["x"].values, ds["y"].values)
-        if np.isfinite(fwhm):
-            hdu.header["FWHM"] = (round(fwhm, 6), "FWHM of a circular Gaussian fit (arcsec)")
         hdus.append(hdu)
     return hdus
 
 
-def _correl_hdus(ds: xr.Dataset, nx: int, ny: int) -> list[fits.BinTableHDU]:
+def _correl_hdus(
+    ds: xr.Dataset, nx: int, ny: int, cards: dict[int, dict[str, tuple[object, str]]]
+) -> list[fits.BinTableHDU]:
     if "correlation" not in ds or "pair_i" not in ds.coords:
         log.warning("cube has no correlation/pair_i/pair_j; no CORREL extensions written")
         return []
@@ -663,6 +806,8 @@ def _correl_hdus(ds: xr.Dataset, nx: int, ny: int) -> list[fits.BinTableHDU]:
             hdu.header[key] = value
         hdu.header["COVTYPE"] = ("Correlation", "RHOIJ = C_ij / sqrt(C_ii C_jj)")
         hdu.header["COVSHAPE"] = (f"({nx * ny},{nx * ny})", "shape of the full matrix")
+        for key, value in cards.get(i, {}).items():
+            hdu.header[key] = value
         hdus.append(hdu)
     return hdus
 
