@@ -327,7 +327,9 @@ def run_build(
             sky_subtract=sky_subtract,
         )
         identity = S.rss_identity(rds)
-        ex = executor or make_executor(scheduler, plan.workers, memory_limit=plan.budget_bytes)
+        ex = executor or make_executor(
+            scheduler, plan.workers, memory_limit=plan.budget_bytes, task_memory=plan.task_bytes
+        )
         _echo(
             f"crrxr build: {src.path if not isinstance(rss, xr.Dataset) else 'RSS Dataset'} -> "
             f"{store} ({pstore['method']})\n{plan.describe()}\nexecutor:        {ex.describe()}",

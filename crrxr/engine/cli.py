@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from crrxr.executors import SCHEDULER_NAMES
+from crrxr.executors.options import add_executor_options, executor_settings
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -62,6 +63,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="subtract the sky (crrxr.io.sky.subtract_sky) inside each task before the solve",
     )
+    add_executor_options(p)  # --ray-address, SLURM site settings (crrxr.executors.options)
 
 
 def _kwargs(args: argparse.Namespace) -> dict:
@@ -70,7 +72,7 @@ def _kwargs(args: argparse.Namespace) -> dict:
         profile=args.profile,
         config=args.config,
         overrides=args.overrides or None,
-        scheduler=args.scheduler,
+        scheduler=executor_settings(args),
         workers=args.workers,
         max_memory=args.max_memory,
         wave_chunk=args.wave_chunk,
@@ -101,7 +103,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from crrxr.executors import make_executor
 
     plan = estimate(args.rss, **_kwargs(args))
-    ex = make_executor(args.scheduler, plan.workers)
+    ex = make_executor(executor_settings(args), plan.workers, plan.budget_bytes, plan.task_bytes)
     print(plan.describe())
     print(f"executor:        {ex.describe()}")
     return 0

@@ -1,0 +1,206 @@
+"""Ray: the chunk tasks as Ray tasks through dask-on-ray (``ray.util.dask.ray_dask_get``).
+
+``address`` (or ``RAY_ADDRESS``) joins an existing Ray cluster, which is left running. Otherwise a
+local Ray is started for the run: ``workers`` CPUs, no dashboard, every address on 127.0.0.1, its
+temp and session folders in a private folder removed on close.
+
+Token authentication (Ray >= 2.59 turns it on for new local clusters and writes the token to
+``~/.ray/auth_token``): the local Ray keeps token authentication ON, with a random token made for
+the run and handed to Ray's processes in ``RAY_AUTH_TOKEN`` (environment only: no file anywhere,
+nothing in the home folder). Joining a cluster uses whatever the caller's environment says
+(``RAY_AUTH_MODE``, ``RAY_AUTH_TOKEN``/``RAY_AUTH_TOKEN_PATH``), as for any Ray client.
+
+Each task returns a small :class:`~crrxr.engine.chunk.ChunkResult` (the cube goes straight into the
+Zarr store); Ray is told each task's memory (``task_memory``, bytes, from the plan) so a node never
+runs more tasks than fit. A task whose worker process dies is retried by Ray (``max_retries``); past
+that the build stops with :class:`~crrxr.executors.errors.WorkerLostError` and ``--resume`` finishes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack
+from typing import Any
+
+import dask
+
+from crrxr.executors.base import Executor, ProgressLog
+from crrxr.executors.errors import WorkerLostError
+
+log = logging.getLogger(__name__)
+
+#: Ray retries a task whose worker process died this many times before the build stops.
+DEFAULT_MAX_RETRIES = 3
+
+
+def _set_env(stack: ExitStack, name: str, value: str) -> None:
+    """Set an environment variable until ``stack`` closes (then the old value comes back)."""
+    old = os.environ.get(name)
+    os.environ[name] = value
+    stack.callback(_restore_env, name, old)
+
+
+def _restore_env(name: str, old: str | None) -> None:
+    if old is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = old
+
+
+def _object_refs(tree: Any) -> Iterator[Any]:
+    """Every ``ray.ObjectRef`` in the nested lists/tuples dask-on-ray returns."""
+    import ray
+
+    if isinstance(tree, ray.ObjectRef):
+        yield tree
+    elif isinstance(tree, list | tuple):
+        for item in tree:
+            yield from _object_refs(item)
+
+
+class _RayProgress:
+    """Progress from Ray's dask callbacks: ``_ray_postsubmit_all`` hands the driver every task's
+    ObjectRef; a thread waits on them (``ray.wait``) and advances a :class:`ProgressLog`."""
+
+    def __init__(self, plog: ProgressLog):
+        self.plog = plog
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def callback(self):
+        from ray.util.dask import RayDaskCallback
+
+        return RayDaskCallback(ray_postsubmit_all=self._submitted)
+
+    def _submitted(self, object_refs, dsk) -> None:
+        refs = list(_object_refs(object_refs))
+        self._thread = threading.Thread(target=self._watch, args=(refs,), daemon=True)
+        self._thread.start()
+
+    def _watch(self, refs: list) -> None:
+        import ray
+
+        while refs and not self._stop.is_set():
+            done, refs = ray.wait(refs, num_returns=1, timeout=1.0, fetch_local=False)
+            if done:
+                self.plog.advance(len(done))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+class RayExecutor(Executor):
+    """Run the chunk tasks on Ray (a local Ray for the run, or an existing cluster by address)."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        workers: int = 1,
+        address: str | None = None,
+        task_memory: int | None = None,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+    ):
+        super().__init__(workers)
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.task_memory = int(task_memory) if task_memory else None
+        self.max_retries = int(max_retries)
+        self._undo = ExitStack()
+        self._started = False  # whether this executor called ray.init (then it shuts Ray down)
+        self.temp_dir: str | None = None
+
+    def __enter__(self) -> RayExecutor:
+        try:
+            import ray
+        except ImportError as exc:  # pragma: no cover - the extra is installed in tests
+            raise ImportError(
+                "--scheduler ray needs Ray: pip install 'crrxr[ray]' (ray and pyarrow)"
+            ) from exc
+        if ray.is_initialized():  # the caller's Ray session: use it, leave it running
+            return self
+        try:
+            if self.address:
+                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+            else:
+                self._start_local(ray)
+            self._started = True
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _start_local(self, ray) -> None:
+        # short path: Ray puts unix sockets in it (107-byte limit)
+        self.temp_dir = tempfile.mkdtemp(prefix="crrxr-ray-")
+        self._undo.callback(shutil.rmtree, self.temp_dir, ignore_errors=True)
+        # token auth on, with a token that lives only in this run's environment (see module doc)
+        _set_env(self._undo, "RAY_AUTH_MODE", "token")
+        _set_env(self._undo, "RAY_AUTH_TOKEN", secrets.token_hex(32))
+        # dask-on-ray reads RAY_ADDRESS too: make sure the new Ray is the one used
+        if "RAY_ADDRESS" in os.environ:
+            self._undo.callback(_restore_env, "RAY_ADDRESS", os.environ.pop("RAY_ADDRESS"))
+        ray.init(
+            num_cpus=self.workers,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            _temp_dir=self.temp_dir,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+
+    def close(self) -> None:
+        if self._started:
+            import ray
+
+            ray.shutdown()
+            self._started = False
+        self._undo.close()  # environment, then the temp folder
+
+    def compute(
+        self,
+        tasks: Sequence[Any],
+        *,
+        progress: str = "off",
+        on_result: Callable[[Any], None] | None = None,
+    ) -> list[Any]:
+        import ray
+        from ray.util.dask import ray_dask_get
+
+        if not ray.is_initialized():
+            raise RuntimeError("RayExecutor.compute outside its `with` block")
+        if not tasks:
+            return []
+        remote_args: dict[str, Any] = {"max_retries": self.max_retries}
+        if self.task_memory:
+            remote_args["memory"] = self.task_memory
+        watcher = _RayProgress(ProgressLog(len(tasks))) if progress in ("bar", "log") else None
+        try:
+            with ExitStack() as stack:
+                if watcher is not None:
+                    stack.enter_context(watcher.callback())
+                    stack.callback(watcher.stop)
+                results = list(
+                    dask.compute(*tasks, scheduler=ray_dask_get, ray_remote_args=remote_args)
+                )
+        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
+            raise WorkerLostError(
+                f"a Ray worker died while solving a chunk ({type(exc).__name__}) and Ray's "
+                f"{self.max_retries} retries are used up; the chunks already written are kept: "
+                "rerun with --resume to finish the cube"
+            ) from exc
+        if on_result is not None:
+            for r in results:
+                on_result(r)
+        return results
+
+    def describe(self) -> str:
+        where = self.address or "local Ray on 127.0.0.1"
+        return f"ray ({self.workers} CPU{'s' if self.workers != 1 else ''}, {where})"
