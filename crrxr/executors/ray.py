@@ -18,6 +18,7 @@ that the build stops with :class:`~crrxr.executors.errors.WorkerLostError` and `
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -53,6 +54,16 @@ def _restore_env(name: str, old: str | None) -> None:
         os.environ[name] = old
 
 
+_TOKEN: list[str] = []
+
+
+def _process_token() -> str:
+    """A random Ray auth token made once per process (Ray's token loader keeps the first it sees)."""
+    if not _TOKEN:
+        _TOKEN.append(secrets.token_hex(32))
+    return _TOKEN[0]
+
+
 def _object_refs(tree: Any) -> Iterator[Any]:
     """Every ``ray.ObjectRef`` in the nested lists/tuples dask-on-ray returns."""
     import ray
@@ -64,8 +75,19 @@ def _object_refs(tree: Any) -> Iterator[Any]:
             yield from _object_refs(item)
 
 
+#: live progress watchers by id: Ray's dask callbacks travel with the tasks, so they carry only an id
+_WATCHERS: dict[int, _RayProgress] = {}
+
+
+def _on_submitted(watcher_id: int, object_refs, dsk) -> None:
+    """``ray_postsubmit_all`` hook (runs on the driver): start the watcher on the task refs."""
+    watcher = _WATCHERS.get(watcher_id)
+    if watcher is not None:
+        watcher.start(list(_object_refs(object_refs)))
+
+
 class _RayProgress:
-    """Progress from Ray's dask callbacks: ``_ray_postsubmit_all`` hands the driver every task's
+    """Progress from Ray's dask callbacks: ``ray_postsubmit_all`` hands the driver every task's
     ObjectRef; a thread waits on them (``ray.wait``) and advances a :class:`ProgressLog`."""
 
     def __init__(self, plog: ProgressLog):
@@ -73,13 +95,24 @@ class _RayProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def callback(self):
+    def __enter__(self) -> _RayProgress:
         from ray.util.dask import RayDaskCallback
 
-        return RayDaskCallback(ray_postsubmit_all=self._submitted)
+        _WATCHERS[id(self)] = self
+        self._callback = RayDaskCallback(
+            ray_postsubmit_all=functools.partial(_on_submitted, id(self))
+        )
+        self._callback.__enter__()
+        return self
 
-    def _submitted(self, object_refs, dsk) -> None:
-        refs = list(_object_refs(object_refs))
+    def __exit__(self, *exc) -> None:
+        self._callback.__exit__(*exc)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        _WATCHERS.pop(id(self), None)
+
+    def start(self, refs: list) -> None:
         self._thread = threading.Thread(target=self._watch, args=(refs,), daemon=True)
         self._thread.start()
 
@@ -90,11 +123,6 @@ class _RayProgress:
             done, refs = ray.wait(refs, num_returns=1, timeout=1.0, fetch_local=False)
             if done:
                 self.plog.advance(len(done))
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 class RayExecutor(Executor):
@@ -141,12 +169,21 @@ class RayExecutor(Executor):
         # short path: Ray puts unix sockets in it (107-byte limit)
         self.temp_dir = tempfile.mkdtemp(prefix="crrxr-ray-")
         self._undo.callback(shutil.rmtree, self.temp_dir, ignore_errors=True)
-        # token auth on, with a token that lives only in this run's environment (see module doc)
-        _set_env(self._undo, "RAY_AUTH_MODE", "token")
-        _set_env(self._undo, "RAY_AUTH_TOKEN", secrets.token_hex(32))
+        # token auth on (Ray's own default for a new local cluster, RAY_AUTH_MODE unset), with a
+        # token that lives only in this process's environment (see the module doc)
+        if "RAY_AUTH_MODE" in os.environ:
+            self._undo.callback(_restore_env, "RAY_AUTH_MODE", os.environ.pop("RAY_AUTH_MODE"))
+        else:  # ray.init sets it to "token" for this process: take that back on close
+            self._undo.callback(_restore_env, "RAY_AUTH_MODE", None)
+        if not os.environ.get("RAY_AUTH_TOKEN"):
+            _set_env(self._undo, "RAY_AUTH_TOKEN", _process_token())
         # dask-on-ray reads RAY_ADDRESS too: make sure the new Ray is the one used
         if "RAY_ADDRESS" in os.environ:
             self._undo.callback(_restore_env, "RAY_ADDRESS", os.environ.pop("RAY_ADDRESS"))
+        # Ray logs a warning that token auth is on (and how to turn it off): that is our choice here
+        auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        self._undo.callback(auth_log.setLevel, auth_log.level)
+        auth_log.setLevel(logging.ERROR)
         ray.init(
             num_cpus=self.workers,
             include_dashboard=False,
@@ -185,8 +222,7 @@ class RayExecutor(Executor):
         try:
             with ExitStack() as stack:
                 if watcher is not None:
-                    stack.enter_context(watcher.callback())
-                    stack.callback(watcher.stop)
+                    stack.enter_context(watcher)
                 results = list(
                     dask.compute(*tasks, scheduler=ray_dask_get, ray_remote_args=remote_args)
                 )
