@@ -15,7 +15,7 @@ from test_engine_helpers import make_rss, write_rss
 
 import crrxr
 from crrxr.engine.build import ResumeError, estimate, run_build
-from crrxr.engine.lock import LOCK_NAME
+from crrxr.engine.lock import lease_path
 from crrxr.engine.plan import PlanError
 from crrxr.io import cube as C
 from crrxr.params import ParameterStore, load_profile
@@ -34,7 +34,7 @@ def test_build_layout_ledger_and_attrs(rss_path, tmp_path):
     assert zarr.open_array(str(store), path=C.FLUX).chunks[0] == 5
     assert json.loads(ds.attrs[C.ATTR_FAILED]) == []
     assert "crrxr" in ds.attrs[C.ATTR_HISTORY]
-    assert not (store / LOCK_NAME).exists()
+    assert not lease_path(store).exists()
     flux = ds[C.FLUX].values
     assert np.isfinite(flux).all() and flux.dtype == np.float32
     # the point source sits at the centre pixel
@@ -178,8 +178,13 @@ def test_sky_subtraction_inside_tasks(tmp_path):
     peak = float(a.flux.max())
     np.testing.assert_allclose(b.flux.values, a.flux.values, atol=1e-3 * peak)
     assert ParameterStore.from_attrs(b.attrs)[1]["sky.enabled"] is True
-    with pytest.raises(ResumeError, match="sky.enabled"):  # resuming without sky subtraction
-        run_build(skyful, tmp_path / "b.zarr", resume=True, progress=False)
+    # resume takes sky.enabled from the store; explicitly switching it off refuses, naming the key
+    with pytest.raises(ResumeError, match="sky.enabled"):
+        run_build(
+            skyful, tmp_path / "b.zarr", resume=True, progress=False, overrides=["sky.enabled=false"]
+        )
+    again = run_build(skyful, tmp_path / "b.zarr", resume=True, progress=False)
+    assert again.chunks_solved == 0 and again.resumed
 
 
 def test_failed_channel_is_donotuse_listed_and_never_filled(rss_path, tmp_path, monkeypatch):

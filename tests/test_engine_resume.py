@@ -17,7 +17,7 @@ import xarray as xr
 import zarr
 from test_engine_helpers import write_rss
 
-from crrxr.engine.lock import LOCK_NAME
+from crrxr.engine.lock import lease_path
 from crrxr.io import cube as C
 
 CRRXR = str(Path(sys.executable).with_name("crrxr"))
@@ -69,20 +69,20 @@ def test_sigkill_then_resume(tmp_path):
     done_at_kill = set(np.flatnonzero(_ledger(store)).tolist())
     n_chunks = 24
     assert 3 <= len(done_at_kill) < n_chunks
-    assert (store / LOCK_NAME).exists()  # the dead holder's lock is still there
+    assert lease_path(store).exists()  # the dead holder's lease is still there
     solved1 = {int(k) for k in SOLVED.findall((tmp_path / "run1.log").read_text())}
     assert solved1 <= done_at_kill  # a chunk is logged only after its ledger mark
 
     # without --resume or --overwrite an existing store is refused
     again = subprocess.run(_build(rss, store), capture_output=True, text=True)
-    assert again.returncode == 1 and "--resume" in again.stderr
+    assert again.returncode == 2 and "--resume" in again.stderr
+    assert "took over a stale lease" in again.stderr  # the killed build's lease was stale
 
     # a changed parameter refuses to resume and names the key
     changed = subprocess.run(
         _build(rss, store, "--resume", "--set", "crr.lambda=0.01"), capture_output=True, text=True
     )
-    assert changed.returncode == 1 and "crr.lambda" in changed.stderr
-    assert "took over a stale lock" in changed.stderr  # the killed build's lock was stale
+    assert changed.returncode == 2 and "crr.lambda" in changed.stderr
 
     resumed = subprocess.run(_build(rss, store, "--resume"), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr

@@ -7,6 +7,7 @@ end, records the failed channels and history and consolidates the metadata.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -27,11 +28,14 @@ import crrxr
 from crrxr.engine import settings
 from crrxr.engine import store as S
 from crrxr.engine.chunk import ChunkResult, ChunkTask, solve_chunk
+from crrxr.engine.integrity import add_checksum_array, bad_chunks, unmark_chunks
 from crrxr.engine.lock import StoreLock
-from crrxr.engine.memory import PeakMemory
+from crrxr.engine.memory import PeakMemory, worker_metrics
 from crrxr.engine.plan import Plan, make_plan
 from crrxr.executors import Executor, available_cores, make_executor
 from crrxr.io import cube as C
+from crrxr.io.atomic import atomic_output
+from crrxr.params import ParameterStore
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,11 @@ class BuildReport:
     failure_messages: list[str] = field(default_factory=list)
     resumed: bool = False
     removed_partials: list[str] = field(default_factory=list)
+    rechecked_chunks: list[int] = field(
+        default_factory=list
+    )  # done chunks recomputed (bad checksum)
+    worker_peak_memory: int = 0  # bytes, the largest peak resident memory of a worker process
+    worker_blas_threads: int = 0  # BLAS threads in effect inside the tasks (max over tasks)
 
     @property
     def channels_per_second(self) -> float:
@@ -89,6 +98,19 @@ class BuildReport:
                     else ""
                 )
                 + f", {self.executor}",
+                *(
+                    [
+                        f"workers: peak memory {format_bytes(self.worker_peak_memory)} (largest "
+                        f"worker process), {self.worker_blas_threads} BLAS thread(s) per task"
+                    ]
+                    if self.worker_peak_memory
+                    else []
+                ),
+                *(
+                    [f"recomputed {len(self.rechecked_chunks)} chunk(s) that failed verification"]
+                    if self.rechecked_chunks
+                    else []
+                ),
                 failed,
             ]
         )
@@ -254,28 +276,406 @@ def _template(rss: xr.Dataset, pstore, grid, plan: Plan, identity: dict) -> tupl
     )
 
 
-def _check_resume(store: str, pstore, identity: dict) -> None:
-    old = S.read_attrs(store)
-    if C.ATTR_RSS_IDENTITY not in old or C.ATTR_FINGERPRINT not in old:
+class ResumeRefused(ResumeError):
+    """Resume refused because parameters/RSS differ (a usage error, not a damaged store)."""
+
+
+def _stored_params(store: str, attrs: dict) -> ParameterStore:
+    """The build's own parameters from its attrs, with the fingerprint recomputed from the values
+    (a tampered ``crrxr_params`` with an untouched fingerprint attr is refused)."""
+    try:
+        _, stored = ParameterStore.from_attrs(attrs)
+    except (ValueError, KeyError) as exc:
         raise ResumeError(
-            f"{store} was not written by crrxr build (no RSS identity or parameter "
-            "fingerprint); use --overwrite to start over"
+            f"cannot resume {store}: its stored parameters cannot be read ({exc}); use "
+            "--overwrite to start over"
+        ) from exc
+    if settings.params_fingerprint(stored) != attrs.get(C.ATTR_FINGERPRINT):
+        raise ResumeError(
+            f"cannot resume {store}: its stored parameters do not match their fingerprint "
+            f"({C.ATTR_FINGERPRINT}); the attrs were edited or damaged; use --overwrite to start over"
         )
-    old_id = json.loads(old[C.ATTR_RSS_IDENTITY])
+    return stored
+
+
+def _resume_params(
+    store: str,
+    attrs: dict,
+    rss_attrs: dict,
+    *,
+    params,
+    method,
+    profile,
+    config,
+    overrides,
+    sky_subtract: bool,
+    wave_chunk: int | None,
+) -> ParameterStore:
+    """Parameters of a resumed build: the store's own; anything given explicitly must agree with
+    them (a differing value refuses, naming the key)."""
+    stored = _stored_params(store, attrs)
+    explicit_full = params is not None or method is not None or profile is not None or config
+    if explicit_full:
+        wanted = settings.resolve_params(
+            params,
+            method=method,
+            profile=profile,
+            config=config,
+            overrides=overrides,
+            rss_attrs=rss_attrs,
+        )
+    elif overrides:
+        wanted = settings.resolve_params(stored, overrides=overrides)
+    else:
+        wanted = stored
+    if sky_subtract:
+        wanted = wanted.replace({"sky.enabled": True})
+    wanted = wanted.replace(
+        {"engine.wave_chunk": int(wave_chunk) if wave_chunk else int(stored["engine.wave_chunk"])}
+    )
+    if settings.params_fingerprint(wanted) != settings.params_fingerprint(stored):
+        keys = settings.params_diff(attrs, settings.params_attrs(wanted))
+        raise ResumeRefused(
+            f"cannot resume {store}: parameters differ from the stored build in "
+            f"{', '.join(keys) or '(the parameter spec)'}; drop them (--resume takes every "
+            "parameter from the store) or use --overwrite to start over"
+        )
+    return stored
+
+
+def _check_identity(store: str, attrs: dict, identity: dict) -> None:
+    old_id = json.loads(attrs[C.ATTR_RSS_IDENTITY])
     if old_id.get("sha256") != identity["sha256"]:
         diff = [k for k in identity if k != "sha256" and old_id.get(k) != identity[k]]
-        raise ResumeError(
+        raise ResumeRefused(
             f"cannot resume {store}: it was built from a different RSS "
-            f"({', '.join(diff) or 'same shapes, different wavelengths/fibers/positions'}); "
+            f"({', '.join(diff) or 'same shapes, different data (flux/ivar/mask/positions)'}); "
             "use --overwrite to start over"
         )
-    if old[C.ATTR_FINGERPRINT] != settings.params_fingerprint(pstore):
-        keys = settings.params_diff(old, settings.params_attrs(pstore))
-        raise ResumeError(
-            f"cannot resume {store}: parameters differ from the stored build in "
-            f"{', '.join(keys) or '(the parameter spec)'}; rerun with the stored values or use "
-            "--overwrite to start over"
+
+
+def refuse_overlap(inputs: list[str], output: str, command: str = "build") -> None:
+    """Refuse an output equal to, inside or containing one of the inputs."""
+    from crrxr.io.atomic import refuse_overlap as _refuse
+
+    _refuse(inputs, output, command)
+
+
+@dataclass
+class CubeBuild:
+    """One prepared cube build (the plan object): the store is laid out (or checked for resume),
+    its lease is held, and :attr:`tasks` lists the chunks still to solve.
+
+    Life cycle: :func:`prepare_build` -> ``delayed()`` run on any executor (alone or with other
+    builds' tasks, see :func:`run_chunks`) -> :meth:`finish` -> :meth:`close` (also a context
+    manager). Nothing here starts or stops an executor.
+    """
+
+    store: str
+    rss_path: str
+    params: ParameterStore
+    grid: Any
+    plan: Plan
+    tasks: list[ChunkTask]
+    resumed: bool
+    mode: str
+    lease: StoreLock
+    source: _RSSSource
+    started: float
+    removed_partials: list[str] = field(default_factory=list)
+    rechecked: dict[int, str] = field(default_factory=dict)  # done chunks that failed verification
+    finished: bool = False
+
+    def delayed(self) -> list:
+        """One dask Delayed per missing chunk (keys unique per store, so builds can share a graph)."""
+        token = hashlib.sha1(os.path.abspath(self.store).encode()).hexdigest()[:10]
+        return [
+            dask.delayed(solve_chunk, pure=True)(t, dask_key_name=f"solve_chunk-{token}-{t.index}")
+            for t in self.tasks
+        ]
+
+    def finish(
+        self,
+        results: list[ChunkResult],
+        *,
+        executor: str = "",
+        solve_seconds: float = 0.0,
+        peak: PeakMemory | None = None,
+    ) -> BuildReport:
+        """Check the ledger, record failed channels and history, consolidate; the report."""
+        ledger = S.read_ledger(self.store)
+        missing = [int(k) for k in np.flatnonzero(ledger == 0)]
+        if missing:
+            raise BuildIncomplete(
+                f"{self.store}: {len(missing)} chunk(s) not done after the run ({missing[:10]}"
+                f"{' ...' if len(missing) > 10 else ''}); rerun with --resume"
+            )
+        failed = S.read_failed_channels(self.store)
+        messages = [m for r in results for m in r.messages]
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        old_history = S.read_attrs(self.store).get(C.ATTR_HISTORY, "")
+        line = (
+            f"{stamp} crrxr {crrxr.__version__} build method={self.params['method']} "
+            f"chunks={len(self.tasks)}/{self.plan.n_chunks}{' resumed' if self.resumed else ''} "
+            f"executor={executor.split(' ')[0]}"
         )
+        S.update_attrs(
+            self.store,
+            {
+                C.ATTR_FAILED: json.dumps(failed),
+                C.ATTR_HISTORY: (old_history + "\n" + line).strip(),
+            },
+        )
+        S.consolidate(self.store)
+        workers = worker_metrics(results)
+        report = BuildReport(
+            store=self.store,
+            plan=self.plan,
+            executor=executor,
+            chunks_total=self.plan.n_chunks,
+            chunks_solved=len(self.tasks),
+            chunks_skipped=self.plan.n_chunks - len(self.tasks),
+            channels_solved=sum(r.n_channels for r in results),
+            solve_seconds=solve_seconds,
+            wall_seconds=time.perf_counter() - self.started,
+            peak_memory=peak.peak if peak else 0,
+            peak_process_memory=peak.peak_process if peak else 0,
+            failed_channels=failed,
+            failure_messages=messages,
+            resumed=self.resumed,
+            removed_partials=self.removed_partials,
+            rechecked_chunks=sorted(self.rechecked),
+            worker_peak_memory=workers["peak_rss"],
+            worker_blas_threads=workers["blas_threads"],
+        )
+        self.finished = True
+        _echo(report.summary(), self.mode)
+        return report
+
+    def close(self) -> None:
+        """Release the lease and any temporary RSS copy (idempotent)."""
+        self.lease.release()
+        self.source.close()
+
+    def __enter__(self) -> CubeBuild:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class BuildIncomplete(RuntimeError):
+    """Chunks are still missing after the run (their tasks failed or were interrupted)."""
+
+
+def prepare_build(
+    rss: xr.Dataset | str | os.PathLike,
+    store: str | os.PathLike,
+    params=None,
+    *,
+    scheduler: str = "threads",
+    workers: int | None = None,
+    max_memory: str | int | None = None,
+    wave_chunk: int | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool | str | None = None,
+    method: str | None = None,
+    profile: str | None = None,
+    config: str | os.PathLike | None = None,
+    overrides: list[str] | dict | None = None,
+    sky_subtract: bool = False,
+    executor_name: str | None = None,
+) -> CubeBuild:
+    """Validate, plan, take the store's lease and lay out the template (atomically: written under a
+    temporary name and renamed) or check the existing store for resume (parameters from its attrs,
+    RSS identity, every done chunk's checksum). Returns a :class:`CubeBuild` holding the lease;
+    the caller must ``close()`` it (or use ``with``). Starts no executor."""
+    if resume and overwrite:
+        raise ValueError("give either resume or overwrite, not both")
+    mode = _progress_mode(progress)
+    store = os.fspath(store)
+    t0 = time.perf_counter()
+    src = _RSSSource(rss)
+    lease = None
+    try:
+        if not isinstance(rss, xr.Dataset):
+            refuse_overlap([src.path], store, "build")
+        rds = src.dataset
+        lease = StoreLock(store).acquire()
+        if lease.took_over:
+            log.warning(
+                "took over a stale lease of pid %s on %s (started %s)",
+                lease.took_over.get("pid"),
+                lease.took_over.get("host"),
+                lease.took_over.get("acquired"),
+            )
+        S.remove_own_temporaries(store)
+        state = S.output_state(store)
+        if state == "foreign":
+            raise ResumeRefused(
+                f"{store} exists and is not a crrxr cube store; crrxr never replaces what it did "
+                "not write: choose another output path (or move that one away yourself)"
+            )
+        if state in ("cube", "file") and not (resume or overwrite):
+            raise ResumeRefused(
+                f"{store} already exists; use --resume to finish it or --overwrite to start over"
+            )
+        if state == "file" and resume:
+            raise ResumeRefused(f"{store} is a file, not a cube store; cannot --resume it")
+        identity = S.rss_identity(rds)
+        resumed = resume and state == "cube"
+        if resume and not resumed:
+            _echo(f"crrxr build: {store} does not exist yet: starting a new build", mode)
+        if resumed:
+            attrs = S.read_attrs(store)
+            stored = _resume_params(
+                store,
+                attrs,
+                dict(rds.attrs),
+                params=params,
+                method=method,
+                profile=profile,
+                config=config,
+                overrides=overrides,
+                sky_subtract=sky_subtract,
+                wave_chunk=wave_chunk,
+            )
+            _check_identity(store, attrs, identity)
+            pstore, grid, plan = prepare(
+                rds,
+                stored,
+                scheduler=scheduler,
+                workers=workers,
+                wave_chunk=int(stored["engine.wave_chunk"]),
+            )
+        else:
+            pstore, grid, plan = prepare(
+                rds,
+                params,
+                method=method,
+                profile=profile,
+                config=config,
+                overrides=overrides,
+                scheduler=scheduler,
+                workers=workers,
+                max_memory=max_memory,
+                wave_chunk=wave_chunk,
+                sky_subtract=sky_subtract,
+            )
+        _echo(
+            f"crrxr build: {src.path if not isinstance(rss, xr.Dataset) else 'RSS Dataset'} -> "
+            f"{store} ({pstore['method']})\n{plan.describe()}"
+            + (f"\nexecutor:        {executor_name}" if executor_name else ""),
+            mode,
+        )
+        removed: list[str] = []
+        rechecked: dict[int, str] = {}
+        if resumed:
+            try:
+                ledger = S.read_ledger(store)
+                S.chunk_arrays_present(store)
+            except (KeyError, FileNotFoundError, zarr.errors.BaseZarrError) as exc:
+                raise ResumeError(
+                    f"{store} is not a complete cube store ({type(exc).__name__}: {exc}); use "
+                    "--overwrite to start over"
+                ) from exc
+            if len(ledger) != plan.n_chunks:
+                raise ResumeError(
+                    f"{store} has {len(ledger)} ledger entries but the plan has "
+                    f"{plan.n_chunks} chunks; use --overwrite to start over"
+                )
+            removed = S.remove_partials(store)
+            S.drop_consolidated(store)
+            rechecked = bad_chunks(store)
+            if rechecked:
+                for k, why in sorted(rechecked.items()):
+                    log.warning(
+                        "chunk %d of %s fails verification (%s): recomputing it", k, store, why
+                    )
+                _echo(
+                    f"crrxr build: {len(rechecked)} done chunk(s) failed verification and will be "
+                    f"recomputed: {sorted(rechecked)[:20]}",
+                    mode,
+                )
+                unmark_chunks(store, list(rechecked))
+        else:
+            _write_template_atomically(store, rds, pstore, grid, plan, identity)
+        ledger = S.read_ledger(store)
+        tasks = make_tasks(
+            src.path,
+            store,
+            pstore,
+            grid,
+            plan,
+            rds,
+            todo=[k for k in range(plan.n_chunks) if not ledger[k]],
+        )
+        if resumed:
+            _echo(
+                f"crrxr build: resuming, {plan.n_chunks - len(tasks)}/{plan.n_chunks} chunk(s) "
+                "already done"
+                + (f", removed {len(removed)} orphan partial file(s)" if removed else ""),
+                mode,
+            )
+        return CubeBuild(
+            store=store,
+            rss_path=src.path,
+            params=pstore,
+            grid=grid,
+            plan=plan,
+            tasks=tasks,
+            resumed=resumed,
+            mode=mode,
+            lease=lease,
+            source=src,
+            started=t0,
+            removed_partials=removed,
+            rechecked=rechecked,
+        )
+    except BaseException:
+        if lease is not None:
+            lease.release()
+        src.close()
+        raise
+
+
+def _write_template_atomically(store: str, rds, pstore, grid, plan: Plan, identity: dict) -> None:
+    """Write the template (with the checksum array) under a temporary sibling name, then rename it
+    into place; an existing crrxr store or file at ``store`` is replaced only after that succeeds."""
+    template, encoding = _template(rds, pstore, grid, plan, identity)
+    with atomic_output(store, overwrite=True) as tmp:
+        template.to_zarr(
+            str(tmp),
+            mode="w-",
+            compute=False,
+            consolidated=False,
+            zarr_format=3,
+            encoding=encoding,
+        )
+        add_checksum_array(str(tmp), plan.n_chunks)
+
+
+def run_chunks(
+    builds: list[CubeBuild], executor: Executor, progress: str = "off"
+) -> tuple[list[list[ChunkResult]], float, PeakMemory]:
+    """Run the missing chunks of every build in ``builds`` on ONE executor (started here if it is
+    not yet, never closed here). Returns (results per build, solve seconds, peak memory sampler)."""
+    graph, owner = [], []
+    for i, b in enumerate(builds):
+        for d in b.delayed():
+            graph.append(d)
+            owner.append(i)
+    per_build: list[list[ChunkResult]] = [[] for _ in builds]
+    with PeakMemory(pids=getattr(executor, "worker_pids", None)) as peak:
+        t = time.perf_counter()
+        if graph:
+            executor.start()
+            results = executor.compute(graph, progress="off" if progress == "summary" else progress)
+            for i, r in zip(owner, results, strict=True):
+                per_build[i].append(r)
+        seconds = time.perf_counter() - t
+    return per_build, seconds, peak
 
 
 def run_build(
@@ -297,161 +697,54 @@ def run_build(
     sky_subtract: bool = False,
     executor: Executor | None = None,
 ) -> BuildReport:
-    """Build (or resume) the cube at ``store``; returns a :class:`BuildReport`. See :func:`build_cube`."""
-    if resume and overwrite:
-        raise ValueError("give either resume or overwrite, not both")
-    mode = _progress_mode(progress)
-    store = os.fspath(store)
-    t0 = time.perf_counter()
-    src = _RSSSource(rss)
-    try:
-        rds = src.dataset
-        exists = S.store_exists(store)
-        if resume and exists and wave_chunk is None:
-            stored = S.read_attrs(store)
-            try:  # the chunk layout is the stored one unless the user asks for another
-                wave_chunk = int(json.loads(stored[C.ATTR_PARAMS])["values"]["engine.wave_chunk"])
-            except (KeyError, ValueError, TypeError):
-                pass
-        pstore, grid, plan = prepare(
-            rds,
-            params,
-            method=method,
-            profile=profile,
-            config=config,
-            overrides=overrides,
-            scheduler=scheduler,
-            workers=workers,
-            max_memory=max_memory,
-            wave_chunk=wave_chunk,
-            sky_subtract=sky_subtract,
-        )
-        identity = S.rss_identity(rds)
+    """Build (or resume) the cube at ``store``: :func:`prepare_build`, :func:`run_chunks`,
+    :meth:`CubeBuild.finish`. An ``executor`` passed in belongs to the caller (started here if
+    needed, never closed); without one, the executor for ``scheduler`` is made and closed here."""
+    with prepare_build(
+        rss,
+        store,
+        params,
+        scheduler=scheduler,
+        workers=workers,
+        max_memory=max_memory,
+        wave_chunk=wave_chunk,
+        resume=resume,
+        overwrite=overwrite,
+        progress=progress,
+        method=method,
+        profile=profile,
+        config=config,
+        overrides=overrides,
+        sky_subtract=sky_subtract,
+        executor_name=executor.describe() if executor is not None else None,
+    ) as build:
+        own = executor is None
         ex = executor or make_executor(
-            scheduler, plan.workers, memory_limit=plan.budget_bytes, task_memory=plan.task_bytes
+            scheduler,
+            build.plan.workers,
+            memory_limit=build.plan.budget_bytes,
+            task_memory=build.plan.task_bytes,
         )
-        _echo(
-            f"crrxr build: {src.path if not isinstance(rss, xr.Dataset) else 'RSS Dataset'} -> "
-            f"{store} ({pstore['method']})\n{plan.describe()}\nexecutor:        {ex.describe()}",
-            mode,
-        )
+        if own:
+            _echo(f"executor:        {ex.describe()}", build.mode)
+        try:
+            results, seconds, peak = run_chunks([build], ex, build.mode)
+        finally:
+            if own:
+                ex.close()
+        return build.finish(results[0], executor=ex.describe(), solve_seconds=seconds, peak=peak)
 
-        if not exists and S.store_has_content(store) and not overwrite:
-            raise ResumeError(
-                f"{store} exists but is not a cube store; use --overwrite to replace it"
-            )
-        if exists and not (resume or overwrite):
-            raise ResumeError(
-                f"{store} already exists; use --resume to finish it or --overwrite to start over"
-            )
-        with StoreLock(store) as lock:
-            if lock.took_over:
-                log.warning(
-                    "took over a stale lock of pid %s on %s (started %s)",
-                    lock.took_over.get("pid"),
-                    lock.took_over.get("host"),
-                    lock.took_over.get("acquired"),
-                )
-            removed: list[str] = []
-            resumed = False
-            if exists and resume:
-                try:
-                    _check_resume(store, pstore, identity)
-                    S.read_ledger(store)
-                except (KeyError, FileNotFoundError, zarr.errors.BaseZarrError) as exc:
-                    raise ResumeError(
-                        f"{store} is not a complete cube template ({exc}); use "
-                        "--overwrite to start over"
-                    ) from exc
-                removed = S.remove_partials(store)
-                S.drop_consolidated(store)
-                resumed = True
-            else:
-                if overwrite:
-                    S.clear_store(store)
-                template, encoding = _template(rds, pstore, grid, plan, identity)
-                with S.lock_file_tolerated():
-                    template.to_zarr(
-                        store,
-                        mode="a",
-                        compute=False,
-                        consolidated=False,
-                        zarr_format=3,
-                        encoding=encoding,
-                    )
-            ledger = S.read_ledger(store)
-            if len(ledger) != plan.n_chunks:
-                raise ResumeError(
-                    f"{store} has {len(ledger)} ledger entries but the plan has "
-                    f"{plan.n_chunks} chunks; use --overwrite to start over"
-                )
-            tasks = make_tasks(
-                src.path,
-                store,
-                pstore,
-                grid,
-                plan,
-                rds,
-                todo=[k for k in range(plan.n_chunks) if not ledger[k]],
-            )
-            if resumed:
-                _echo(
-                    f"crrxr build: resuming, {plan.n_chunks - len(tasks)}/{plan.n_chunks} chunk(s) "
-                    f"already done"
-                    + (f", removed {len(removed)} orphan partial file(s)" if removed else ""),
-                    mode,
-                )
-            graph = [
-                dask.delayed(solve_chunk, pure=True)(t, dask_key_name=f"solve_chunk-{t.index}")
-                for t in tasks
-            ]
-            results: list[ChunkResult] = []
-            with PeakMemory() as peak:
-                if graph:  # nothing to start (no cluster) when every chunk is already done
-                    with ex:
-                        t_solve = time.perf_counter()
-                        results = ex.compute(graph, progress="off" if mode == "summary" else mode)
-                        solve_seconds = time.perf_counter() - t_solve
-                else:
-                    solve_seconds = 0.0
-            failed = S.read_failed_channels(store)
-            messages = [m for r in results for m in r.messages]
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            old_history = S.read_attrs(store).get(C.ATTR_HISTORY, "")
-            line = (
-                f"{stamp} crrxr {crrxr.__version__} build method={pstore['method']} "
-                f"chunks={len(tasks)}/{plan.n_chunks}{' resumed' if resumed else ''} "
-                f"executor={ex.name}"
-            )
-            S.update_attrs(
-                store,
-                {
-                    C.ATTR_FAILED: json.dumps(failed),
-                    C.ATTR_HISTORY: (old_history + "\n" + line).strip(),
-                },
-            )
-            S.consolidate(store)
-        report = BuildReport(
-            store=store,
-            plan=plan,
-            executor=ex.describe(),
-            chunks_total=plan.n_chunks,
-            chunks_solved=len(tasks),
-            chunks_skipped=plan.n_chunks - len(tasks),
-            channels_solved=sum(r.n_channels for r in results),
-            solve_seconds=solve_seconds,
-            wall_seconds=time.perf_counter() - t0,
-            peak_memory=peak.peak,
-            peak_process_memory=peak.peak_process,
-            failed_channels=failed,
-            failure_messages=messages,
-            resumed=resumed,
-            removed_partials=removed,
-        )
-        _echo(report.summary(), mode)
-        return report
-    finally:
-        src.close()
+
+def run_batch(
+    builds: list[CubeBuild], executor: Executor, progress: str = "off"
+) -> list[BuildReport]:
+    """Run the chunks of several prepared builds on one executor, then finish each (the caller
+    closes the builds and the executor)."""
+    results, seconds, peak = run_chunks(builds, executor, progress)
+    return [
+        b.finish(r, executor=executor.describe(), solve_seconds=seconds, peak=peak)
+        for b, r in zip(builds, results, strict=True)
+    ]
 
 
 def make_tasks(
@@ -534,4 +827,17 @@ def build_cube(
     return xr.open_zarr(os.fspath(store))
 
 
-__all__ = ["build_cube", "run_build", "estimate", "prepare", "BuildReport", "ResumeError"]
+__all__ = [
+    "build_cube",
+    "run_build",
+    "run_batch",
+    "run_chunks",
+    "prepare_build",
+    "CubeBuild",
+    "estimate",
+    "prepare",
+    "BuildReport",
+    "BuildIncomplete",
+    "ResumeError",
+    "ResumeRefused",
+]

@@ -22,6 +22,8 @@ from crrxr.core import reconstruct_block
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
 from crrxr.core.kernel import seeing_at
+from crrxr.engine.integrity import load_slice, mark_chunk_done
+from crrxr.engine.memory import blas_threads_in_effect, worker_peak_rss
 from crrxr.io import cube as C
 from crrxr.io.rss import open_zarr_unchecked
 from crrxr.io.sky import SKY_VARIABLES, subtract_sky
@@ -60,6 +62,8 @@ class ChunkResult:
     messages: tuple[str, ...]
     seconds: float
     pid: int
+    peak_rss: int = 0  # bytes, peak resident memory of the process that ran the task
+    blas_threads: int = 0  # BLAS threads in effect during the solve
 
 
 def read_rss_slice(path: str, start: int, stop: int, sky_method: str | None = None) -> xr.Dataset:
@@ -72,7 +76,7 @@ def read_rss_slice(path: str, start: int, stop: int, sky_method: str | None = No
     part = rss[names].isel(wavelength=slice(start, stop))
     if sky_method:
         part = subtract_sky(part, method=sky_method)
-    return part.load()
+    return load_slice(part, path, start, stop)  # a missing/corrupt input chunk is an error
 
 
 def solve_chunk(task: ChunkTask) -> ChunkResult:
@@ -94,6 +98,7 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
         if task.bands:
             pairs = C.correlation_pairs(task.nside, task.nside, task.pixel_scale, task.max_sep)
             want = tuple(sorted({ch - task.start for _, ch in task.bands}))
+        blas = blas_threads_in_effect()
         res = reconstruct_block(
             part["xpos"].values,
             part["ypos"].values,
@@ -115,7 +120,16 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
     log.info(
         "solved chunk %d (channels %d:%d) in %.2f s", task.index, task.start, task.stop, seconds
     )
-    return ChunkResult(task.index, task.stop - task.start, failed, messages, seconds, os.getpid())
+    return ChunkResult(
+        task.index,
+        task.stop - task.start,
+        failed,
+        messages,
+        seconds,
+        os.getpid(),
+        peak_rss=worker_peak_rss(),
+        blas_threads=blas,
+    )
 
 
 def write_chunk(task: ChunkTask, res) -> None:
@@ -134,4 +148,5 @@ def write_chunk(task: ChunkTask, res) -> None:
             group[C.PSF][band_pos] = np.asarray(res.psf[offset]).astype(dt)
         if res.rho and offset in res.rho:
             group[C.CORRELATION][band_pos] = np.asarray(res.rho[offset], dtype=np.float64)
-    group[C.CHUNK_DONE][task.index] = 1  # last: the chunk counts as done only now
+    # last: checksum of what the store now holds, then the ledger mark (done only now)
+    mark_chunk_done(group, task.index, task.start, task.stop, [b for b, _ in task.bands])

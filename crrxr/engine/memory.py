@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import resource
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import psutil
 
@@ -68,3 +71,25 @@ class PeakMemory:
         if self._thread is not None:
             self._thread.join()
         self.sample()
+
+
+def worker_peak_rss() -> int:
+    """Peak resident memory (bytes) of the calling process so far: measured inside a worker."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+def blas_threads_in_effect() -> int:
+    """Threads the BLAS/OpenMP pools of the calling process use right now (max over libraries)."""
+    from threadpoolctl import threadpool_info
+
+    return max((int(i.get("num_threads", 0)) for i in threadpool_info()), default=0)
+
+
+def worker_metrics(results: Sequence[Any]) -> dict[str, int]:
+    """``peak_rss`` (largest worker peak, bytes) and ``blas_threads`` (max) over chunk results that
+    carry them (measured where the tasks ran, see :func:`worker_peak_rss`)."""
+    return {
+        "peak_rss": max((int(getattr(r, "peak_rss", 0)) for r in results), default=0),
+        "blas_threads": max((int(getattr(r, "blas_threads", 0)) for r in results), default=0),
+    }

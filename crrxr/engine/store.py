@@ -6,7 +6,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import warnings
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from crrxr.engine.lock import LOCK_NAME
+from crrxr.engine.integrity import rss_content_digest
 from crrxr.io import cube as C
 
 #: Channels (as fractions of the axis) whose fiber positions enter the RSS identity.
@@ -25,7 +24,8 @@ def rss_identity(rss: xr.Dataset) -> dict[str, object]:
     """Content identity of an RSS (not its path): shapes, wavelength, exposures, fibers, positions.
 
     Hashes the bytes of the wavelength, exposure, spectrum, fiber and exposure_index coords, the
-    seeing, and ``xpos``/``ypos`` at the first, middle and last channels. Returns a JSON-able dict
+    seeing, ``xpos``/``ypos`` at the first, middle and last channels, and all of flux, ivar and mask
+    (streamed chunk by chunk: :func:`crrxr.engine.integrity.rss_content_digest`). Returns a JSON-able dict
     with ``sha256`` and the shapes (for messages).
     """
     h = hashlib.sha256()
@@ -41,6 +41,7 @@ def rss_identity(rss: xr.Dataset) -> dict[str, object]:
     channels = sorted({min(n_wave - 1, int(round(f * (n_wave - 1)))) for f in _IDENTITY_FRACTIONS})
     for name in ("xpos", "ypos"):
         add(name, rss[name].isel(wavelength=channels).values)
+    h.update(f"content:{rss_content_digest(rss)}".encode())
     return {
         "sha256": h.hexdigest(),
         "n_spectrum": n_spec,
@@ -55,20 +56,46 @@ def store_exists(store: str | os.PathLike) -> bool:
     return (Path(store) / "zarr.json").is_file()
 
 
-def store_has_content(store: str | os.PathLike) -> bool:
+def is_crrxr_cube(store: str | os.PathLike) -> bool:
+    """True when ``store`` is a cube store written by ``crrxr build`` (its root attrs say so)."""
+    try:
+        meta = json.loads((Path(store) / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    attrs = meta.get("attributes") or {}
+    return (
+        meta.get("node_type") == "group"
+        and C.ATTR_RSS_IDENTITY in attrs
+        and C.ATTR_VERSION in attrs
+    )
+
+
+def output_state(store: str | os.PathLike) -> str:
+    """What sits at an output path: ``absent`` (nothing, or an empty folder), ``cube`` (a crrxr
+    cube store), ``file`` (a regular file or a symlink) or ``foreign`` (anything else: never
+    replaced by crrxr)."""
     p = Path(store)
-    return p.is_dir() and any(e.name != LOCK_NAME for e in p.iterdir())
+    if p.is_symlink() or p.is_file():
+        return "file"
+    if not p.exists():
+        return "absent"
+    if p.is_dir() and not any(p.iterdir()):
+        return "absent"
+    return "cube" if is_crrxr_cube(p) else "foreign"
 
 
-def clear_store(store: str | os.PathLike) -> None:
-    """Remove everything in ``store`` except the build lock (for ``--overwrite``)."""
-    for entry in Path(store).iterdir():
-        if entry.name == LOCK_NAME:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
+def remove_own_temporaries(store: str | os.PathLike) -> list[str]:
+    """Remove temporaries a killed crrxr left next to ``store`` (``.<name>.tmp-*`` templates and
+    ``.<name>.old-*`` replaced stores, named by :mod:`crrxr.io.atomic`); call only holding the lease."""
+    from crrxr.io.atomic import remove_path
+
+    p = Path(os.path.abspath(store))
+    removed = []
+    for pattern in (f".{p.name}.tmp-*", f".{p.name}.old-*"):
+        for leftover in p.parent.glob(pattern):
+            remove_path(leftover)
+            removed.append(str(leftover))
+    return removed
 
 
 def remove_partials(store: str | os.PathLike) -> list[str]:
@@ -94,6 +121,15 @@ def read_ledger(store: str | os.PathLike) -> np.ndarray:
     return np.asarray(zarr.open_array(str(store), path=C.CHUNK_DONE, mode="r")[:], dtype=np.uint8)
 
 
+def chunk_arrays_present(store: str | os.PathLike) -> None:
+    """Open every array a chunk task writes (raises KeyError / zarr errors if one is missing)."""
+    from crrxr.engine.integrity import CHECKSUM
+
+    group = zarr.open_group(str(store), mode="r")
+    for name in (*C.CHUNK_VARIABLES, *C.BAND_VARIABLES, C.CHUNK_DONE, CHECKSUM, C.BAND_INDEX):
+        group[name]
+
+
 def read_failed_channels(store: str | os.PathLike) -> list[int]:
     arr = zarr.open_array(str(store), path=C.CHANNEL_FAILED, mode="r")[:]
     return [int(i) for i in np.flatnonzero(arr)]
@@ -103,9 +139,7 @@ def read_failed_channels(store: str | os.PathLike) -> list[int]:
 def lock_file_tolerated():
     """Silence zarr's warning about the build lock file while it sits in the store."""
     with warnings.catch_warnings():
-        warnings.filterwarnings(
-            "ignore", message=r"Object at \S*crrxr-build\.lock is not recognized"
-        )
+        warnings.filterwarnings("ignore", message=r"Object at \S*\.crrxr-build\.lock is not")
         yield
 
 

@@ -8,7 +8,9 @@ subclass, nothing else.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -22,6 +24,31 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+#: Functions run once in every worker process when it starts (before any task), in order; each is a
+#: module-level function (picklable by reference) taking no arguments. Executors that start worker
+#: processes call :func:`worker_start`; in-process executors (threads) run nothing.
+WORKER_START_HOOKS: list[Callable[[], None]] = []
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (prctl PR_SET_PDEATHSIG), so a
+    worker never outlives the build that started it (a killed driver leaves no orphan writing)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before prctl: do not run orphaned
+        os._exit(1)
+
+
+def worker_start() -> None:
+    """Start-up of a worker process: die with the parent, then :data:`WORKER_START_HOOKS`."""
+    die_with_parent()
+    for hook in WORKER_START_HOOKS:
+        hook()
 
 
 class ProgressLog:
@@ -64,16 +91,38 @@ class Executor(ABC):
 
     def __init__(self, workers: int):
         self.workers = max(1, int(workers))
+        self.started = False
+
+    def start(self) -> Executor:
+        """Start what the executor needs (a cluster, a connection); idempotent. Whoever calls
+        ``start`` (or enters ``with``) owns the executor and closes it."""
+        if not self.started:
+            self._start()
+            self.started = True
+        return self
+
+    def _start(self) -> None:
+        """Subclasses start their cluster here; nothing by default."""
+        return None
 
     def __enter__(self) -> Executor:
-        return self
+        return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
 
     def close(self) -> None:
-        """Release whatever was started for the run (clusters, pools); nothing by default."""
+        """Release whatever was started (clusters, pools); idempotent."""
+        if self.started:
+            self._close()
+            self.started = False
+
+    def _close(self) -> None:
         return None
+
+    def worker_pids(self) -> list[int]:
+        """Pids of worker processes on this host that the executor knows of (none by default)."""
+        return []
 
     @abstractmethod
     def compute(

@@ -38,8 +38,10 @@ class DistributedExecutor(Executor):
         self._scratch: str | None = None
         self._undo = ExitStack()  # what __enter__ changed outside the cluster, undone on close
 
-    def __enter__(self) -> DistributedExecutor:
+    def _start(self) -> None:
         from distributed import Client, LocalCluster
+
+        from crrxr.executors.worker_plugin import WorkerStart
 
         if self.address:
             self.client = Client(self.address)
@@ -61,17 +63,17 @@ class DistributedExecutor(Executor):
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=":0",  # a free port: never clash with a running cluster
+                    dashboard_address="127.0.0.1:0",  # loopback only, a free port
                     memory_limit=self.memory_limit if self.memory_limit else "auto",
                     silence_logs=logging.WARNING,  # keep memory warnings and worker restarts visible
                 )
                 self.client = Client(self.cluster)
+                self.client.register_plugin(WorkerStart(), name="crrxr-worker-start")
             except BaseException:
-                self.close()  # no `with` exit follows a failed enter: undo the above here
+                self._close()  # no `with` exit follows a failed start: undo the above here
                 raise
-        return self
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self.client is not None:
             self.client.close()
             self.client = None
@@ -97,7 +99,7 @@ class DistributedExecutor(Executor):
         from distributed import progress as dist_progress
 
         if self.client is None:
-            raise RuntimeError("DistributedExecutor.compute outside its `with` block")
+            raise RuntimeError("DistributedExecutor.compute before start() / its `with` block")
         if not tasks:
             return []
         futures = self.client.compute(list(tasks))

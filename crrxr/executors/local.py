@@ -10,7 +10,7 @@ import dask
 from dask.callbacks import Callback
 from dask.diagnostics import ProgressBar
 
-from crrxr.executors.base import Executor, ProgressLog
+from crrxr.executors.base import Executor, ProgressLog, worker_start
 
 
 class _CountTasks(Callback):
@@ -50,6 +50,8 @@ class LocalExecutor(Executor):
         kwargs: dict[str, Any] = {"scheduler": self.name}
         if self.name != "synchronous":
             kwargs["num_workers"] = self.workers
+        if self.name == "processes":
+            kwargs["initializer"] = worker_start  # workers die with the driver, hooks run once
         callbacks: list[Callback] = []
         if progress == "bar":
             callbacks.append(ProgressBar(minimum=0.5, dt=0.5, out=sys.stderr))

@@ -36,6 +36,9 @@ from crrxr.executors.errors import WorkerLostError
 
 log = logging.getLogger(__name__)
 
+#: every Ray worker process runs crrxr's worker start-up (die with its parent, the start hooks)
+_RUNTIME_ENV = {"worker_process_setup_hook": "crrxr.executors.base.worker_start"}
+
 #: Ray retries a task whose worker process died this many times before the build stops.
 DEFAULT_MAX_RETRIES = 3
 
@@ -142,10 +145,10 @@ class RayExecutor(Executor):
         self.task_memory = int(task_memory) if task_memory else None
         self.max_retries = int(max_retries)
         self._undo = ExitStack()
-        self._started = False  # whether this executor called ray.init (then it shuts Ray down)
+        self._owns_ray = False  # whether this executor called ray.init (then it shuts Ray down)
         self.temp_dir: str | None = None
 
-    def __enter__(self) -> RayExecutor:
+    def _start(self) -> None:
         try:
             import ray
         except ImportError as exc:  # pragma: no cover - the extra is installed in tests
@@ -153,17 +156,21 @@ class RayExecutor(Executor):
                 "--scheduler ray needs Ray: pip install 'crrxr[ray]' (ray and pyarrow)"
             ) from exc
         if ray.is_initialized():  # the caller's Ray session: use it, leave it running
-            return self
+            return
         try:
             if self.address:
-                ray.init(address=self.address, log_to_driver=False, configure_logging=False)
+                ray.init(
+                    address=self.address,
+                    runtime_env=_RUNTIME_ENV,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
             else:
                 self._start_local(ray)
-            self._started = True
+            self._owns_ray = True
         except BaseException:
-            self.close()
+            self._close()
             raise
-        return self
 
     def _start_local(self, ray) -> None:
         # short path: Ray puts unix sockets in it (107-byte limit)
@@ -189,16 +196,17 @@ class RayExecutor(Executor):
             include_dashboard=False,
             _node_ip_address="127.0.0.1",
             _temp_dir=self.temp_dir,
+            runtime_env=_RUNTIME_ENV,
             log_to_driver=False,
             configure_logging=False,
         )
 
-    def close(self) -> None:
-        if self._started:
+    def _close(self) -> None:
+        if self._owns_ray:
             import ray
 
             ray.shutdown()
-            self._started = False
+            self._owns_ray = False
         self._undo.close()  # environment, then the temp folder
 
     def compute(
@@ -212,7 +220,7 @@ class RayExecutor(Executor):
         from ray.util.dask import ray_dask_get
 
         if not ray.is_initialized():
-            raise RuntimeError("RayExecutor.compute outside its `with` block")
+            raise RuntimeError("RayExecutor.compute before start() / its `with` block")
         if not tasks:
             return []
         remote_args: dict[str, Any] = {"max_retries": self.max_retries}

@@ -300,10 +300,12 @@ class SlurmExecutor(DistributedExecutor):
             kw["python"] = s.python
         return {k: v for k, v in kw.items() if v is not None}
 
-    def __enter__(self) -> SlurmExecutor:
+    def _start(self) -> None:
         import dask
         from dask_jobqueue import SLURMCluster
         from distributed import Client
+
+        from crrxr.executors.worker_plugin import WorkerStart
 
         try:
             self._scratch = tempfile.mkdtemp(prefix="crrxr-slurm-")
@@ -318,10 +320,10 @@ class SlurmExecutor(DistributedExecutor):
             check_job_script(self.cluster.job_script())
             self._scale_and_watch()
             self.client = Client(self.cluster)
+            self.client.register_plugin(WorkerStart(), name="crrxr-worker-start")
         except BaseException:
-            self.close()
+            self._close()
             raise
-        return self
 
     def _scale_and_watch(self) -> None:
         """Submit the worker jobs and wait until sbatch has given each a job id (or failed)."""
@@ -357,7 +359,7 @@ class SlurmExecutor(DistributedExecutor):
                 lg.removeHandler(errors)
                 lg.propagate = prop
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self.client is not None:
             self.client.close()
             self.client = None

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["TEMP_GLOB", "atomic_output", "remove_path", "temporary_sibling"]
+__all__ = ["TEMP_GLOB", "atomic_output", "refuse_overlap", "remove_path", "temporary_sibling"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,28 @@ def temporary_sibling(final: str | os.PathLike[str], tag: str = "tmp") -> Path:
     """A fresh, non-existing path next to ``final`` (same directory, hidden name)."""
     final = Path(final)
     return final.with_name(f".{final.name}.{tag}-{uuid.uuid4().hex[:12]}")
+
+
+def refuse_overlap(
+    inputs: list[str | os.PathLike[str]], output: str | os.PathLike[str], command: str
+) -> None:
+    """Raise ``ValueError`` when ``output`` is, lies inside, or contains one of ``inputs`` (after
+    resolving symlinks): writing it would destroy the input before (or while) it is read."""
+    out = Path(os.path.realpath(output))
+    for item in inputs:
+        src = Path(os.path.realpath(item))
+        if out == src:
+            why = "is the input"
+        elif out.is_relative_to(src):
+            why = "lies inside the input"
+        elif src.is_relative_to(out):
+            why = "contains the input"
+        else:
+            continue
+        raise ValueError(
+            f"output {output} {why} {item}; crrxr {command} never writes over its own input: "
+            "choose an output path outside it"
+        )
 
 
 def remove_path(path: str | os.PathLike[str]) -> None:
