@@ -22,6 +22,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crrxr.io.manga_cli",
     "crrxr.simulate.cli",
     "crrxr.engine.cli",
+    "crrxr.batch.cli",
 )
 
 

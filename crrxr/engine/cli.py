@@ -10,6 +10,11 @@ from crrxr.executors.options import add_executor_options, executor_settings
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("rss", help="RSS Zarr store (crrxr simulate / crrxr ingest output)")
+    add_build_options(p)
+
+
+def add_build_options(p: argparse.ArgumentParser) -> None:
+    """Every option of a build after the RSS (shared with ``crrxr submit``)."""
     p.add_argument(
         "--method",
         choices=("crr", "shepard"),

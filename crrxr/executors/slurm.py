@@ -71,12 +71,17 @@ def parse_walltime(value: str) -> int:
     return total
 
 
+def retire_margin(total: int) -> int:
+    """Seconds before a time limit of ``total`` seconds at which work should wind down: 10% of it,
+    at least 1 min, at most 10 min, never more than half of the limit."""
+    return min(max(60, total // 10), 600, total // 2)
+
+
 def lifetime_args(walltime: str) -> list[str]:
-    """Dask worker ``--lifetime``/``--lifetime-stagger`` that retire a worker before ``walltime``:
-    a margin of 10% of the limit (at least 1 min, at most 10 min, never more than half of it) before
-    the end, with a stagger of half the margin so the workers do not all leave at once."""
+    """Dask worker ``--lifetime``/``--lifetime-stagger`` that retire a worker :func:`retire_margin`
+    before ``walltime``, with a stagger of half the margin so the workers do not all leave at once."""
     total = parse_walltime(walltime)
-    margin = min(max(60, total // 10), 600, total // 2)
+    margin = retire_margin(total)
     stagger = max(1, margin // 2)
     return ["--lifetime", f"{total - margin}s", "--lifetime-stagger", f"{stagger}s"]
 
@@ -173,12 +178,12 @@ class SlurmSettings:
             out.append(f"--time={self.walltime}")
         out.append(f"--cpus-per-task={self.cores}")
         if self.memory:
-            out.append(f"--mem={_slurm_memory(self.memory)}")
+            out.append(f"--mem={slurm_memory(self.memory)}")
         out += list(self.job_directives)
         return out
 
 
-def _slurm_memory(value: str | int) -> str:
+def slurm_memory(value: str | int) -> str:
     """A size for ``--mem`` in whole MiB (``4GB`` -> ``3815M``)."""
     from dask.utils import parse_bytes
 
@@ -194,16 +199,21 @@ def size_jobs(
     ``workers``: Dask workers wanted (one task each at a time); ``worker_memory``: what one worker
     needs (the plan's per-worker budget), used when the settings give no job memory.
     """
-    from dask.utils import parse_bytes
-
     n_jobs = max(1, math.ceil(workers / settings.processes))
-    if settings.memory:
-        job_mem = int(parse_bytes(str(settings.memory)))
-    else:
-        need = (worker_memory or MIN_JOB_MEMORY) * settings.processes
-        job_mem = max(MIN_JOB_MEMORY, math.ceil(need / WORKER_MEMORY_FRACTION))
+    job_mem = job_memory(settings, settings.processes, worker_memory)
     worker_limit = int(job_mem * WORKER_MEMORY_FRACTION / settings.processes)
     return n_jobs, job_mem, worker_limit
+
+
+def job_memory(settings: SlurmSettings, workers_per_job: int, worker_memory: int | None) -> int:
+    """A job's ``--mem`` in bytes: the settings' ``memory``, else what ``workers_per_job`` workers of
+    ``worker_memory`` bytes each need with the Dask limit at :data:`WORKER_MEMORY_FRACTION`."""
+    from dask.utils import parse_bytes
+
+    if settings.memory:
+        return int(parse_bytes(str(settings.memory)))
+    need = (worker_memory or MIN_JOB_MEMORY) * workers_per_job
+    return max(MIN_JOB_MEMORY, math.ceil(need / WORKER_MEMORY_FRACTION))
 
 
 class _SubmitErrors(logging.Handler):
@@ -280,7 +290,7 @@ class SlurmExecutor(DistributedExecutor):
             cores=s.cores,
             processes=s.processes,
             memory=f"{self.worker_memory * s.processes}B",
-            job_mem=_slurm_memory(self.job_memory),
+            job_mem=slurm_memory(self.job_memory),
             queue=s.partition,
             account=s.account,
             walltime=s.walltime or "01:00:00",
@@ -382,5 +392,5 @@ class SlurmExecutor(DistributedExecutor):
         where = f"partition {s.partition}" if s.partition else "default partition"
         return (
             f"slurm ({self.n_jobs} job(s) x {s.processes} worker(s), --mem "
-            f"{_slurm_memory(self.job_memory)}, {where})"
+            f"{slurm_memory(self.job_memory)}, {where})"
         )
