@@ -181,7 +181,11 @@ def test_sky_subtraction_inside_tasks(tmp_path):
     # resume takes sky.enabled from the store; explicitly switching it off refuses, naming the key
     with pytest.raises(ResumeError, match="sky.enabled"):
         run_build(
-            skyful, tmp_path / "b.zarr", resume=True, progress=False, overrides=["sky.enabled=false"]
+            skyful,
+            tmp_path / "b.zarr",
+            resume=True,
+            progress=False,
+            overrides=["sky.enabled=false"],
         )
     again = run_build(skyful, tmp_path / "b.zarr", resume=True, progress=False)
     assert again.chunks_solved == 0 and again.resumed

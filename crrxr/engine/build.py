@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,7 @@ from crrxr.engine.lock import StoreLock
 from crrxr.engine.memory import PeakMemory, worker_metrics
 from crrxr.engine.plan import Plan, make_plan
 from crrxr.executors import Executor, available_cores, make_executor
+from crrxr.executors.base import GRACE_SECONDS, Interrupted
 from crrxr.io import cube as C
 from crrxr.io.atomic import atomic_output
 from crrxr.params import ParameterStore
@@ -386,11 +388,17 @@ class CubeBuild:
     rechecked: dict[int, str] = field(default_factory=dict)  # done chunks that failed verification
     finished: bool = False
 
+    @property
+    def token(self) -> str:
+        """Short hash of the store's absolute path (task keys of different stores never clash)."""
+        return hashlib.sha1(os.path.abspath(self.store).encode()).hexdigest()[:10]
+
     def delayed(self) -> list:
         """One dask Delayed per missing chunk (keys unique per store, so builds can share a graph)."""
-        token = hashlib.sha1(os.path.abspath(self.store).encode()).hexdigest()[:10]
         return [
-            dask.delayed(solve_chunk, pure=True)(t, dask_key_name=f"solve_chunk-{token}-{t.index}")
+            dask.delayed(solve_chunk, pure=True)(
+                t, dask_key_name=f"solve_chunk-{self.token}-{t.index}"
+            )
             for t in self.tasks
         ]
 
@@ -523,7 +531,7 @@ def prepare_build(
             )
         if state == "file" and resume:
             raise ResumeRefused(f"{store} is a file, not a cube store; cannot --resume it")
-        identity = S.rss_identity(rds)
+        identity = S.rss_identity(rds, src.path)
         resumed = resume and state == "cube"
         if resume and not resumed:
             _echo(f"crrxr build: {store} does not exist yet: starting a new build", mode)
@@ -656,22 +664,71 @@ def _write_template_atomically(store: str, rds, pstore, grid, plan: Plan, identi
         add_checksum_array(str(tmp), plan.n_chunks)
 
 
+class BuildInterrupted(RuntimeError):
+    """The build stopped on request (a signal); finished chunks are kept, ``--resume`` continues."""
+
+
+def _task_chunk(key: Any, builds: list[CubeBuild]) -> tuple[CubeBuild, int] | None:
+    """The (build, chunk index) a task key ``solve_chunk-<token>-<k>`` belongs to."""
+    name = key[0] if isinstance(key, tuple) else key
+    parts = str(name).rsplit("-", 2)
+    if len(parts) != 3:
+        return None
+    for b in builds:
+        if b.token == parts[1]:
+            return b, int(parts[2])
+    return None
+
+
+def _wait_for_running(
+    running: list, builds: list[CubeBuild], grace: float, mode: str
+) -> tuple[int, int]:
+    """Wait up to ``grace`` seconds for the ledger marks of started chunks: (finished, abandoned)."""
+    todo = [c for c in (_task_chunk(k, builds) for k in running) if c is not None]
+    deadline = time.monotonic() + grace
+    if todo:
+        _echo(f"crrxr build: waiting up to {grace:.0f} s for {len(todo)} running chunk(s)", mode)
+    while todo and time.monotonic() < deadline:
+        todo = [(b, k) for b, k in todo if not S.read_ledger(b.store)[k]]
+        if todo:
+            time.sleep(0.2)
+    n = len([k for k in running if _task_chunk(k, builds) is not None])
+    return n - len(todo), len(todo)
+
+
 def run_chunks(
-    builds: list[CubeBuild], executor: Executor, progress: str = "off"
+    builds: list[CubeBuild],
+    executor: Executor,
+    progress: str = "off",
+    stop: threading.Event | None = None,
+    grace: float = GRACE_SECONDS,
 ) -> tuple[list[list[ChunkResult]], float, PeakMemory]:
     """Run the missing chunks of every build in ``builds`` on ONE executor (started here if it is
-    not yet, never closed here). Returns (results per build, solve seconds, peak memory sampler)."""
+    not yet, never closed here). Returns (results per build, solve seconds, peak memory sampler).
+
+    ``stop``: once set no further chunk starts; chunks already running get ``grace`` seconds to
+    finish (their ledger marks), the rest are abandoned (unmarked, so ``--resume`` solves them),
+    and :class:`BuildInterrupted` is raised."""
     graph, owner = [], []
     for i, b in enumerate(builds):
         for d in b.delayed():
             graph.append(d)
             owner.append(i)
     per_build: list[list[ChunkResult]] = [[] for _ in builds]
-    with PeakMemory(pids=getattr(executor, "worker_pids", None)) as peak:
+    with PeakMemory(pids=executor.worker_pids) as peak:
         t = time.perf_counter()
         if graph:
             executor.start()
-            results = executor.compute(graph, progress="off" if progress == "summary" else progress)
+            try:
+                results = executor.compute(
+                    graph, progress="off" if progress == "summary" else progress, stop=stop
+                )
+            except Interrupted as exc:
+                done, abandoned = _wait_for_running(exc.running, builds, grace, progress)
+                raise BuildInterrupted(
+                    f"stopped on request: no new chunk started; {done} running chunk(s) finished"
+                    + (f", {abandoned} abandoned (solved again on resume)" if abandoned else "")
+                ) from None
             for i, r in zip(owner, results, strict=True):
                 per_build[i].append(r)
         seconds = time.perf_counter() - t
@@ -696,6 +753,7 @@ def run_build(
     overrides: list[str] | dict | None = None,
     sky_subtract: bool = False,
     executor: Executor | None = None,
+    stop: threading.Event | None = None,
 ) -> BuildReport:
     """Build (or resume) the cube at ``store``: :func:`prepare_build`, :func:`run_chunks`,
     :meth:`CubeBuild.finish`. An ``executor`` passed in belongs to the caller (started here if
@@ -728,7 +786,7 @@ def run_build(
         if own:
             _echo(f"executor:        {ex.describe()}", build.mode)
         try:
-            results, seconds, peak = run_chunks([build], ex, build.mode)
+            results, seconds, peak = run_chunks([build], ex, build.mode, stop=stop)
         finally:
             if own:
                 ex.close()
@@ -736,11 +794,14 @@ def run_build(
 
 
 def run_batch(
-    builds: list[CubeBuild], executor: Executor, progress: str = "off"
+    builds: list[CubeBuild],
+    executor: Executor,
+    progress: str = "off",
+    stop: threading.Event | None = None,
 ) -> list[BuildReport]:
     """Run the chunks of several prepared builds on one executor, then finish each (the caller
     closes the builds and the executor)."""
-    results, seconds, peak = run_chunks(builds, executor, progress)
+    results, seconds, peak = run_chunks(builds, executor, progress, stop=stop)
     return [
         b.finish(r, executor=executor.describe(), solve_seconds=seconds, peak=peak)
         for b, r in zip(builds, results, strict=True)
@@ -838,6 +899,7 @@ __all__ = [
     "prepare",
     "BuildReport",
     "BuildIncomplete",
+    "BuildInterrupted",
     "ResumeError",
     "ResumeRefused",
 ]

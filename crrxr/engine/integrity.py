@@ -170,8 +170,9 @@ def load_slice(part: xr.Dataset, path: str, start: int, stop: int) -> xr.Dataset
         ) from exc
 
 
-def rss_content_digest(rss: xr.Dataset) -> str:
-    """SHA-256 over flux, ivar and mask of an RSS, streamed one stored wavelength chunk at a time."""
+def rss_content_digest(rss: xr.Dataset, path: str | None = None) -> str:
+    """SHA-256 over flux, ivar and mask of an RSS, streamed one stored wavelength chunk at a time
+    (with the RSS's Zarr ``path``, a missing or undecodable chunk raises :class:`InputChunkError`)."""
     h = hashlib.sha256()
     n_wave = int(rss.sizes["wavelength"])
     chunks = rss["flux"].chunks
@@ -180,6 +181,17 @@ def rss_content_digest(rss: xr.Dataset) -> str:
         var = rss[name].transpose(..., "wavelength")
         h.update(f"{name}:{var.dtype.str}:{var.shape}".encode())
         for start in range(0, n_wave, step):
-            a = np.ascontiguousarray(var.isel(wavelength=slice(start, start + step)).values)
+            block = var.isel(wavelength=slice(start, start + step))
+            if path is not None:
+                check_input_slice(path, [name], start, min(n_wave, start + step))
+                try:
+                    a = np.ascontiguousarray(block.values)
+                except (OSError, ValueError, RuntimeError) as exc:
+                    raise InputChunkError(
+                        f"RSS {path}: cannot read {name!r} channels {start}:{start + step} "
+                        f"({type(exc).__name__}: {exc}); the input store is damaged: rewrite it"
+                    ) from exc
+            else:
+                a = np.ascontiguousarray(block.values)
             h.update(a.tobytes())
     return h.hexdigest()

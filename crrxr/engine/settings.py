@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-import yaml
 
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
+from crrxr.engine.plan import MAX_PIXELS, PlanError
 from crrxr.io import open_rss as _open_rss
 from crrxr.io.names import ATTR_FIBER_RADIUS
 from crrxr.params import (
@@ -25,7 +25,7 @@ from crrxr.params import (
     reconstruction_spec,
 )
 from crrxr.params.codec import PARAMS_ATTR
-from crrxr.params.profiles import flatten_keys
+from crrxr.params.profiles import flatten_keys, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,7 @@ def resolve_params(
         if profile is None:
             profile = os.fspath(config)
         else:
-            with open(config) as fh:
-                data = yaml.safe_load(fh) or {}
-            if not isinstance(data, dict):
-                raise ValueError(f"{config}: expected a mapping of parameter keys")
+            _, data = read_yaml(config)  # strict: no aliases, no key given twice
             base = data.pop("profile", None)
             if base is not None and str(base) != str(profile):
                 raise ValueError(
@@ -144,15 +141,26 @@ def core_config(p: Mapping[str, Any]) -> CoreConfig:
     )
 
 
+#: Largest grid side (pixels) a build may plan (the plan refuses more than MAX_PIXELS in all).
+MAX_GRID_SIDE = int(np.sqrt(MAX_PIXELS)) + 1
+
+
 def make_grid(rss: xr.Dataset, p: Mapping[str, Any]) -> Grid:
     """The output grid: ``grid.extent_arcsec`` when > 0, else all fiber positions plus the margin
     (odd nside, centred on the IFU centre). Positions are reduced lazily (never loaded whole)."""
     scale = float(p["grid.pixel_scale_arcsec"])
     extent = float(p["grid.extent_arcsec"])
-    if extent > 0:
-        return Grid.for_extent(scale, extent)
     ext = [rss[v].min().compute().item() for v in ("xpos", "ypos")]
     ext += [rss[v].max().compute().item() for v in ("xpos", "ypos")]
+    side = extent if extent > 0 else 2 * (max(map(abs, ext)) + float(p["grid.margin_arcsec"]))
+    if not side / scale <= MAX_GRID_SIDE:  # checked before any array of that size exists
+        raise PlanError(
+            f"grid.pixel_scale_arcsec = {scale:g} arcsec gives about {side / scale:.3g} pixels per "
+            f"side over {side:.3g} arcsec (at most {MAX_GRID_SIDE}); use a larger pixel scale "
+            "(e.g. 0.5) or a smaller grid.extent_arcsec"
+        )
+    if extent > 0:
+        return Grid.for_extent(scale, extent)
     return Grid.covering(
         np.array(ext[0::2]), np.array(ext[1::2]), scale, float(p["grid.margin_arcsec"])
     )

@@ -20,7 +20,7 @@ from crrxr.io import cube as C
 _IDENTITY_FRACTIONS = (0.0, 0.5, 1.0)
 
 
-def rss_identity(rss: xr.Dataset) -> dict[str, object]:
+def rss_identity(rss: xr.Dataset, path: str | None = None) -> dict[str, object]:
     """Content identity of an RSS (not its path): shapes, wavelength, exposures, fibers, positions.
 
     Hashes the bytes of the wavelength, exposure, spectrum, fiber and exposure_index coords, the
@@ -41,7 +41,7 @@ def rss_identity(rss: xr.Dataset) -> dict[str, object]:
     channels = sorted({min(n_wave - 1, int(round(f * (n_wave - 1)))) for f in _IDENTITY_FRACTIONS})
     for name in ("xpos", "ypos"):
         add(name, rss[name].isel(wavelength=channels).values)
-    h.update(f"content:{rss_content_digest(rss)}".encode())
+    h.update(f"content:{rss_content_digest(rss, path)}".encode())
     return {
         "sha256": h.hexdigest(),
         "n_spectrum": n_spec,

@@ -12,6 +12,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -49,6 +50,19 @@ def worker_start() -> None:
     die_with_parent()
     for hook in WORKER_START_HOOKS:
         hook()
+
+
+#: Seconds a stopped build gives the chunks already running to finish before abandoning them.
+GRACE_SECONDS = 30.0
+
+
+class Interrupted(Exception):
+    """``compute`` stopped because its ``stop`` event was set: no new task was started after it.
+    ``running``: keys of tasks that had started and may still be finishing (local threads/processes)."""
+
+    def __init__(self, running: Sequence[Any] = ()):
+        super().__init__("stopped on request")
+        self.running = list(running)
 
 
 class ProgressLog:
@@ -131,11 +145,12 @@ class Executor(ABC):
         *,
         progress: str = "off",
         on_result: Callable[[Any], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> list[Any]:
         """Run ``tasks`` (dask Delayed) and return their results in order.
 
         ``progress``: ``"bar"`` (a progress bar, for a terminal), ``"log"`` (periodic lines) or
-        ``"off"``.
+        ``"off"``. ``stop``: once set, no further task starts and :class:`Interrupted` is raised.
         """
 
     def describe(self) -> str:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
 
 import dask
 
-from crrxr.executors.base import Executor, ProgressLog
+from crrxr.executors.base import Executor, Interrupted, ProgressLog
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,7 @@ class DistributedExecutor(Executor):
         *,
         progress: str = "off",
         on_result: Callable[[Any], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> list[Any]:
         from distributed import as_completed
         from distributed import progress as dist_progress
@@ -111,6 +113,9 @@ class DistributedExecutor(Executor):
         pending = as_completed(futures)
         futures.clear()  # hold each result only until it is collected: a restarted worker then
         for fut in pending:  # never makes the scheduler recompute chunks already written
+            if stop is not None and stop.is_set():  # abandon the rest: unmarked chunks rerun
+                self.client.cancel(list(pending.futures))
+                raise Interrupted()
             result = fut.result()  # raises the task's error here
             results[position[fut.key]] = result
             fut.release()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,7 +11,24 @@ import dask
 from dask.callbacks import Callback
 from dask.diagnostics import ProgressBar
 
-from crrxr.executors.base import Executor, ProgressLog, worker_start
+from crrxr.executors.base import Executor, Interrupted, ProgressLog, worker_start
+
+
+class _StopStarting(Callback):
+    """Refuse to start another task once ``stop`` is set (dask calls pretask before each start)."""
+
+    def __init__(self, stop: threading.Event):
+        super().__init__()
+        self.stop = stop
+        self.running: set = set()
+
+    def _pretask(self, key, dsk, state):
+        if self.stop.is_set():
+            raise Interrupted(sorted(self.running, key=str))
+        self.running.add(key)
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        self.running.discard(key)
 
 
 class _CountTasks(Callback):
@@ -44,6 +62,7 @@ class LocalExecutor(Executor):
         *,
         progress: str = "off",
         on_result: Callable[[Any], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> list[Any]:
         if not tasks:
             return []
@@ -57,8 +76,18 @@ class LocalExecutor(Executor):
             callbacks.append(ProgressBar(minimum=0.5, dt=0.5, out=sys.stderr))
         elif progress == "log":
             callbacks.append(_CountTasks({t.key for t in tasks}, ProgressLog(len(tasks))))
-        with _Stack(callbacks):
-            results = list(dask.compute(*tasks, **kwargs))
+        stopper = _StopStarting(stop) if stop is not None else None
+        if stopper is not None:
+            callbacks.append(stopper)
+        try:
+            with _Stack(callbacks):
+                results = list(dask.compute(*tasks, **kwargs))
+        except Interrupted:
+            raise
+        except BaseException as exc:
+            if stopper is not None and stop.is_set():  # a task error raced with the stop
+                raise Interrupted(sorted(stopper.running, key=str)) from exc
+            raise
         if on_result is not None:
             for r in results:
                 on_result(r)

@@ -28,7 +28,14 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["TEMP_GLOB", "atomic_output", "refuse_overlap", "remove_path", "temporary_sibling"]
+__all__ = [
+    "TEMP_GLOB",
+    "OutputOverlapError",
+    "atomic_output",
+    "refuse_overlap",
+    "remove_path",
+    "temporary_sibling",
+]
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +48,14 @@ def temporary_sibling(final: str | os.PathLike[str], tag: str = "tmp") -> Path:
     return final.with_name(f".{final.name}.{tag}-{uuid.uuid4().hex[:12]}")
 
 
+class OutputOverlapError(ValueError):
+    """An output path is, lies inside, or contains one of the command's inputs."""
+
+
 def refuse_overlap(
     inputs: list[str | os.PathLike[str]], output: str | os.PathLike[str], command: str
 ) -> None:
-    """Raise ``ValueError`` when ``output`` is, lies inside, or contains one of ``inputs`` (after
+    """Raise :class:`OutputOverlapError` when ``output`` is, lies inside, or contains one of ``inputs`` (after
     resolving symlinks): writing it would destroy the input before (or while) it is read."""
     out = Path(os.path.realpath(output))
     for item in inputs:
@@ -57,7 +68,7 @@ def refuse_overlap(
             why = "contains the input"
         else:
             continue
-        raise ValueError(
+        raise OutputOverlapError(
             f"output {output} {why} {item}; crrxr {command} never writes over its own input: "
             "choose an output path outside it"
         )

@@ -41,8 +41,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    from crrxr.io.atomic import refuse_overlap
     from crrxr.io.manga import ingest_manga_rss
 
+    refuse_overlap([args.rss], args.out, "ingest-manga")
     out = ingest_manga_rss(
         args.rss,
         args.out,
@@ -79,8 +81,18 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from crrxr.engine.integrity import bad_chunks
+    from crrxr.io.atomic import refuse_overlap
     from crrxr.io.manga import export_logcube
 
+    refuse_overlap([args.cube], args.out, "export-fits")
+    bad = bad_chunks(args.cube)
+    if bad:  # never export NaN flux with ivar > 0 from a damaged chunk
+        k, why = sorted(bad.items())[0]
+        raise ValueError(
+            f"{args.cube}: {len(bad)} chunk(s) fail verification (chunk {k}: {why}); repair the "
+            f"store with `crrxr build RSS {args.cube} --resume`, then export again"
+        )
     out = export_logcube(
         args.cube,
         args.out,

@@ -70,15 +70,61 @@ def _locate(name_or_path: str | Path) -> tuple[str, str]:
     path = Path(name_or_path)
     if not path.is_file():
         raise FileNotFoundError(f"parameter file {str(path)!r} does not exist")
-    return str(path), path.read_text(encoding="utf-8")
+    try:
+        return str(path), path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProfileError(
+            f"{str(path)!r} is not a text (UTF-8 YAML) file ({exc.reason} at byte {exc.start}); "
+            "give a YAML parameter file"
+        ) from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (a few nested aliases expand exponentially) and
+    keys given twice in one mapping (YAML's last-one-wins would silently drop a value)."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                "aliases (*name) are not allowed in crrxr parameter files; write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None,
+                    None,
+                    f"key {key!r} is given twice in one mapping; keep one",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, label: str) -> Any:
+    """YAML text parsed with :class:`_StrictLoader`; errors name ``label`` (a file or profile)."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{label}: not valid YAML: {exc}") from None
+
+
+def read_yaml(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
+    """``(label, mapping)`` of a shipped profile name or a YAML file (strict: see _StrictLoader)."""
+    return _read_yaml(name_or_path)
 
 
 def _read_yaml(name_or_path: str | Path) -> tuple[str, dict[str, Any]]:
     label, text = _locate(name_or_path)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ProfileError(f"{label}: not valid YAML: {exc}") from None
+    data = parse_yaml(text, label)
     if data is None:
         data = {}
     if not isinstance(data, dict):
