@@ -16,8 +16,8 @@ import threading
 from collections.abc import Iterator
 
 from crrxr.executors import SCHEDULER_NAMES
-from crrxr.executors.options import add_executor_options, executor_settings
 from crrxr.executors.base import GRACE_SECONDS
+from crrxr.executors.options import add_executor_options, executor_settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1

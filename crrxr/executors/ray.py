@@ -11,27 +11,28 @@ nothing in the home folder). Joining a cluster uses whatever the caller's enviro
 (``RAY_AUTH_MODE``, ``RAY_AUTH_TOKEN``/``RAY_AUTH_TOKEN_PATH``), as for any Ray client.
 
 Each task returns a small :class:`~crrxr.engine.chunk.ChunkResult` (the cube goes straight into the
-Zarr store); Ray is told each task's memory (``task_memory``, bytes, from the plan) so a node never
+Zarr store); the driver holds one ObjectRef per chunk (dask-on-ray's ``ray_persist``) and collects
+them with ``ray.wait`` as they finish, which drives the progress lines and the ``stop`` event (a
+signalled build cancels what has not finished). Ray is told each task's memory (``task_memory``, bytes, from the plan) so a node never
 runs more tasks than fit. A task whose worker process dies is retried by Ray (``max_retries``); past
 that the build stops with :class:`~crrxr.executors.errors.WorkerLostError` and ``--resume`` finishes it.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
 
 import dask
 
-from crrxr.executors.base import Executor, ProgressLog
+from crrxr.executors.base import Executor, Interrupted, ProgressLog
 from crrxr.executors.errors import WorkerLostError
 
 log = logging.getLogger(__name__)
@@ -65,67 +66,6 @@ def _process_token() -> str:
     if not _TOKEN:
         _TOKEN.append(secrets.token_hex(32))
     return _TOKEN[0]
-
-
-def _object_refs(tree: Any) -> Iterator[Any]:
-    """Every ``ray.ObjectRef`` in the nested lists/tuples dask-on-ray returns."""
-    import ray
-
-    if isinstance(tree, ray.ObjectRef):
-        yield tree
-    elif isinstance(tree, list | tuple):
-        for item in tree:
-            yield from _object_refs(item)
-
-
-#: live progress watchers by id: Ray's dask callbacks travel with the tasks, so they carry only an id
-_WATCHERS: dict[int, _RayProgress] = {}
-
-
-def _on_submitted(watcher_id: int, object_refs, dsk) -> None:
-    """``ray_postsubmit_all`` hook (runs on the driver): start the watcher on the task refs."""
-    watcher = _WATCHERS.get(watcher_id)
-    if watcher is not None:
-        watcher.start(list(_object_refs(object_refs)))
-
-
-class _RayProgress:
-    """Progress from Ray's dask callbacks: ``ray_postsubmit_all`` hands the driver every task's
-    ObjectRef; a thread waits on them (``ray.wait``) and advances a :class:`ProgressLog`."""
-
-    def __init__(self, plog: ProgressLog):
-        self.plog = plog
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> _RayProgress:
-        from ray.util.dask import RayDaskCallback
-
-        _WATCHERS[id(self)] = self
-        self._callback = RayDaskCallback(
-            ray_postsubmit_all=functools.partial(_on_submitted, id(self))
-        )
-        self._callback.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._callback.__exit__(*exc)
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        _WATCHERS.pop(id(self), None)
-
-    def start(self, refs: list) -> None:
-        self._thread = threading.Thread(target=self._watch, args=(refs,), daemon=True)
-        self._thread.start()
-
-    def _watch(self, refs: list) -> None:
-        import ray
-
-        while refs and not self._stop.is_set():
-            done, refs = ray.wait(refs, num_returns=1, timeout=1.0, fetch_local=False)
-            if done:
-                self.plog.advance(len(done))
 
 
 class RayExecutor(Executor):
@@ -215,7 +155,12 @@ class RayExecutor(Executor):
         *,
         progress: str = "off",
         on_result: Callable[[Any], None] | None = None,
+        stop: threading.Event | None = None,
     ) -> list[Any]:
+        """Submit every chunk through dask-on-ray (``ray_persist``: the driver gets one ObjectRef
+        per chunk), then collect them as they finish (``ray.wait``), advancing the progress log.
+        Once ``stop`` is set the unfinished tasks are cancelled (a running one is interrupted before
+        its ledger mark, so it is simply redone by ``--resume``) and :class:`Interrupted` raised."""
         import ray
         from ray.util.dask import ray_dask_get
 
@@ -226,23 +171,35 @@ class RayExecutor(Executor):
         remote_args: dict[str, Any] = {"max_retries": self.max_retries}
         if self.task_memory:
             remote_args["memory"] = self.task_memory
-        watcher = _RayProgress(ProgressLog(len(tasks))) if progress in ("bar", "log") else None
-        try:
-            with ExitStack() as stack:
-                if watcher is not None:
-                    stack.enter_context(watcher)
-                results = list(
-                    dask.compute(*tasks, scheduler=ray_dask_get, ray_remote_args=remote_args)
-                )
-        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
-            raise WorkerLostError(
-                f"a Ray worker died while solving a chunk ({type(exc).__name__}) and Ray's "
-                f"{self.max_retries} retries are used up; the chunks already written are kept: "
-                "rerun with --resume to finish the cube"
-            ) from exc
-        if on_result is not None:
-            for r in results:
-                on_result(r)
+        refs = dask.compute(
+            *tasks, scheduler=ray_dask_get, ray_remote_args=remote_args, ray_persist=True
+        )
+        position = {ref: i for i, ref in enumerate(refs)}
+        plog = ProgressLog(len(refs)) if progress in ("bar", "log") else None
+        results: list[Any] = [None] * len(refs)
+        pending = list(refs)
+        while pending:
+            if stop is not None and stop.is_set():
+                for ref in pending:
+                    ray.cancel(ref)
+                raise Interrupted()
+            done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
+            for ref in done:
+                try:
+                    result = ray.get(ref)
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as exc:
+                    for other in pending:
+                        ray.cancel(other)
+                    raise WorkerLostError(
+                        f"a Ray worker died while solving a chunk ({type(exc).__name__}) and "
+                        f"Ray's {self.max_retries} retries are used up; the chunks already "
+                        "written are kept: rerun with --resume to finish the cube"
+                    ) from exc
+                results[position[ref]] = result
+                if plog is not None:
+                    plog.advance()
+                if on_result is not None:
+                    on_result(result)
         return results
 
     def describe(self) -> str:
