@@ -244,11 +244,12 @@ def submit(
     script: JobScript,
     *,
     dry_run: bool = False,
-    out=sys.stdout,
+    out=None,
 ) -> list[str]:
     """Write the manifest additions and the script into the folder and submit (job ids); with
     ``dry_run`` print the script and what would be submitted, writing nothing."""
     if dry_run:
+        out = out or sys.stdout
         print(
             f"# crrxr submit --dry-run: {len(plan.todo)} of {len(plan.entries)} IFU(s) to "
             f"submit, manifest {plan.folder / MANIFEST}",
