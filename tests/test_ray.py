@@ -14,10 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
-import xarray as xr
+from cube_checks import assert_same_cube
 from test_engine_helpers import write_rss
 
 from crrxr.engine import store as S
@@ -28,16 +27,6 @@ pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
 WORKERS = 2  # the same worker count (and so BLAS threads per task) in every build compared
-
-
-def assert_same_cube(a: str, b: str) -> None:
-    """Every variable and coordinate of two cube stores bitwise equal (NaNs in the same places)."""
-    x, y = xr.open_zarr(a).load(), xr.open_zarr(b).load()
-    assert sorted(x.data_vars) == sorted(y.data_vars)
-    for name in list(x.data_vars) + list(x.coords):
-        u, v = x[name].values, y[name].values
-        assert u.dtype == v.dtype and u.shape == v.shape, name
-        assert np.array_equal(u, v, equal_nan=u.dtype.kind == "f"), name
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,8 @@ import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-import xarray as xr
+from cube_checks import assert_same_cube
 from test_engine_helpers import write_rss
 
 from crrxr.batch.manifest import read_manifest
@@ -69,16 +68,6 @@ def wait_until(predicate, timeout: float, what: str, step: float = 0.2):
             return value
         time.sleep(step)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def assert_same_cube(a, b) -> None:
-    """Every variable and coordinate of two cube stores bitwise equal (NaNs in the same places)."""
-    x, y = xr.open_zarr(a).load(), xr.open_zarr(b).load()
-    assert sorted(x.data_vars) == sorted(y.data_vars)
-    for name in list(x.data_vars) + list(x.coords):
-        u, v = x[name].values, y[name].values
-        assert u.dtype == v.dtype and u.shape == v.shape, name
-        assert np.array_equal(u, v, equal_nan=u.dtype.kind == "f"), name
 
 
 @pytest.fixture(scope="module")
