@@ -15,6 +15,7 @@ from test_engine_helpers import make_rss, write_rss
 
 import crrxr
 from crrxr.engine.build import ResumeError, estimate, run_build
+from crrxr.engine.integrity import CHECKSUM
 from crrxr.engine.lock import lease_path
 from crrxr.engine.plan import PlanError
 from crrxr.io import cube as C
@@ -138,7 +139,7 @@ def test_plain_open_zarr_without_crrxr(rss_path, tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     got = json.loads(out.stdout)
-    assert got["vars"] == sorted(C.DATA_VARIABLES)
+    assert got["vars"] == sorted((*C.DATA_VARIABLES, CHECKSUM))  # the template + checksums
     assert got["coords"] == sorted([C.WAVELENGTH, C.X, C.Y, C.BAND, C.PAIR_I, C.PAIR_J])
     for a in (
         C.ATTR_PARAMS,
@@ -250,7 +251,7 @@ def test_cli_estimate_and_refusal(rss_path, tmp_path, capsys):
                 "--no-progress",
             ]
         )
-        == 1
+        == 2  # a plan that cannot work is a usage error: nothing written
     )
     assert "pixels" in capsys.readouterr().err and not (tmp_path / "c.zarr").exists()
     assert (

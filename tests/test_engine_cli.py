@@ -29,6 +29,6 @@ def test_no_progress_keeps_plan_and_summary(tmp_path, capsys):
     assert "chunks:          3 x 5 channels" in err
     assert "built " in err and "3/3 chunk(s) solved" in err
     assert "chunks done" not in err  # no progress lines
-    # and a second build without --resume/--overwrite is refused with exit code 1, naming both flags
-    assert main(["build", str(rss), str(cube), "--no-progress"]) == 1
+    # and a second build without --resume/--overwrite is a usage error (2), naming both flags
+    assert main(["build", str(rss), str(cube), "--no-progress"]) == 2
     assert "--resume" in capsys.readouterr().err

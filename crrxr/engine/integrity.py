@@ -19,7 +19,7 @@ import zarr
 from crrxr.io import cube as C
 
 #: Cube array of per-chunk checksums: (wavelength_chunk, 32) u1, SHA-256 bytes, 0 = none recorded.
-CHECKSUM = C.CHUNK_CHECKSUM
+CHECKSUM = "chunk_checksum"
 DIGEST_BYTES = 32
 
 

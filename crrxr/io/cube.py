@@ -28,9 +28,6 @@ FLUX = "flux"
 IVAR = "ivar"
 MASK = "mask"
 CHUNK_DONE = "chunk_done"
-CHUNK_CHECKSUM = (
-    "chunk_checksum"  # (wavelength_chunk, 32) u1: SHA-256 recorded with the ledger mark
-)
 CHANNEL_FAILED = "channel_failed"
 PSF = "psf"
 CORRELATION = "correlation"
@@ -49,7 +46,6 @@ DATA_VARIABLES: tuple[str, ...] = (
     MASK,
     CHANNEL_FAILED,
     CHUNK_DONE,
-    CHUNK_CHECKSUM,
     PSF,
     CORRELATION,
     BAND_WAVELENGTH,
