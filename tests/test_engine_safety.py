@@ -3,6 +3,8 @@ processes and servers, clear errors. Each test runs the reproduction as written 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import signal
@@ -24,20 +26,22 @@ from crrxr.io import cube as C
 CRRXR = str(Path(sys.executable).with_name("crrxr"))
 
 
-def crrxr(*args, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([CRRXR, *map(str, args)], capture_output=True, text=True, **kw)
+def crrxr(*args) -> subprocess.CompletedProcess:
+    """``crrxr ARGS`` run in this process (the same ``main`` as the console script, without the
+    import cost of a new interpreter); the signal and kill tests use real subprocesses."""
+    from crrxr.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse's usage errors
+            rc = exc.code
+    return subprocess.CompletedProcess(args, rc, out.getvalue(), err.getvalue())
 
 
 def crrxr_here(capsys, *args) -> subprocess.CompletedProcess:
-    """The CLI in this process (for checks that end before any build starts: no import cost)."""
-    from crrxr.cli import main
-
-    try:
-        rc = main([str(a) for a in args])
-    except SystemExit as exc:  # argparse's usage errors
-        rc = exc.code
-    out = capsys.readouterr()
-    return subprocess.CompletedProcess(args, rc, out.out, out.err)
+    return crrxr(*args)
 
 
 def build(rss, store, *extra) -> subprocess.CompletedProcess:
@@ -61,7 +65,11 @@ def reference(rss, tmp_path_factory) -> xr.Dataset:
 def reference_wc1(rss, tmp_path_factory) -> xr.Dataset:
     """The uninterrupted build with one channel per chunk (the signal tests' layout)."""
     out = tmp_path_factory.mktemp("ref1") / "ref1.zarr"
-    r = crrxr("build", rss, out, "--wave-chunk", "1", "--no-progress")
+    r = subprocess.run(
+        [CRRXR, "build", str(rss), str(out), "--wave-chunk", "1", "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     return xr.open_zarr(out).load()
 
@@ -251,7 +259,11 @@ def test_signal_stops_cleanly_with_a_distinct_status_and_resumes(rss, reference_
     assert not lease_path(store).exists()  # released
     done = int(zarr.open_array(str(store), path=C.CHUNK_DONE)[:].sum())
     assert 2 <= done < 16
-    r = crrxr("build", rss, store, "--resume", "--no-progress")
+    r = subprocess.run(
+        [CRRXR, "build", str(rss), str(store), "--resume", "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert_same_cube(store, reference_wc1)
 
@@ -271,6 +283,31 @@ def test_killed_driver_takes_its_process_pool_workers_with_it(rss, tmp_path):
     done = int(zarr.open_array(str(store), path=C.CHUNK_DONE)[:].sum())
     time.sleep(1.0)
     assert int(zarr.open_array(str(store), path=C.CHUNK_DONE)[:].sum()) == done  # nobody writes
+
+
+def test_killed_pool_worker_ends_in_one_clear_line_and_resumes(rss, reference_wc1, tmp_path):
+    store = tmp_path / "cube.zarr"
+    cmd = [CRRXR, "build", rss, store, "--wave-chunk", "1", "--scheduler", "processes"]
+    cmd += ["--workers", "2", "--no-progress"]
+    proc = subprocess.Popen(list(map(str, cmd)), stderr=subprocess.PIPE, text=True)
+    _wait_for_chunks(store, 1, proc)
+    workers = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if "resource_tracker" not in " ".join(p.cmdline())
+    ]
+    workers[0].kill()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "a worker process died" in err and "--resume" in err and "Traceback" not in err, err
+    assert not lease_path(store).exists()
+    r = subprocess.run(
+        [CRRXR, "build", str(rss), str(store), "--resume", "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert_same_cube(store, reference_wc1)
 
 
 def test_distributed_listens_on_loopback_only():
@@ -340,3 +377,32 @@ def test_binary_yaml_and_absurd_pixel_scale_name_the_problem(rss, tmp_path, caps
     )
     assert r.returncode == 2 and "grid.pixel_scale_arcsec" in r.stderr, r.stderr
     assert "larger pixel scale" in r.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_under_distributed_stops_cleanly_and_removes_its_scratch(rss, tmp_path):
+    """SIGTERM (SLURM's first signal) to a distributed build: exit 75, one-line message, lease
+    released, the private dask scratch folder removed, no worker left, and resume completes."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    store = tmp_path / "cube.zarr"
+    cmd = [CRRXR, "build", rss, store, "--wave-chunk", "1", "--scheduler", "distributed"]
+    cmd += ["--workers", "1", "--no-progress"]
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    proc = subprocess.Popen(list(map(str, cmd)), stderr=subprocess.PIPE, text=True, env=env)
+    _wait_for_chunks(store, 2, proc)
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 75, err
+    assert "Traceback" not in err and len(err.splitlines()) < 25, err
+    assert not lease_path(store).exists()
+    assert list(scratch.glob("crrxr-dask-*")) == []
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive
+    r = subprocess.run(
+        [CRRXR, "build", str(rss), str(store), "--resume", "--no-progress"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr

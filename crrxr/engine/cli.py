@@ -222,6 +222,11 @@ def _failed(exc: BaseException, store: str, resume_hint: str) -> int:
     text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
     ours = type(exc).__module__.startswith("crrxr") or type(exc) in (ValueError, OSError)
     msg = text if ours else f"{type(exc).__name__}: {text}"
+    if type(exc).__name__ == "BrokenProcessPool":
+        msg = (
+            "a worker process died during the build (killed, or out of memory: try fewer "
+            "--workers or a smaller --max-memory)"
+        )
     hint = f"; fix the cause, then {resume_hint}" if is_crrxr_cube(store) else ""
     print(f"crrxr build: error: {msg}{hint}", file=sys.stderr)
     return EXIT_FAILED
