@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fit": ("crrxr.fit.cli", "fit a PSF, point source or binary to a cube (or its RSS fibers)"),
     "quality": ("crrxr.quality.cli", "PSF, correlation and coverage quality of a cube"),
     "plot": ("crrxr.plot.cli", "quick-look PNG figures of a cube (and its fits)"),
+    "submit": ("crrxr.batch.cli", "submit many IFUs as one SLURM job array (resumable)"),
+    "status": ("crrxr.batch.cli", "per-IFU state of cube stores (complete, partial, running, ...)"),
 }
 
 

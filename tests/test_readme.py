@@ -1,7 +1,8 @@
 """The README's examples, run top to bottom as written in a scratch folder.
 
 Every ```bash and ```python block after "## Using it" runs in order (bash with -euo pipefail,
-Python with this interpreter); the set-up block above it is what runs this test. The scratch folder
+Python with this interpreter; ```sh blocks need a Ray or SLURM cluster of the reader's own and are
+not run here: tests/test_ray.py and tests/test_slurm.py cover those commands); the set-up block above it is what runs this test. The scratch folder
 gets what the examples assume of a checkout: ``.venv`` (a link to this environment), ``scripts/``
 (a link) and the MaNGA file that ``ingest-manga`` reads (a small simulated LOGRSS under the README's
 name).

@@ -782,7 +782,10 @@ def run_build(
     ) as build:
         own = executor is None
         ex = executor or make_executor(
-            scheduler, build.plan.workers, memory_limit=build.plan.budget_bytes
+            scheduler,
+            build.plan.workers,
+            memory_limit=build.plan.budget_bytes,
+            task_memory=build.plan.task_bytes,
         )
         if own:
             _echo(f"executor:        {ex.describe()}", build.mode)

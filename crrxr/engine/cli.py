@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from crrxr.executors import SCHEDULER_NAMES
 from crrxr.executors.base import GRACE_SECONDS
+from crrxr.executors.options import add_executor_options, executor_settings
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -48,6 +49,11 @@ def _workers(text: str) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("rss", help="RSS Zarr store (crrxr simulate / crrxr ingest output)")
+    add_build_options(p)
+
+
+def add_build_options(p: argparse.ArgumentParser) -> None:
+    """Every option of a build after the RSS (shared with ``crrxr submit``)."""
     p.add_argument(
         "--method",
         choices=("crr", "shepard"),
@@ -101,6 +107,7 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="subtract the sky (crrxr.io.sky.subtract_sky) inside each task before the solve",
     )
+    add_executor_options(p)  # --ray-address, SLURM site settings (crrxr.executors.options)
 
 
 def _kwargs(args: argparse.Namespace) -> dict:
@@ -109,7 +116,7 @@ def _kwargs(args: argparse.Namespace) -> dict:
         profile=args.profile,
         config=args.config,
         overrides=args.overrides or None,
-        scheduler=args.scheduler,
+        scheduler=executor_settings(args),
         workers=args.workers,
         max_memory=args.max_memory,
         wave_chunk=args.wave_chunk,
@@ -253,7 +260,7 @@ def _estimate(args: argparse.Namespace) -> int:
     from crrxr.executors import make_executor
 
     plan = estimate(args.rss, **_kwargs(args))
-    ex = make_executor(args.scheduler, plan.workers)
+    ex = make_executor(executor_settings(args), plan.workers, plan.budget_bytes, plan.task_bytes)
     print(plan.describe())
     print(f"executor:        {ex.describe()}")
     return 0
