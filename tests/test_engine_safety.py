@@ -18,7 +18,7 @@ import psutil
 import pytest
 import xarray as xr
 import zarr
-from test_engine_helpers import write_rss
+from rss_fixtures import write_rss
 
 from crrxr.engine.lock import lease_path
 from crrxr.io import cube as C
