@@ -129,13 +129,16 @@ def test_input_store_moved_away_mid_build_is_named_and_resumes(rss, reference, t
     resume_equals_reference(src, store, reference)
 
 
-def test_unreadable_input_store_is_named():
-    """The check a task runs before and after reading its slice, on a store that is there but
-    cannot be read (permissions; as root, a store whose root metadata is gone)."""
+def test_input_store_check_names_a_gone_or_unreadable_store(tmp_path):
+    """The check a task runs before and after reading its slice: a path that is gone, and a
+    folder that is there but holds no readable store root (as root, permissions never refuse)."""
     from crrxr.engine.integrity import InputChunkError, require_input_store
 
     with pytest.raises(InputChunkError, match=r"input RSS store /nonexistent/x\.zarr is gone"):
         require_input_store("/nonexistent/x.zarr")
+    (tmp_path / "half.zarr").mkdir()
+    with pytest.raises(InputChunkError, match=r"half\.zarr is unreadable"):
+        require_input_store(str(tmp_path / "half.zarr"))
 
 
 # ------------------------------------------------------------------ 2. task errors, distributed
