@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 import xarray as xr
-from test_engine_helpers import write_rss
+from rss_fixtures import write_rss
 
 from crrxr.engine.build import prepare_build, run_batch, run_build
 from crrxr.engine.lock import lease_path

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from test_engine_helpers import write_rss
+from rss_fixtures import write_rss
 
 CRRXR = str(Path(sys.executable).with_name("crrxr"))
 TRIALS = int(os.environ.get("CRRXR_KILL_TRIALS", "10"))

@@ -21,7 +21,7 @@ from crrxr.core import reconstruct_block
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
 from crrxr.core.kernel import seeing_at
-from crrxr.engine.integrity import load_slice, mark_chunk_done
+from crrxr.engine.integrity import load_slice, mark_chunk_done, require_input_store
 from crrxr.engine.memory import blas_threads_in_effect, worker_peak_rss
 from crrxr.io import cube as C
 from crrxr.io.rss import open_zarr_unchecked
@@ -68,7 +68,12 @@ class ChunkResult:
 def read_rss_slice(path: str, start: int, stop: int, sky_method: str | None = None) -> xr.Dataset:
     """Channels ``start:stop`` of the RSS at ``path``, loaded (only that slice is read); with
     ``sky_method`` (``mean``/``median``) sky-subtracted first (a per-channel operation)."""
-    rss = open_zarr_unchecked(path)  # validated once by the driver; tasks only read their slice
+    require_input_store(path)  # moved away mid-build: say so (zarr would read NaN fill values)
+    try:
+        rss = open_zarr_unchecked(path)  # validated once by the driver; tasks read their slice
+    except (OSError, ValueError):
+        require_input_store(path)
+        raise
     names = list(RSS_VARIABLES) + [v for v in C.LSF_VARIABLES if v in rss.variables]
     if sky_method:
         names += [v for v in SKY_VARIABLES if v in rss.variables]
@@ -89,8 +94,32 @@ def sample_seeing(part: xr.Dataset, lambda_ref: float, exponent: float) -> np.nd
     )
 
 
+class ChunkFailed(RuntimeError):
+    """A chunk task failed; the message names the chunk, its channels and the cause (the original
+    exception is its ``__cause__`` where the executor keeps it)."""
+
+
+def chunk_failure(task: ChunkTask, exc: Exception) -> ChunkFailed:
+    """The :class:`ChunkFailed` for ``exc`` raised inside ``task``: one line, chunk and cause."""
+    text = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
+    ours = type(exc).__module__.startswith("crrxr")
+    cause = text if ours else f"{type(exc).__name__}: {text}"
+    first = cause.strip().splitlines()[0] if cause.strip() else type(exc).__name__
+    return ChunkFailed(f"chunk {task.index} (channels {task.start}:{task.stop}) failed: {first}")
+
+
 def solve_chunk(task: ChunkTask) -> ChunkResult:
-    """Solve and write one chunk; idempotent (a rerun overwrites the same regions)."""
+    """Solve and write one chunk; idempotent (a rerun overwrites the same regions). Any error is
+    raised as :class:`ChunkFailed` naming the chunk (the chunk stays unmarked: resume solves it)."""
+    try:
+        return _solve_chunk(task)
+    except ChunkFailed:
+        raise
+    except Exception as exc:
+        raise chunk_failure(task, exc) from exc
+
+
+def _solve_chunk(task: ChunkTask) -> ChunkResult:
     t0 = time.perf_counter()
     # BLAS threads are set once per worker process by the executor (crrxr.executors.blas)
     part = read_rss_slice(task.rss_path, task.start, task.stop, task.sky_method)

@@ -10,6 +10,7 @@ so a deleted, truncated or altered chunk file (or a write that did not land) nev
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -163,16 +164,50 @@ def check_input_slice(path: str, names: Sequence[str], start: int, stop: int) ->
             )
 
 
+def require_input_store(path: str) -> None:
+    """Raise :class:`InputChunkError` if the RSS store at ``path`` is gone (moved, renamed, deleted)
+    or cannot be read (permissions), e.g. because it was moved away while a build was running."""
+    root = os.path.join(path, "zarr.json")
+    if os.path.isfile(root) and os.access(path, os.R_OK | os.X_OK) and os.access(root, os.R_OK):
+        return
+    why = "is gone (moved, renamed or deleted)" if not os.path.exists(path) else "is unreadable"
+    raise InputChunkError(
+        f"input RSS store {path} {why} during the build; put it back (same path, same data)"
+    )
+
+
 def load_slice(part: xr.Dataset, path: str, start: int, stop: int) -> xr.Dataset:
-    """``part.load()`` with decode errors turned into :class:`InputChunkError` naming the input."""
-    check_input_slice(path, [n for n in part.data_vars], start, stop)
+    """``part.load()`` with decode errors turned into :class:`InputChunkError` naming the input.
+
+    The store and its chunks are checked before and again after the read: zarr reads a chunk
+    that vanished meanwhile (the store moved away mid-read) as its NaN fill value, silently."""
+    names = [n for n in part.data_vars]
+    require_input_store(path)
+    check_input_slice(path, names, start, stop)
     try:
-        return part.load()
+        # read in this thread: inside a distributed worker a plain load() would send the
+        # reads to the cluster as extra tasks
+        loaded = part.load(scheduler="synchronous")
     except (OSError, ValueError, RuntimeError) as exc:
+        require_input_store(path)
         raise InputChunkError(
             f"RSS {path}: cannot read channels {start}:{stop} ({type(exc).__name__}: {exc}); the "
             "input store is damaged: rewrite it, then rerun with --resume"
         ) from exc
+    _recheck(path, names, start, stop)
+    return loaded
+
+
+def _recheck(path: str, names: Sequence[str], start: int, stop: int) -> None:
+    """:func:`check_input_slice` after a read; any failure to look is the store going away."""
+    require_input_store(path)
+    try:
+        check_input_slice(path, names, start, stop)
+    except InputChunkError:
+        raise
+    except Exception:  # noqa: BLE001 - the store changed under us: say so if it is gone
+        require_input_store(path)
+        raise
 
 
 def rss_content_digest(rss: xr.Dataset, path: str | None = None) -> str:

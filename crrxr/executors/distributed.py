@@ -7,6 +7,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import Any
@@ -16,6 +17,45 @@ import dask
 from crrxr.executors.base import Executor, Interrupted, ProgressLog
 
 log = logging.getLogger(__name__)
+
+#: Seconds between checks for finished tasks and for a stop request.
+POLL_SECONDS = 0.1
+
+#: Worker log records that only repeat what the driver reports in one line (a task's error with
+#: its traceback; tasks cancelled by a stop): dropped in the workers of a cluster crrxr started.
+_WORKER_CHATTER = {
+    "distributed.worker": ("Compute Failed",),
+    "distributed.worker.state_machine": ("Async instruction for",),
+}
+
+
+class _DropChatter(logging.Filter):
+    def __init__(self, prefixes: tuple[str, ...]):
+        super().__init__()
+        self.prefixes = prefixes
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+def quiet_own_worker() -> None:
+    """In a worker process of a cluster crrxr started: ignore SIGINT (a terminal's Ctrl-C reaches
+    the whole process group; the driver stops the build and closes the cluster) and drop the
+    worker log records that duplicate the driver's one-line error (tracebacks, cancellations)."""
+    import signal
+
+    for name, prefixes in _WORKER_CHATTER.items():
+        logging.getLogger(name).addFilter(_DropChatter(prefixes))
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread of the worker process: leave it
+        log.debug("worker SIGINT handler not changed (not the main thread)")
+
+
+def _executing_keys(dask_worker) -> list:
+    """Keys of the tasks a worker is executing now (run on each worker by ``Client.run``)."""
+    state = dask_worker.state
+    return [ts.key for ts in (*state.executing, *state.long_running)]
 
 
 class DistributedExecutor(Executor):
@@ -114,18 +154,33 @@ class DistributedExecutor(Executor):
         results: list[Any] = [None] * len(futures)
         pending = as_completed(futures)
         futures.clear()  # hold each result only until it is collected: a restarted worker then
-        for fut in pending:  # never makes the scheduler recompute chunks already written
+        while True:  # never makes the scheduler recompute chunks already written
             if stop is not None and stop.is_set():  # abandon the rest: unmarked chunks rerun
-                self.client.cancel(list(pending.futures))
-                raise Interrupted()
-            result = fut.result()  # raises the task's error here
-            results[position[fut.key]] = result
-            fut.release()
-            if plog is not None:
-                plog.advance()
-            if on_result is not None:
-                on_result(result)
-        return results
+                raise Interrupted(self._stop_pending(pending))
+            batch = pending.next_batch(block=False)  # poll: a stop is seen within POLL_SECONDS
+            if not batch:
+                if pending.is_empty():
+                    return results
+                time.sleep(POLL_SECONDS)
+                continue
+            for fut in batch:
+                result = fut.result()  # raises the task's error here
+                results[position[fut.key]] = result
+                fut.release()
+                if plog is not None:
+                    plog.advance()
+                if on_result is not None:
+                    on_result(result)
+
+    def _stop_pending(self, pending) -> list:
+        """Cancel the tasks not yet collected; the keys of those already running (their chunks
+        get the grace time to write their ledger marks: a worker thread cannot be stopped)."""
+        try:
+            running = [k for keys in self.client.run(_executing_keys).values() for k in keys]
+        except Exception:  # noqa: BLE001 - scheduler gone: nothing is known to be running
+            running = []
+        self.client.cancel(list(pending.futures))
+        return running
 
     def describe(self) -> str:
         where = self.address or "LocalCluster on 127.0.0.1"

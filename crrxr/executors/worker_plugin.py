@@ -16,3 +16,7 @@ class WorkerStart(WorkerPlugin):
 
     def setup(self, worker) -> None:
         worker_start(self.with_parent)
+        if self.with_parent:  # a cluster crrxr started for this build (not the user's own)
+            from crrxr.executors.distributed import quiet_own_worker
+
+            quiet_own_worker()
