@@ -10,7 +10,7 @@ import time
 
 import pytest
 import zarr
-from test_engine_helpers import write_rss
+from rss_fixtures import write_rss
 
 from crrxr.batch.manifest import plan_manifest, store_name
 from crrxr.batch.status import find_stores, store_status

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 from cube_checks import assert_same_cube
-from test_engine_helpers import write_rss
+from rss_fixtures import write_rss
 
 from crrxr.engine import store as S
 from crrxr.engine.build import run_build

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cube_checks import assert_same_cube
-from test_engine_helpers import write_rss
+from rss_fixtures import write_rss
 
 from crrxr.batch.manifest import read_manifest
 from crrxr.batch.status import store_status
