@@ -18,10 +18,10 @@ import xarray as xr
 import zarr
 from threadpoolctl import threadpool_limits
 
-from crrxr.core import reconstruct_block
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
 from crrxr.core.kernel import seeing_at
+from crrxr.engine.reuse import chunk_read_range, solve_block
 from crrxr.io import cube as C
 from crrxr.io.rss import open_zarr_unchecked
 from crrxr.io.sky import SKY_VARIABLES, subtract_sky
@@ -79,7 +79,8 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
     """Solve and write one chunk; idempotent (a rerun overwrites the same regions)."""
     t0 = time.perf_counter()
     with threadpool_limits(limits=task.blas_threads):
-        part = read_rss_slice(task.rss_path, task.start, task.stop, task.sky_method)
+        lo, hi, n_chan = chunk_read_range(task.config, task.rss_path, task.start, task.stop)
+        part = read_rss_slice(task.rss_path, lo, hi, task.sky_method)
         wave = part["wavelength"].values
         exp_index = part["exposure_index"].values.astype(np.int64)
         fwhm = seeing_at(
@@ -94,19 +95,19 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
         if task.bands:
             pairs = C.correlation_pairs(task.nside, task.nside, task.pixel_scale, task.max_sep)
             want = tuple(sorted({ch - task.start for _, ch in task.bands}))
-        res = reconstruct_block(
-            part["xpos"].values,
-            part["ypos"].values,
-            fwhm,
-            part["flux"].values,
-            part["ivar"].values,
-            part["mask"].values,
-            grid,
+        arrays = tuple(part[v].values for v in ("xpos", "ypos")) + (fwhm,)
+        arrays += tuple(part[v].values for v in ("flux", "ivar", "mask"))
+        res, exact, bound = solve_block(
             task.config,
+            grid,
+            arrays,
+            (lo, hi),
+            (task.start, task.stop),
+            n_chan,
             correlation_pairs=pairs,
             want=want,
         )
-    write_chunk(task, res)
+    write_chunk(task, res, exact, bound)
     failed = tuple(int(task.start + i) for i in np.flatnonzero(res.failed))
     messages = tuple(
         f"wavelength index {task.start + i}: {m}" for i, m in enumerate(res.messages) if m
@@ -118,8 +119,9 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
     return ChunkResult(task.index, task.stop - task.start, failed, messages, seconds, os.getpid())
 
 
-def write_chunk(task: ChunkTask, res) -> None:
-    """Write flux/ivar/mask/channel_failed and the chunk's band pieces, then the ledger mark."""
+def write_chunk(task: ChunkTask, res, exact: np.ndarray, bound: np.ndarray) -> None:
+    """Write flux/ivar/mask/channel_failed/channel_exact/reuse_bound and the chunk's band pieces,
+    then the ledger mark."""
     group = zarr.open_group(task.store_path, mode="r+")
     region = slice(task.start, task.stop)
     dt = np.dtype(task.out_dtype)
@@ -128,6 +130,8 @@ def write_chunk(task: ChunkTask, res) -> None:
     group[C.IVAR][region] = np.asarray(res.ivar).astype(dt)
     group[C.MASK][region] = np.asarray(res.mask, dtype=np.uint32)
     group[C.CHANNEL_FAILED][region] = np.asarray(res.failed, dtype=np.uint8)
+    group[C.CHANNEL_EXACT][region] = np.asarray(exact, dtype=np.uint8)
+    group[C.REUSE_BOUND][region] = np.asarray(bound, dtype=np.float32)
     for band_pos, channel in task.bands:
         offset = channel - task.start
         if res.psf and offset in res.psf:

@@ -29,6 +29,8 @@ IVAR = "ivar"
 MASK = "mask"
 CHUNK_DONE = "chunk_done"
 CHANNEL_FAILED = "channel_failed"
+CHANNEL_EXACT = "channel_exact"
+REUSE_BOUND = "reuse_bound"
 PSF = "psf"
 CORRELATION = "correlation"
 BAND_WAVELENGTH = "band_wavelength"
@@ -37,7 +39,7 @@ PAIR_I = "pair_i"
 PAIR_J = "pair_j"
 
 #: Variables written per wavelength chunk (region along ``wavelength``).
-CHUNK_VARIABLES: tuple[str, ...] = (FLUX, IVAR, MASK, CHANNEL_FAILED)
+CHUNK_VARIABLES: tuple[str, ...] = (FLUX, IVAR, MASK, CHANNEL_FAILED, CHANNEL_EXACT, REUSE_BOUND)
 #: Variables written per band (one zarr chunk per band).
 BAND_VARIABLES: tuple[str, ...] = (PSF, CORRELATION)
 DATA_VARIABLES: tuple[str, ...] = (
@@ -45,6 +47,8 @@ DATA_VARIABLES: tuple[str, ...] = (
     IVAR,
     MASK,
     CHANNEL_FAILED,
+    CHANNEL_EXACT,
+    REUSE_BOUND,
     CHUNK_DONE,
     PSF,
     CORRELATION,
@@ -207,6 +211,21 @@ def cube_template(
             zeros((nw,), np.uint8, (wc,)),
             {"long_name": "1 where the channel's solve failed (pixels DONOTUSE)"},
         ),
+        CHANNEL_EXACT: (
+            (WAVELENGTH,),
+            zeros((nw,), np.uint8, (wc,)),
+            {
+                "long_name": "1 where the channel's weights were solved exactly, 0 where interpolated"
+            },
+        ),
+        REUSE_BOUND: (
+            (WAVELENGTH,),
+            zeros((nw,), np.float32, (wc,)),
+            {
+                "units": "noise sigma",
+                "long_name": "certified bound on |flux - exact flux| of interpolated weights (0: exact)",
+            },
+        ),
         CHUNK_DONE: (
             (WAVELENGTH_CHUNK,),
             zeros((nchunk,), np.uint8, (1,)),
@@ -277,6 +296,8 @@ def cube_template(
         IVAR: {"chunks": (wc, ny, nx), "fill_value": nan},
         MASK: {"chunks": (wc, ny, nx), "fill_value": 0},
         CHANNEL_FAILED: {"chunks": (wc,), "fill_value": 0},
+        CHANNEL_EXACT: {"chunks": (wc,), "fill_value": 0},
+        REUSE_BOUND: {"chunks": (wc,), "fill_value": np.float32(np.nan)},
         CHUNK_DONE: {"chunks": (1,), "fill_value": 0},
         PSF: {"chunks": (1, ny, nx), "fill_value": nan},
         CORRELATION: {"chunks": (1, max(npair, 1)), "fill_value": np.nan},
