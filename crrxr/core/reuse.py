@@ -25,7 +25,9 @@ chunk boundaries fall:
   noise sigma (sigma_k from the W applied, |f_k| the channel's own fiber fluxes, so bright lines
   count), and the variance bound ``SAFETY * max_pixels |var_lin(m)/var(m) - 1| * ratio``. A half
   whose bound exceeds ``tolerance`` (or :data:`IVAR_RTOL` for the variance) is refined (its middle
-  solved exactly, recursively); a half that passes is interpolated.
+  solved exactly, recursively); a half that passes is interpolated. An interpolated channel with a
+  pixel whose coverage diag(W N~ W^T) lies within its error bound of the LOWCOV threshold is solved
+  exactly instead, so masks equal the exact solve's.
 
 The weights actually applied give the flux, ivar, masks, correlations and PSF of every channel, so
 errors never misstate the data. Channels whose solve raises are handled by re-solving their whole
@@ -181,17 +183,17 @@ class _BlockPlan:
         Wi, Wj, Wm = self.weights[ci][2], self.weights[cj][2], self.exact(cm)[2]
         t = (cm - ci) / (cj - ci)
         D = (1.0 - t) * Wi + t * Wj - Wm
-        v_exact = self._variance(cm, Wm)
-        v_lin = self._variance(cm, Wm + D)
-        ok = v_exact > 0
-        var_rel = float(np.max(np.abs(v_lin[ok] / v_exact[ok] - 1.0))) if ok.any() else 0.0
+        var_rel = _max_rel(self._variance(cm, Wm + D), self._variance(cm, Wm))
+        cover_rel = _max_rel(np.square(Wm + D).sum(axis=1), np.square(Wm).sum(axis=1))
         scale = (cm - ci) * (cj - cm)
         for lo_pos, hi_pos in ((i, m), (m, j)):
-            if not self._half(reg, lo_pos, hi_pos, D, var_rel, scale):
+            if not self._half(reg, lo_pos, hi_pos, D, var_rel, cover_rel, scale):
                 self._segment(reg, lo_pos, hi_pos)
 
-    def _half(self, reg, i, j, D, var_rel, scale) -> bool:
-        """Interpolate the regular channels strictly inside reg[i]..reg[j] if all pass the bound."""
+    def _half(self, reg, i, j, D, var_rel, cover_rel, scale) -> bool:
+        """Interpolate the regular channels strictly inside reg[i]..reg[j] if all pass the bound;
+        a channel with a pixel whose coverage lies within its error bound of the LOWCOV threshold
+        is solved exactly instead (so masks equal the exact solve's)."""
         if j - i <= 1:
             return True
         ca, cb = reg[i], reg[j]
@@ -226,8 +228,17 @@ class _BlockPlan:
         if not np.all(bounds <= self.tolerance):
             return False
         flux = (1.0 - t) * (Wa @ F) + t * (Wb @ F)
+        thr = self.solver.config.lowcov_threshold
         for n, c in enumerate(chans):
             c = int(c)
+            cv = cover[:, n]
+            if cv.size and np.any(cv > 0):
+                edge = thr * np.median(cv[cv > 0])
+                # cover and its median each move by <= SAFETY * ratio * cover_rel (relative)
+                margin = 2 * SAFETY * ratio[n] * cover_rel + 1e-12
+                if np.any(np.abs(cv - edge) <= margin * (cv + edge)):
+                    self.exact(c)
+                    continue
             self.interpolated[c] = (ca, cb, float(t[n]), flux[:, n], S[:, n], cover[:, n])
             self.bound[c] = float(bounds[n])
         return True
@@ -266,6 +277,12 @@ def _images(
     mask = solver._mask(sel_idx if use_idx.size else sel_idx[:0], cover_img, deadpix)
     shape = solver.grid.shape
     return image.reshape(shape), ivar_img.reshape(shape), mask.reshape(shape)
+
+
+def _max_rel(approx: np.ndarray, exact: np.ndarray) -> float:
+    """max |approx / exact - 1| over exact > 0 (0 when none)."""
+    ok = exact > 0
+    return float(np.max(np.abs(approx[ok] / exact[ok] - 1.0))) if ok.any() else 0.0
 
 
 def reconstruct_block_reuse(
