@@ -1,7 +1,7 @@
 """Benchmark weight reuse across wavelength (crrxr.core.reuse) against exact per-channel solves.
 
 For each window of output channels the exact solve (``reconstruct_block``) and the reuse solve
-(``reconstruct_block_reuse``) run back to back, block by block (64 channels each), in ONE process
+(``reconstruct_block_reuse``) and Shepard's method run back to back, block by block (64 channels each), in ONE process
 with one BLAS thread, so machine load hits both alike; times are CPU seconds (``process_time``).
 Accuracy is measured against the exact solve over unmasked spaxel-channels (mask without DONOTUSE,
 ivar > 0): |flux - exact| / sigma (max, 99.9 %, share > 0.01), max |ivar / exact - 1|, mask
@@ -16,6 +16,7 @@ Prints one JSON line per (configuration, window) and a markdown summary row.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -53,6 +54,42 @@ def simulate(args, path: str):
     )
 
 
+def run_fast_only(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: float) -> dict:
+    """Reuse solve alone over ``start:stop`` (whole-cube solve counts; no exact reference)."""
+    n_chan = rss.sizes["wavelength"]
+    cpu = 0.0
+    exact = solves = 0
+    bounds = []
+    for b0 in range(start, stop, BLOCK):
+        b1 = min(b0 - b0 % BLOCK + BLOCK, stop)
+        blo, bhi = read_range(b0, b1, n_chan)
+        part = rss.isel(wavelength=slice(blo, bhi)).load()
+        ei = part["exposure_index"].values
+        fw = seeing_at(
+            part["seeing_fwhm"].values[ei][:, None],
+            part["wavelength"].values[None, :],
+            5400.0,
+            -0.2,
+        )
+        arrays = (part["xpos"].values, part["ypos"].values, fw)
+        arrays += tuple(part[v].values for v in ("flux", "ivar", "mask"))
+        t0 = time.process_time()
+        rr = reconstruct_block_reuse(
+            *arrays, grid, cfg, first=blo, out=(b0, b1), n_chan=n_chan, tolerance=tol
+        )
+        cpu += time.process_time() - t0
+        exact += int(rr.exact.sum())
+        solves += rr.n_solves
+        bounds.append(rr.bound)
+    return {
+        "window": [start, stop],
+        "cpu_fast_s": round(cpu, 2),
+        "exact_channels": exact,
+        "solves": solves,
+        "bound_max": float(np.concatenate(bounds).max()),
+    }
+
+
 def run_window(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: float) -> dict:
     n_chan = rss.sizes["wavelength"]
     lo, hi = read_range(start, stop, n_chan)
@@ -63,7 +100,8 @@ def run_window(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: flo
     )
     arrays = (part["xpos"].values, part["ypos"].values, fw)
     arrays += tuple(part[v].values for v in ("flux", "ivar", "mask"))
-    t_exact = t_fast = 0.0
+    t_exact = t_fast = t_shepard = 0.0
+    shepard = dataclasses.replace(cfg, method="shepard")
     stats = {"exact_channels": 0, "solves": 0}
     errs, ivrel, mask_diff, violations, bounds = [], [], 0, 0, []
     for b0 in range(start, stop, BLOCK):
@@ -84,8 +122,11 @@ def run_window(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: flo
             tolerance=tol,
         )
         t2 = time.process_time()
+        reconstruct_block(*(a[:, sl] for a in arrays), grid, shepard)
+        t3 = time.process_time()
         t_exact += t1 - t0
         t_fast += t2 - t1
+        t_shepard += t3 - t2
         fa = rr.block
         ok = (ex.ivar > 0) & ((ex.mask & masks.DONOTUSE) == 0)
         sig = np.where(ok, 1 / np.sqrt(np.where(ok, ex.ivar, 1.0)), 1.0)
@@ -106,6 +147,7 @@ def run_window(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: flo
         "cpu_exact_s": round(t_exact, 2),
         "cpu_fast_s": round(t_fast, 2),
         "speedup": round(t_exact / t_fast, 2),
+        "cpu_shepard_s": round(t_shepard, 2),
         **stats,
         "err_max_sigma": float(err.max()),
         "err_999_sigma": float(np.quantile(err, 0.999)),
@@ -132,8 +174,15 @@ def main(argv=None) -> int:
     p.add_argument("--truncation", type=float, default=4.0, help="kernel truncation radius")
     p.add_argument("--sv-floor", type=float, default=1e-6)
     p.add_argument("--pixel", type=float, default=0.75)
+    p.add_argument("--select-radius", type=float, default=1.6)
+    p.add_argument("--margin", type=float, default=1.0, help="grid margin arcsec")
     p.add_argument("--rss", default=None, help="existing RSS store (else simulated)")
     p.add_argument("--json", default=None, help="append results here")
+    p.add_argument(
+        "--fast-only",
+        action="store_true",
+        help="reuse solve only (no exact reference, no accuracy)",
+    )
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench_reuse_") as tmp:
         path = args.rss or os.path.join(tmp, "rss.zarr")
@@ -145,18 +194,20 @@ def main(argv=None) -> int:
             np.array([np.nanmin(x), np.nanmax(x)]),
             np.array([np.nanmin(y), np.nanmax(y)]),
             args.pixel,
-            1.0,
+            args.margin,
         )
         cfg = CoreConfig(
             pixel_scale=args.pixel,
             truncation_radius=args.truncation,
             sv_floor=args.sv_floor,
+            select_radius=args.select_radius,
             fiber_radius=float(rss.attrs.get(ATTR_FIBER_RADIUS, 1.0)),
         )
         config = {k: v for k, v in vars(args).items() if k not in ("json", "rss", "windows")}
         for w in args.windows:
             with threadpool_limits(1):
-                res = run_window(
+                run = run_fast_only if args.fast_only else run_window
+                res = run(
                     rss, grid, cfg, w, min(w + args.window, rss.sizes["wavelength"]), args.tolerance
                 )
             line = {"config": config, **res}
