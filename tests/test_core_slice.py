@@ -70,7 +70,11 @@ def test_masks_follow_the_rules():
     low = (cov == 0) | (cov > 2.0 * np.median(cov[cov > 0]))
     assert np.array_equal((m[selected] & masks.LOWCOV) != 0, low)
     assert np.array_equal((m & masks.DONOTUSE) != 0, (m & (masks.NOCOV | masks.LOWCOV)) != 0)
-    assert np.array_equal((m & masks.DEADFIBER) != 0, d[5] < 4.0)
+    # DEADFIBER: the dead sample would carry >= 10% of the pixel's Shepard weight (0.7", < 1.6")
+    w = np.where(d < 1.6, np.exp(-0.5 * (d / 0.7) ** 2), 0.0)
+    share = np.divide(w[5], w.sum(axis=0), out=np.zeros(w.shape[1]), where=w.sum(axis=0) > 0)
+    assert np.array_equal((m & masks.DEADFIBER) != 0, share >= 0.1)
+    assert 0 < ((m & masks.DEADFIBER) != 0).sum() <= 12  # pixels close to the dead fiber only
     assert np.all(res.flux.ravel()[~selected] == 0) and np.all(res.ivar.ravel()[~selected] == 0)
     assert np.all(np.isfinite(res.flux)) and np.all(res.ivar >= 0)
     assert res.mask.dtype == np.uint32
@@ -88,7 +92,9 @@ def test_shepard_nocov_and_units():
     covered = (d < 1.6).any(axis=0)
     assert np.array_equal((res.mask.ravel() & masks.NOCOV) != 0, ~covered)
     # a pixel's value is p^2/pi times the Gaussian-weighted mean of its fibers' fluxes
-    j = np.flatnonzero(covered)[10]
+    usable = covered & ((res.mask.ravel() & masks.DONOTUSE) == 0)
+    assert np.all(res.ivar.ravel()[~usable] == 0)  # DONOTUSE spaxels carry no ivar
+    j = np.flatnonzero(usable)[10]
     w = np.where(d[:, j] < 1.6, np.exp(-(d[:, j] ** 2) / (2 * 0.7**2)), 0)
     assert res.flux.ravel()[j] == pytest.approx(0.75**2 / np.pi * (w @ flux) / w.sum(), rel=1e-12)
     var = (w / w.sum()) ** 2 @ (1 / ivar)
@@ -165,7 +171,8 @@ def test_rho_matches_dense_covariance():
     assert res.rho[0] == 0  # pixel 0 is not solved
     C = W @ np.diag(var) @ W.T
     factor = 0.75**2 / np.pi
-    solved = sel & (np.diag(C) > 0)
+    solved = sel & (np.diag(C) > 0) & ((res.mask.ravel() & masks.DONOTUSE) == 0)
+    assert np.all(res.ivar.ravel()[~solved] == 0)  # no ivar in DONOTUSE spaxels
     # the core interpolates kernel tables (<1e-7 of the peak), the reference uses the exact kernel
     assert np.allclose(res.ivar.ravel()[solved], 1 / np.diag(C)[solved] / factor**2, rtol=1e-6)
 
@@ -355,3 +362,25 @@ def test_block_skips_rejected_gram_route_and_matches_slices():
     for c in range(n_chan):
         one = reconstruct_slice(X[:, c], Y[:, c], FW[:, c], F[:, c], IV[:, c], M[:, c], GRID)
         assert one.solver == "svd" and np.array_equal(one.flux, res.flux[c])
+
+
+def test_two_dead_fibers_flag_only_their_neighbourhood():
+    """Issue #9: with the old rule (any kernel within 4") two dead fibers flagged 53% of a bundle."""
+    x, y, fw = bundle(n_exp=3, jitter=0.05, seed=4)
+    mask_in = np.zeros(x.size, np.uint32)
+    dead_fibers = (2, 11)  # dead in every exposure (the whole fiber)
+    for e in range(3):
+        for f in dead_fibers:
+            mask_in[e * 19 + f] = masks.RSS_DEADFIBER | masks.RSS_NODATA
+    ivar = np.where(mask_in > 0, 0.0, 1.0)
+    res = reconstruct_slice(x, y, fw, point_fluxes(x, y, fw), ivar, mask_in, GRID, CoreConfig())
+    covered = (res.mask & masks.NOCOV) == 0
+    flagged = ((res.mask & masks.DEADFIBER) != 0) & covered
+    share = flagged.sum() / covered.sum()
+    assert 0.03 <= share <= 0.2, share
+    xx, yy = GRID.centres()
+    d = np.min(
+        [np.hypot(xx - x[e * 19 + f], yy - y[e * 19 + f]) for e in range(3) for f in dead_fibers],
+        axis=0,
+    ).reshape(GRID.shape)
+    assert d[flagged].max() < 1.6  # only pixels near a dead sample

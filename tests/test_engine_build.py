@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from test_engine_helpers import make_rss, write_rss
+from rss_fixtures import make_rss, write_rss
 
 import crrxr
 from crrxr.engine.build import ResumeError, estimate, run_build
@@ -77,7 +77,7 @@ def test_resume_recomputes_only_missing_chunks_and_refuses_changes(rss_path, tmp
     xr.testing.assert_identical(again.drop_attrs(), full.drop_attrs())
     # a changed parameter refuses, naming the key
     with pytest.raises(ResumeError, match=r"crr\.lambda"):
-        run_build(rss_path, store, resume=True, overrides=["crr.lambda=1e-2"], progress=False)
+        run_build(rss_path, store, resume=True, overrides=["crr.lambda=2e-3"], progress=False)
     with pytest.raises(ResumeError, match="method"):
         run_build(rss_path, store, resume=True, method="shepard", progress=False)
     # a different RSS refuses

@@ -51,9 +51,10 @@ def test_explicit_chunk_and_describe():
     assert plan.blas_threads == 1
 
 
-def test_blas_threads_times_workers_within_cores():
-    assert make_plan(10, 10, 5, 5, wave_chunk=2, workers=1, cores=8).blas_threads == 8
-    assert make_plan(10, 10, 5, 5, wave_chunk=2, workers=3, cores=8).blas_threads == 2
+def test_blas_threads_fixed_whatever_the_workers():
+    # 1 vs 2 BLAS threads give different bits: the count may not follow the worker count (issue #9)
+    assert make_plan(10, 10, 5, 5, wave_chunk=2, workers=1, cores=8).blas_threads == 1
+    assert make_plan(10, 10, 5, 5, wave_chunk=2, workers=3, cores=8).blas_threads == 1
 
 
 def test_refusals():

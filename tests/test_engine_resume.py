@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from test_engine_helpers import write_rss
+from rss_fixtures import write_rss
 
 from crrxr.engine.lock import LOCK_NAME
 from crrxr.io import cube as C
@@ -79,7 +79,7 @@ def test_sigkill_then_resume(tmp_path):
 
     # a changed parameter refuses to resume and names the key
     changed = subprocess.run(
-        _build(rss, store, "--resume", "--set", "crr.lambda=0.01"), capture_output=True, text=True
+        _build(rss, store, "--resume", "--set", "crr.lambda=0.002"), capture_output=True, text=True
     )
     assert changed.returncode == 1 and "crr.lambda" in changed.stderr
     assert "took over a stale lock" in changed.stderr  # the killed build's lock was stale

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xarray as xr
-from test_engine_helpers import write_rss
+from rss_fixtures import write_rss
 
 from crrxr.engine.build import run_build
 from crrxr.executors import DistributedExecutor, LocalExecutor, make_executor

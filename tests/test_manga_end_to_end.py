@@ -18,13 +18,12 @@ from astropy.coordinates import SkyCoord
 from astropy.io import fits
 from astropy.wcs import WCS
 
+import crrxr.simulate.rss_writer as simulate
+import crrxr.simulate.scenes as scenes
 from crrxr.core.masks import RSS_BITS
+from crrxr.engine.build import build_cube
 from crrxr.io.manga import export_logcube, ingest_manga_rss
 from crrxr.io.manga_masks import DRP2PIXMASK_BITS
-
-build_cube = pytest.importorskip("crrxr.engine.build").build_cube
-simulate = pytest.importorskip("crrxr.simulate.rss_writer")
-scenes = pytest.importorskip("crrxr.simulate.scenes")
 
 RA0, DEC0 = 201.5, 45.0
 WEST, NORTH = 1.5, 2.25  # arcsec offsets of the point source (2 and 3 pixels of 0.75")

@@ -216,7 +216,7 @@ def test_cli_show_errors(capsys):
 
 def test_cli_validate(tmp_path, capsys):
     good = tmp_path / "good.yaml"
-    good.write_text("profile: manga-61\ncrr.lambda: 0.01\n")
+    good.write_text("profile: manga-61\ncrr.lambda: 0.002\n")
     assert crrxr_main(["params", "validate", str(good)]) == 0
     assert capsys.readouterr().out.startswith(f"OK {good}")
     bad = tmp_path / "bad.yaml"

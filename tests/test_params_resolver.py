@@ -273,7 +273,8 @@ def test_automatic_extent_needs_positions():
 
 
 def test_nside_agrees_with_the_core_grid():
-    grid = pytest.importorskip("crrxr.core.grid")
+    from crrxr.core import grid  # crrxr's own module: a broken import must fail, not skip
+
     spec, r = reconstruction_spec(), reconstruction_resolver()
     rng = np.random.default_rng(3)
     for _ in range(50):

@@ -18,6 +18,22 @@ SOLVERS = ("auto", "svd", "gram")
 WINGS = ("flux", "peak")
 
 
+# Largest accepted crr.lambda. Above it the flux normalisation R = Q / (Q 1) can break down: with the
+# default "code" variant the row sums of Q approach 0 for some pixels, and a point source of flux 100
+# came back with pixels from -131 to +159 at lambda = 3e-2 (issue #9). Measured change of a point
+# source image against lambda = 1e-3, max over the image / peak, over 8 geometries (MaNGA 19-61 fibers
+# x 1-9 exposures at 0.5-1.0" pixels, lenslets): <= 2% at 3e-3, up to 35% at 1e-2 (19 x 9, 0.5"),
+# 67x the peak at 2e-2 (docs/benchmarks.md, tests/test_core_lambda.py).
+LAMBDA_MAX = 3e-3
+
+
+# DEADFIBER: a pixel is flagged where dead samples would carry at least this share of its Shepard
+# interpolation weight (the DRP's weights: Gaussian sigma = shepard_sigma out to shepard_rlim, every
+# sample counted as if usable), i.e. where a dead fiber would have been a major contributor
+# (MaNGA's "major contributing fiber is in the dead fibers list").
+DEADFIBER_SHARE = 0.1
+
+
 class ConfigError(ValueError):
     """A :class:`CoreConfig` value is out of range or not one of the allowed choices."""
 
@@ -54,6 +70,7 @@ class CoreConfig:
     wing: str = "flux"
     bad_bits: int = RSS_ALL_BITS
     lowcov_threshold: float = 2.0
+    deadfiber_share: float = DEADFIBER_SHARE
     reuse_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
@@ -76,6 +93,7 @@ class CoreConfig:
             "shepard_rlim",
             "sigma_ratio",
             "lowcov_threshold",
+            "deadfiber_share",
         )
         non_negative = ("lam", "sv_floor", "wing_ratio", "reuse_tolerance")
         for name in positive + non_negative:
@@ -90,6 +108,11 @@ class CoreConfig:
                 problems.append(f"{name}={value!r} must be > 0")
             elif value < 0:
                 problems.append(f"{name}={value!r} must be >= 0")
+        if isinstance(self.lam, numbers.Real) and self.lam > LAMBDA_MAX:
+            problems.append(
+                f"lam={self.lam!r} is above {LAMBDA_MAX:g}, where the CRR flux normalisation breaks "
+                "down (docs/benchmarks.md); use a smaller crr.lambda (the paper's is 1e-3)"
+            )
         if (
             isinstance(self.bad_bits, bool)
             or not isinstance(self.bad_bits, numbers.Integral)

@@ -240,7 +240,9 @@ def _gram(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
         # V = E; U^T = diag(1/S) E^T Ag^T; W = D E diag(c / S) E^T Ag^T; s = E diag(q) E^T 1.
         s = E @ (q * E.sum(axis=0))
         E *= np.sqrt(c / S)
-        M = E @ E.T
-        M *= _row_scale(s)[:, None]
-        W = (Ag @ M).T if is_sparse else M @ AgT
+        M = E @ E.T  # symmetric, so (Ag M)^T = M Ag^T
+        W = np.asarray((Ag @ M).T if is_sparse else M @ AgT)
+        # the row scale D comes last: applied to M before the product it would act on M's rows,
+        # which the sparse transpose turns into columns (the bug of issue #9)
+        W *= _row_scale(s)[:, None]
     return CRRWeights(np.ascontiguousarray(W), "gram", int(S.size), cond, est)

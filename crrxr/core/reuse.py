@@ -275,6 +275,7 @@ def _images(
     ivar_img[sel_idx] = ivar_from_variance(var) / factor**2
     cover_img[sel_idx] = cover
     mask = solver._mask(sel_idx if use_idx.size else sel_idx[:0], cover_img, deadpix)
+    ivar_img[(mask & masks.DONOTUSE) != 0] = 0.0  # ivar > 0 means usable (docs/contracts.md)
     shape = solver.grid.shape
     return image.reshape(shape), ivar_img.reshape(shape), mask.reshape(shape)
 

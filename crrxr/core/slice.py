@@ -7,8 +7,9 @@ undefined). The factor is applied here: callers must not apply it again.
 Masks (MaNGA DRP3PIXMASK): NOCOV for pixels outside the solve (CRR: no sample position, usable or
 not, within ``select_radius``; Shepard: no usable sample within ``shepard_rlim``); LOWCOV for solved
 pixels whose coverage diag(W N~ W^T) exceeds ``lowcov_threshold`` x the median of its nonzero values
-or is 0; DEADFIBER where a sample flagged RSS_DEADFIBER lies within ``truncation_radius``;
-DONOTUSE = NOCOV | LOWCOV. When no pixel can be solved (the grid misses every sample, or no sample
+or is 0; DEADFIBER where samples flagged RSS_DEADFIBER would carry >= ``deadfiber_share`` of the
+pixel's Shepard weight (:func:`dead_fiber_pixels`);
+DONOTUSE = NOCOV | LOWCOV, and ivar = 0 wherever DONOTUSE is set (flux is kept). When no pixel can be solved (the grid misses every sample, or no sample
 of the channel is usable) the result is all-masked: flux 0, ivar 0 and NOCOV | DONOTUSE everywhere
 (plus DEADFIBER where a dead fiber reaches).
 """
@@ -28,8 +29,6 @@ from crrxr.core.grid import Grid
 from crrxr.core.kernel import KernelTable, radial_kernel
 from crrxr.core.neighbours import NeighbourCache
 from crrxr.core.shepard import shepard_weights_sparse
-
-RETRY_GRAM = 16
 
 
 class InputError(ValueError):
@@ -112,6 +111,30 @@ def validate_samples(xpos, ypos, fwhm, flux, ivar, mask, config: CoreConfig, ndi
     return x, y, fw, f, iv, usable, dead
 
 
+def dead_fiber_pixels(
+    sample: np.ndarray,
+    pixel: np.ndarray,
+    dist: np.ndarray,
+    dead: np.ndarray,
+    n_pixels: int,
+    config: CoreConfig,
+) -> np.ndarray:
+    """DEADFIBER pixels (n_pixels,) bool from neighbour pairs (sample, pixel, distance in arcsec).
+
+    A pixel is flagged where the dead samples would carry at least ``config.deadfiber_share`` of its
+    Shepard weight exp(-d^2 / (2 shepard_sigma^2)) for d < shepard_rlim, summed over every sample
+    position (dead or not): a dead fiber would have been a major contributor to that pixel.
+    """
+    if not dead.any():
+        return np.zeros(n_pixels, dtype=bool)
+    near = dist < config.shepard_rlim
+    s, p, d = sample[near], pixel[near], dist[near]
+    w = np.exp(-0.5 * (d / config.shepard_sigma) ** 2)
+    total = np.bincount(p, weights=w, minlength=n_pixels)
+    lost = np.bincount(p, weights=w * dead[s], minlength=n_pixels)
+    return (total > 0) & (lost >= config.deadfiber_share * total)
+
+
 class ChannelSolver:
     """Solves channels on one grid with one config, reusing kernel tables and neighbour lists.
 
@@ -138,9 +161,6 @@ class ChannelSolver:
         self._geom: tuple | None = None
         self._weights_key: tuple | None = None
         self._weights: tuple | None = None
-        # "auto": after the gram route was rejected, go straight to the SVD, retrying gram every
-        # RETRY_GRAM channels (neighbouring channels have nearly the same conditioning)
-        self._skip_gram = 0
 
     # -- geometry -------------------------------------------------------------------------------
     def _geometry(self, x: np.ndarray, y: np.ndarray, dead: np.ndarray):
@@ -155,9 +175,7 @@ class ChannelSolver:
         s, p, d = self._pairs(x, y)
         selected = np.zeros(self.grid.size, dtype=bool)
         selected[p[d <= cfg.select_radius]] = True
-        deadpix = np.zeros(self.grid.size, dtype=bool)
-        hit = dead[s] & (d < cfg.truncation_radius)
-        deadpix[p[hit]] = True
+        deadpix = dead_fiber_pixels(s, p, d, dead, self.grid.size, cfg)
         self._geom_key = (x.copy(), y.copy(), dead.copy())
         self._geom = (s, p, d, selected, deadpix)
         return self._geom
@@ -195,20 +213,9 @@ class ChannelSolver:
         ):
             return self._weights
         Ag, sel_idx, use_idx = self.kernel_matrix(x, y, fw, usable, geom)
-        try_gram = self._skip_gram == 0
-        sol = solve_crr(
-            Ag,
-            lam=cfg.lam,
-            floor=cfg.sv_floor,
-            variant=cfg.variant,
-            solver=cfg.solver,
-            try_gram=try_gram,
-        )
-        if cfg.solver == "auto":
-            if try_gram:
-                self._skip_gram = RETRY_GRAM if sol.solver == "svd" and sol.rank > 0 else 0
-            else:
-                self._skip_gram -= 1
+        # every channel chooses its route from its own matrix alone: a decision carried over from
+        # earlier channels would make the cube depend on where chunks start (issue #9)
+        sol = solve_crr(Ag, lam=cfg.lam, floor=cfg.sv_floor, variant=cfg.variant, solver=cfg.solver)
         out = (sel_idx, use_idx, sol.weights, sol.solver)
         self._weights_key = tuple(a.copy() for a in key)
         self._weights = out
@@ -255,6 +262,8 @@ class ChannelSolver:
             cover[sel_idx] = stats[:, 1]
         # a channel without any usable sample is all NOCOV (not LOWCOV), like a pixel nothing reaches
         mask = self._mask(sel_idx if use_idx.size else sel_idx[:0], cover, deadpix)
+        # ivar > 0 means "usable": none in DONOTUSE (NOCOV or LOWCOV) spaxels (docs/contracts.md)
+        ivar_img[(mask & masks.DONOTUSE) != 0] = 0.0
         rho = None
         if pairs is not None:
             rho = self._rho(pairs, sel_idx, W, var)

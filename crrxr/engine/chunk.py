@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 import zarr
-from threadpoolctl import threadpool_limits
 
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
@@ -78,35 +77,35 @@ def read_rss_slice(path: str, start: int, stop: int, sky_method: str | None = No
 def solve_chunk(task: ChunkTask) -> ChunkResult:
     """Solve and write one chunk; idempotent (a rerun overwrites the same regions)."""
     t0 = time.perf_counter()
-    with threadpool_limits(limits=task.blas_threads):
-        lo, hi, n_chan = chunk_read_range(task.config, task.rss_path, task.start, task.stop)
-        part = read_rss_slice(task.rss_path, lo, hi, task.sky_method)
-        wave = part["wavelength"].values
-        exp_index = part["exposure_index"].values.astype(np.int64)
-        fwhm = seeing_at(
-            part["seeing_fwhm"].values[exp_index][:, None],
-            wave[None, :],
-            task.lambda_ref,
-            task.seeing_exponent,
-        )
-        grid = Grid(task.pixel_scale, task.nside)
-        pairs = None
-        want: tuple[int, ...] = ()
-        if task.bands:
-            pairs = C.correlation_pairs(task.nside, task.nside, task.pixel_scale, task.max_sep)
-            want = tuple(sorted({ch - task.start for _, ch in task.bands}))
-        arrays = tuple(part[v].values for v in ("xpos", "ypos")) + (fwhm,)
-        arrays += tuple(part[v].values for v in ("flux", "ivar", "mask"))
-        res, exact, bound = solve_block(
-            task.config,
-            grid,
-            arrays,
-            (lo, hi),
-            (task.start, task.stop),
-            n_chan,
-            correlation_pairs=pairs,
-            want=want,
-        )
+    # BLAS threads are set once per worker process by the executor (crrxr.executors.blas)
+    lo, hi, n_chan = chunk_read_range(task.config, task.rss_path, task.start, task.stop)
+    part = read_rss_slice(task.rss_path, lo, hi, task.sky_method)
+    wave = part["wavelength"].values
+    exp_index = part["exposure_index"].values.astype(np.int64)
+    fwhm = seeing_at(
+        part["seeing_fwhm"].values[exp_index][:, None],
+        wave[None, :],
+        task.lambda_ref,
+        task.seeing_exponent,
+    )
+    grid = Grid(task.pixel_scale, task.nside)
+    pairs = None
+    want: tuple[int, ...] = ()
+    if task.bands:
+        pairs = C.correlation_pairs(task.nside, task.nside, task.pixel_scale, task.max_sep)
+        want = tuple(sorted({ch - task.start for _, ch in task.bands}))
+    arrays = tuple(part[v].values for v in ("xpos", "ypos")) + (fwhm,)
+    arrays += tuple(part[v].values for v in ("flux", "ivar", "mask"))
+    res, exact, bound = solve_block(
+        task.config,
+        grid,
+        arrays,
+        (lo, hi),
+        (task.start, task.stop),
+        n_chan,
+        correlation_pairs=pairs,
+        want=want,
+    )
     write_chunk(task, res, exact, bound)
     failed = tuple(int(task.start + i) for i in np.flatnonzero(res.failed))
     messages = tuple(

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from dask.utils import format_bytes, parse_bytes
 
+from crrxr.executors.blas import BLAS_THREADS
+
 #: Grids larger than this many pixels are refused (a dense kernel matrix per channel would not fit).
 MAX_PIXELS = 1_000_000
 #: Default memory budget per worker when neither a wave chunk nor a budget is given.
@@ -215,7 +217,7 @@ def make_plan(
         chunk = min(chunk, MAX_AUTO_CHUNK, n_channels)
         if n_channels >= 4 * workers:
             chunk = min(chunk, -(-n_channels // (2 * workers)))
-    blas = max(1, int(cores) // workers)
+    blas = BLAS_THREADS  # fixed whatever the worker count: 1 vs 2 BLAS threads give other bits
     return Plan(
         n_channels=n_channels,
         wave_chunk=int(chunk),

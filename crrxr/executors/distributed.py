@@ -13,6 +13,7 @@ from typing import Any
 import dask
 
 from crrxr.executors.base import Executor, ProgressLog
+from crrxr.executors.blas import blas_worker_plugin
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class DistributedExecutor(Executor):
             except BaseException:
                 self.close()  # no `with` exit follows a failed enter: undo the above here
                 raise
+        # BLAS threads set once in every worker process (also workers that join or restart later)
+        self.client.register_plugin(blas_worker_plugin())
         return self
 
     def close(self) -> None:

@@ -11,6 +11,7 @@ from dask.callbacks import Callback
 from dask.diagnostics import ProgressBar
 
 from crrxr.executors.base import Executor, ProgressLog
+from crrxr.executors.blas import blas_threads_for_pool, set_worker_blas_threads
 
 
 class _CountTasks(Callback):
@@ -50,12 +51,15 @@ class LocalExecutor(Executor):
         kwargs: dict[str, Any] = {"scheduler": self.name}
         if self.name != "synchronous":
             kwargs["num_workers"] = self.workers
+        if self.name == "processes":
+            kwargs["initializer"] = set_worker_blas_threads  # once per worker process
         callbacks: list[Callback] = []
         if progress == "bar":
             callbacks.append(ProgressBar(minimum=0.5, dt=0.5, out=sys.stderr))
         elif progress == "log":
             callbacks.append(_CountTasks({t.key for t in tasks}, ProgressLog(len(tasks))))
-        with _Stack(callbacks):
+        # in-process pools: BLAS threads set once for the pool's lifetime, never per task
+        with _Stack(callbacks), blas_threads_for_pool():
             results = list(dask.compute(*tasks, **kwargs))
         if on_result is not None:
             for r in results:

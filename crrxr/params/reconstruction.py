@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from crrxr.core.config import LAMBDA_MAX
+
 from .errors import MissingContextError, ParamValidationError, ResolveError
 from .field import ParamField
 from .resolver import DerivedResolver
@@ -88,9 +90,10 @@ def reconstruction_spec() -> ParamSpec:
             "crr.lambda",
             "",
             default=1e-3,
-            bounds=NON_NEGATIVE,
+            bounds=f"[0, {LAMBDA_MAX!r}]",
             doc="Tikhonov regularization lambda (Eq. 19-20), in units of the singular values of N~ A "
-            "(A = kernel x pixel^2).",
+            "(A = kernel x pixel^2). At most 3e-3: above it the flux normalisation breaks down "
+            "(crrxr.core.config.LAMBDA_MAX, docs/benchmarks.md).",
         ),
         F(
             "crr.sv_floor",

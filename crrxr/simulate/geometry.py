@@ -59,12 +59,16 @@ def dither_offsets(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Offsets (dx, dy) in arcsec of ``n_exposures``: the 3-point triangle repeated, plus jitter.
 
-    The triangle's vertices lie at distance side/sqrt(3) from its centroid (so the centroid of a
-    full set is 0); ``jitter`` is the rms of an isotropic Gaussian offset added to every exposure.
+    As MaNGA's: the triangle's sides run at 30, 90 and 150 degrees to the fiber rows (+x), so each
+    vertex sits at a hole of the fiber lattice seen from the others, and with ``side`` = pitch /
+    sqrt(3) the three exposures together form one hexagonal lattice of spacing ``side`` (largest gap
+    to a sample centre side / sqrt(3) = 0.83" for MaNGA). The vertices lie at distance side/sqrt(3)
+    from the centroid (so the centroid of a full set is 0), at 0, 120 and 240 degrees; ``jitter`` is
+    the rms of an isotropic Gaussian offset added to every exposure.
     """
     if n_exposures < 1:
         raise ValueError(f"need at least one exposure, got {n_exposures}")
-    angles = np.deg2rad([90.0, 210.0, 330.0])
+    angles = np.deg2rad([0.0, 120.0, 240.0])  # sides at 30/90/150 deg to the rows
     rho = side / np.sqrt(3.0)
     k = np.arange(n_exposures) % 3
     dx, dy = rho * np.cos(angles[k]), rho * np.sin(angles[k])
