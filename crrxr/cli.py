@@ -22,6 +22,9 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "crrxr.io.manga_cli",
     "crrxr.simulate.cli",
     "crrxr.engine.cli",
+    "crrxr.fit.cli",
+    "crrxr.quality.cli",
+    "crrxr.plot.cli",
 )
 
 

@@ -16,7 +16,6 @@ import argparse
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,7 @@ from crrxr.core.grid import Grid
 from crrxr.core.kernel import kernel_fwhm, seeing_at
 from crrxr.core.psf import fit_kernel_fwhm, neighbour_correlation
 from crrxr.engine.build import run_build
+from crrxr.plot.figures import line_maps
 from crrxr.simulate import Galaxy, PointSource, simulate_rss
 
 PROFILE = "manga-127"  # 36" grid of 0.75" pixels, the paper's CRR defaults
@@ -47,39 +47,6 @@ def measure(cube: xr.Dataset) -> dict[str, float]:
         pairs=(cube["pair_i"].values, cube["pair_j"].values),
     )
     return {"fwhm": fit.fwhm, "rho1": rho1, "rho2": rho2}
-
-
-def quicklook(cubes: dict[str, xr.Dataset], path: Path, line_wave: float) -> None:
-    """Continuum and H-alpha line maps of each cube (DONOTUSE pixels blank) in one PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, len(cubes), figsize=(4.2 * len(cubes), 8), constrained_layout=True)
-    for col, (name, cube) in enumerate(cubes.items()):
-        wave = cube["wavelength"].values
-        good = (cube["mask"] & 1024) == 0
-        flux = cube["flux"].where(good)
-        with warnings.catch_warnings():  # spaxels outside the bundle are all DONOTUSE (NaN here)
-            warnings.simplefilter("ignore", RuntimeWarning)
-            cont = flux.sel(wavelength=slice(wave[0], line_wave - 30)).median("wavelength").values
-        near = np.abs(wave - line_wave) < 8
-        dw = np.gradient(wave)[near][:, None, None]
-        line = np.nansum((flux.isel(wavelength=near).values - cont[None]) * dw, axis=0)
-        ext = [float(cube.x[0]), float(cube.x[-1]), float(cube.y[0]), float(cube.y[-1])]
-        for row, (img, title) in enumerate(
-            ((cont, "continuum (median)"), (line, "H-alpha line flux"))
-        ):
-            ax = axes[row, col]
-            vmax = np.nanpercentile(img, 99.5)
-            im = ax.imshow(img, origin="lower", extent=ext, cmap="magma", vmin=0, vmax=vmax)
-            ax.set_title(f"{name}: {title}")
-            ax.set_xlabel("x [arcsec, +W]")
-            ax.set_ylabel("y [arcsec, +N]")
-            fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     png = out / "quicklook.png"
-    quicklook(cubes, png, GALAXY.line_rest * (1 + GALAXY.redshift))
+    line_maps(cubes, png, GALAXY.line_rest * (1 + GALAXY.redshift))
     print(f"\noutputs in {out}:")
     for p in (rss_path, out / "cube-crr.zarr", out / "cube-shepard.zarr", png):
         print(f"  {p}")

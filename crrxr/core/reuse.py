@@ -114,7 +114,8 @@ class _BlockPlan:
         self.x, self.y, self.fw, self.f, self.iv, self.usable, self.dead = arrays
         self.solver = _Applier(grid, config)
         self.tolerance = tolerance
-        self.weights: dict[int, tuple] = {}  # exact channel offset -> (sel_idx, use_idx, W, route)
+        # exact channel offset -> ChannelSolver's weights tuple (sel_idx, use_idx, W, route, ...)
+        self.weights: dict[int, tuple] = {}
         self.interpolated: dict[int, tuple] = {}  # offset -> (node a, node b, t, flux, var, cover)
         self.deadpix: dict[int, np.ndarray] = {}
         self.bound: dict[int, float] = {}
@@ -201,7 +202,7 @@ class _BlockPlan:
         ratio = (chans - ca) * (cb - chans) / scale
         if SAFETY * float(ratio.max()) * var_rel > IVAR_RTOL:
             return False
-        sel_idx, use_idx, Wa, route = self.weights[ca]
+        sel_idx, use_idx, Wa = self.weights[ca][:3]
         Wb = self.weights[cb][2]
         t = (chans - ca) / (cb - ca)
         F = self.f[np.ix_(use_idx, chans)]
@@ -244,16 +245,17 @@ class _BlockPlan:
         return True
 
     def weights_of_node(self, c: int) -> tuple:
-        """The left node's (sel_idx, use_idx, W, route) of interpolated channel ``c``."""
+        """The left node's weights tuple (sel_idx, use_idx, W, route, ...) of channel ``c``."""
         return self.weights[self.interpolated[c][0]]
 
     def weights_of(self, c: int) -> tuple:
-        """(sel_idx, use_idx, W, route) applied to channel ``c`` (formed here for interpolated ones)."""
+        """Weights tuple applied to channel ``c`` (W formed here for interpolated ones; the other
+        fields are the left node's)."""
         if c in self.weights:
             return self.weights[c]
         ca, cb, t = self.interpolated[c][:3]
-        sel_idx, use_idx, Wa, route = self.weights[ca]
-        return sel_idx, use_idx, (1.0 - t) * Wa + t * self.weights[cb][2], route
+        node = self.weights[ca]  # (sel_idx, use_idx, W, route, ...) as ChannelSolver returns it
+        return (*node[:2], (1.0 - t) * node[2] + t * self.weights[cb][2], *node[3:])
 
 
 def _images(
@@ -385,7 +387,7 @@ def reconstruct_block_reuse(
             bound[o] = plan.bound[a]
             if a in plan.interpolated and not wanted:
                 _, _, _, fl, var, cover = plan.interpolated[a]
-                sel_idx, use_idx, _, route = plan.weights_of_node(a)
+                sel_idx, use_idx, _, route = plan.weights_of_node(a)[:4]
                 out_flux[o], out_ivar[o], out_mask[o] = _images(
                     applier, sel_idx, use_idx, fl, var, cover, plan.deadpix[a]
                 )

@@ -216,7 +216,7 @@ class ChannelSolver:
         # every channel chooses its route from its own matrix alone: a decision carried over from
         # earlier channels would make the cube depend on where chunks start (issue #9)
         sol = solve_crr(Ag, lam=cfg.lam, floor=cfg.sv_floor, variant=cfg.variant, solver=cfg.solver)
-        out = (sel_idx, use_idx, sol.weights, sol.solver)
+        out = (sel_idx, use_idx, sol.weights, sol.solver, sol.error_estimate)
         self._weights_key = tuple(a.copy() for a in key)
         self._weights = out
         return out
@@ -231,7 +231,18 @@ class ChannelSolver:
         sel_idx = np.flatnonzero(solved)
         use_idx = np.flatnonzero(usable)
         Wsub = W[sel_idx][:, use_idx].tocsr()
-        return sel_idx, use_idx, Wsub, "shepard"
+        return sel_idx, use_idx, Wsub, "shepard", None
+
+    def weights(self, x, y, fw, usable, dead):
+        """(solved flat pixel indices, usable sample indices, W, route, error estimate or None).
+
+        W (n_solved, n_usable) maps usable sample fluxes to pixels before the flux factor; the
+        error estimate is the CRR route's bound (None for Shepard). :meth:`solve` uses exactly this.
+        """
+        geom = self._geometry(x, y, dead)
+        if self.config.method == "crr":
+            return self._crr_weights(x, y, fw, usable, geom)
+        return self._shepard_weights(usable, geom)
 
     # -- channel --------------------------------------------------------------------------------
     def solve(
@@ -240,12 +251,8 @@ class ChannelSolver:
         """Reconstruct one validated channel (1-D arrays of n_samples)."""
         cfg = self.config
         grid = self.grid
-        geom = self._geometry(x, y, dead)
-        deadpix = geom[4]
-        if cfg.method == "crr":
-            sel_idx, use_idx, W, solver = self._crr_weights(x, y, fw, usable, geom)
-        else:
-            sel_idx, use_idx, W, solver = self._shepard_weights(usable, geom)
+        sel_idx, use_idx, W, solver, _ = self.weights(x, y, fw, usable, dead)
+        deadpix = self._geometry(x, y, dead)[4]
         factor = cfg.flux_factor
         npix = grid.size
         f = flux[use_idx]

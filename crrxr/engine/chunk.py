@@ -74,20 +74,24 @@ def read_rss_slice(path: str, start: int, stop: int, sky_method: str | None = No
     return part.load()
 
 
+def sample_seeing(part: xr.Dataset, lambda_ref: float, exponent: float) -> np.ndarray:
+    """Seeing FWHM (arcsec) of every sample and channel of an RSS slice, (n_spectrum, n_chan)."""
+    exp_index = part["exposure_index"].values.astype(np.int64)
+    return seeing_at(
+        part["seeing_fwhm"].values[exp_index][:, None],
+        part["wavelength"].values[None, :],
+        lambda_ref,
+        exponent,
+    )
+
+
 def solve_chunk(task: ChunkTask) -> ChunkResult:
     """Solve and write one chunk; idempotent (a rerun overwrites the same regions)."""
     t0 = time.perf_counter()
     # BLAS threads are set once per worker process by the executor (crrxr.executors.blas)
     lo, hi, n_chan = chunk_read_range(task.config, task.rss_path, task.start, task.stop)
     part = read_rss_slice(task.rss_path, lo, hi, task.sky_method)
-    wave = part["wavelength"].values
-    exp_index = part["exposure_index"].values.astype(np.int64)
-    fwhm = seeing_at(
-        part["seeing_fwhm"].values[exp_index][:, None],
-        wave[None, :],
-        task.lambda_ref,
-        task.seeing_exponent,
-    )
+    fwhm = sample_seeing(part, task.lambda_ref, task.seeing_exponent)
     grid = Grid(task.pixel_scale, task.nside)
     pairs = None
     want: tuple[int, ...] = ()

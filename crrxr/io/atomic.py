@@ -5,7 +5,7 @@ are provided by writing to a temporary path in the *same directory* as the final
 ``os.replace`` is a rename within one filesystem, atomic for files) and renaming on success::
 
     with atomic_output("cube-LOGCUBE.fits") as tmp:
-        write_fits(tmp)            # any exception here removes ``tmp``
+        write_groups(tmp)            # any exception here removes ``tmp``
     # here "cube-LOGCUBE.fits" exists and is complete
 
 The temporary name is ``.<final name>.tmp-<random>`` (hidden, and recognisably crrxr's). A process

@@ -1,9 +1,12 @@
 """The simulator's truth (scene and observation) as a ParameterStore in the RSS attrs.
 
 Keys: ``observation.*`` (seed, seeing, dithers, DAR angles, dead fibers, noise scale...) and one group
-per source named by its kind (``point``, ``binary``, ``galaxy``; a second source of the same kind is
-``point_2`` ...), e.g. ``binary.separation_arcsec``, ``binary.position_angle_deg``, ``binary.contrast``
-(the names the binary fit uses). Stored with the parameter codec under the attrs
+per source: a point source under ``source.*`` and a binary under ``binary.*`` with the fields of the
+fit specs (:mod:`crrxr.params.fit_specs`: ``source.x_arcsec``, ``source.flux``, ...,
+``binary.separation_arcsec``, ``binary.position_angle_deg``, ``binary.contrast``,
+``binary.flux_total`` and the derived ``binary.secondary_x_arcsec``, ``binary.flux_primary``, ...)
+plus ``*.spectral_index``; other kinds (``galaxy``) under their name; a second source of the same
+group is ``source_2`` ... Stored with the parameter codec under the attrs
 ``crrxr_truth_paramspec`` / ``crrxr_truth`` (not ``crrxr_params``, which holds reconstruction
 parameters).
 """
@@ -16,8 +19,9 @@ from typing import Any
 import numpy as np
 
 from crrxr.io import names as N
-from crrxr.params import ParameterStore, ParamField, ParamSpec
+from crrxr.params import ParameterStore, ParamField, ParamSpec, refresh_derived
 from crrxr.params.codec import PARAMS_ATTR, SPEC_ATTR
+from crrxr.params.fit_specs import binary_resolver, binary_spec, source_resolver, source_spec
 
 TRUTH_SPEC_NAME = "simulation_truth"
 TRUTH_SYSTEM_ID = "crrxr.simulate.truth"
@@ -58,6 +62,53 @@ def _field(key: str, value: Any, units: str = "", doc: str = "") -> tuple[ParamF
             value
         )
     return ParamField(key, units=units, dtype="str", default=str(value), doc=doc), str(value)
+
+
+# scene kinds whose truth is written with the fit specs' fields (crrxr.params.fit_specs)
+_FIT_GROUP = {"point": "source", "binary": "binary"}
+
+
+def _fit_entries(kind: str, prefix: str, info: Mapping[str, Any]) -> list[tuple[ParamField, Any]]:
+    """Truth of a point source or binary under the keys (and units, bounds) of its fit spec; the
+    fit spec's derived keys (secondary position, the two fluxes) resolved by its resolver."""
+    if kind == "point":
+        spec, resolver = source_spec(), source_resolver()
+        values = {
+            "source.x_arcsec": float(info["x"]),
+            "source.y_arcsec": float(info["y"]),
+            "source.flux": float(info["flux"]),
+            "source.background": 0.0,
+        }
+        extra = {"spectral_index": info["spectral_index"]}
+    else:
+        spec, resolver = binary_spec(), binary_resolver()
+        values = {
+            "binary.x_arcsec": float(info["x"]),
+            "binary.y_arcsec": float(info["y"]),
+            "binary.separation_arcsec": float(info["separation"]),
+            "binary.position_angle_deg": float(info["position_angle"]),
+            "binary.contrast": float(info["contrast"]),
+            "binary.flux_total": float(info["flux"]) * (1.0 + float(info["contrast"])),
+        }
+        extra = {
+            "spectral_index": info["spectral_index"],
+            "secondary_spectral_index": info["secondary_spectral_index"],
+        }
+    full = refresh_derived(ParameterStore(values), spec, resolver)
+    group = spec.keys()[0].split(".")[0]
+    out = []
+    for f in spec:
+        key = f.key.replace(f"{group}.", f"{prefix}.", 1)
+        # derived fit keys are plain recorded values in the truth
+        field = ParamField(
+            key, f.units, dtype=f.dtype, default=full[f.key], bounds=f.bounds, doc=f.doc
+        )
+        out.append((field, full[f.key]))
+    for name, value in extra.items():
+        out.append(
+            _field(f"{prefix}.{name}", float(value), "", "f_lambda ~ (lambda / 5400 A)^index")
+        )
+    return out
 
 
 def truth_store(
@@ -103,8 +154,12 @@ def truth_store(
     for scene in scenes:
         info = dict(scene.truth())
         kind = str(info.pop("kind"))
-        counts[kind] = counts.get(kind, 0) + 1
-        prefix = kind if counts[kind] == 1 else f"{kind}_{counts[kind]}"
+        group = _FIT_GROUP.get(kind, kind)
+        counts[group] = counts.get(group, 0) + 1
+        prefix = group if counts[group] == 1 else f"{group}_{counts[group]}"
+        if kind in _FIT_GROUP:
+            entries += _fit_entries(kind, prefix, info)
+            continue
         for attr, value in info.items():
             units, suffix = _UNITS.get(attr, ("", ""))
             entries.append(_field(f"{prefix}.{attr}{suffix}", value, units))
