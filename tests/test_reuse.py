@@ -121,7 +121,7 @@ def point(tmp_path_factory):
         scene="point",
         noise=None,
         dar_amplitude=1.0,
-        seed=4,
+        seed=5,
     )
     return sim.load(), build(rss, d / "exact.zarr", 0.0), build(rss, d / "fast.zarr", TOL)
 
