@@ -3,7 +3,8 @@
 Every route (``svd``, ``gram``, ``auto``; dense and sparse input; both variants) is compared with a
 plain dense implementation of Liu, Blanton & Law (2020) Eqs. 10-23 written here: SVD of N~ A, S*, Q,
 R by explicit row division, A+ and W = R A+ N~. Nothing of crrxr's solver is imported for the
-reference, and the kernel matrix is built here too (top hat x double Gaussian via scipy's Rice CDF).
+reference (tests/reference.py, no crrxr import), and the kernel matrix is built with its kernel too
+(top hat x double Gaussian via scipy's Rice CDF).
 Each route must agree to the accuracy its own ``error_estimate`` claims.
 """
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import sparse, stats
+from reference import kernel, paper_weights
+from rss_fixtures import bundle
+from scipy import sparse
 
 from crrxr.core.crr import GRAM_RTOL, crr_weights, solve_crr
 
@@ -22,31 +25,11 @@ SLACK = 50.0
 FLOOR_REL = 1e-13
 
 
-def hexagon(n_rings: int, pitch: float) -> tuple[np.ndarray, np.ndarray]:
-    """Centres of a filled hexagon of ``n_rings`` rings (written here, not crrxr's)."""
-    pts = [
-        (pitch * (q + 0.5 * r), pitch * np.sqrt(3) / 2 * r)
-        for q in range(-n_rings, n_rings + 1)
-        for r in range(-n_rings, n_rings + 1)
-        if abs(q + r) <= n_rings
-    ]
-    return np.array(pts).T
-
-
-def kernel(r: np.ndarray, fwhm: float, radius: float) -> np.ndarray:
-    """Double Gaussian (sigma2 = 2 sigma1, outer 1/9 of the inner flux) x top hat, arcsec^-2."""
-    s1 = fwhm / 2.355 / 1.05
-    out = np.zeros_like(r)
-    for frac, s in ((0.9, s1), (0.1, 2 * s1)):
-        out += frac * stats.rice.cdf(radius / s, r / s)
-    return out / (np.pi * radius**2)
-
-
 def kernel_matrix(case: dict) -> tuple[np.ndarray, np.ndarray]:
     """Dense A (n_samples, n_selected_pixels) and the good mask for one geometry."""
     rng = np.random.default_rng(case["seed"])
     n_rings, pitch, radius = case["rings"], case["pitch"], case["radius"]
-    fx, fy = hexagon(n_rings, pitch)
+    fx, fy = bundle(3 * n_rings * (n_rings + 1) + 1, pitch)
     n_exp = case["n_exp"]
     # dithers at the holes of the lattice (30/90/150 deg triangle), repeated, plus jitter
     ang = np.deg2rad([90.0, 210.0, 330.0])[np.arange(n_exp) % 3]
@@ -70,22 +53,6 @@ def kernel_matrix(case: dict) -> tuple[np.ndarray, np.ndarray]:
     A[r >= 4.0] = 0.0
     good = rng.random(x.size) >= case["masked"]
     return A, good
-
-
-def paper_weights(A: np.ndarray, good: np.ndarray, lam: float, floor: float, variant: str):
-    """Eqs. 10-23 literally: N~ A = U S V^T, S* = S/(S^2+lam^2), Q, R, A+ and W = R A+ N~."""
-    Nt = np.diag(good.astype(float))
-    U, S, Vt = np.linalg.svd(Nt @ A, full_matrices=False)
-    k = S >= floor
-    U, S, V = U[:, k], S[k], Vt[k].T
-    a_plus = V @ np.diag(S / (S**2 + lam**2)) @ U.T
-    q = (S**2 + lam**2) / S if variant == "code" else S
-    Q = V @ np.diag(q) @ V.T
-    R = np.zeros_like(Q)
-    for j in range(Q.shape[0]):
-        if Q[j].sum() != 0:
-            R[j] = Q[j] / Q[j].sum()
-    return R @ a_plus @ Nt, float(S[0] / S[-1])
 
 
 def _case(rings, n_exp, pixel, masked=0.0, pitch=2.5, radius=1.0, jitter=0.05, seed=0):

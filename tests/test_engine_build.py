@@ -280,18 +280,18 @@ def test_torn_template_needs_overwrite(rss_path, tmp_path):
 
 def test_config_file_layers_over_profile(rss_path, tmp_path):
     cfg = tmp_path / "my.yaml"
-    cfg.write_text("crr:\n  lambda: 0.005\ngrid:\n  pixel_scale_arcsec: 1.0\n")
+    cfg.write_text("crr:\n  lambda: 0.0025\ngrid:\n  pixel_scale_arcsec: 1.0\n")
     rep = run_build(
         rss_path,
         tmp_path / "c.zarr",
         profile="manga-19",
         config=cfg,
         wave_chunk=13,
-        overrides=["crr.lambda=0.004"],
+        overrides=["crr.lambda=0.0015"],
         progress=False,
     )
     params = ParameterStore.from_attrs(xr.open_zarr(tmp_path / "c.zarr").attrs)[1]
-    assert params["crr.lambda"] == 0.004  # --set wins over the config file
+    assert params["crr.lambda"] == 0.0015  # --set wins over the config file
     assert params["grid.pixel_scale_arcsec"] == 1.0  # config file over the profile
     assert params["grid.extent_arcsec"] == load_profile("manga-19")["grid.extent_arcsec"]
     assert rep.plan.nx == (int(np.ceil(params["grid.extent_arcsec"] / 1.0 - 1e-9)) // 2) * 2 + 1

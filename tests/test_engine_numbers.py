@@ -119,15 +119,15 @@ def test_flux_conservation_flat_field_and_point_source(tmp_path):
 
 @pytest.mark.parametrize("method", ["crr", "shepard"])
 def test_monte_carlo_ivar_and_stored_correlation(tmp_path, method):
-    """400 channels with the same geometry and seeing (no DAR, 0.4 A wide) are 400 independent noise
+    """250 channels with the same geometry and seeing (no DAR, 0.25 A wide) are 250 independent noise
     realisations of one image: their per-pixel variance must match 1/ivar and their pixel-pair
     correlations the stored correlation."""
-    n = 400
+    n = 250
     rss = make_rss(
         n_fibers=19,
         n_exp=3,
         n_wave=n,
-        wave=(5400.0, 5400.4),
+        wave=(5400.0, 5400.25),
         jitter=0.0,
         seeing_fwhm=[1.2] * 3,
         point_flux=5.0,
@@ -141,9 +141,10 @@ def test_monte_carlo_ivar_and_stored_correlation(tmp_path, method):
     var_mc = flux[:, good].var(axis=0, ddof=1)
     var_model = 1.0 / ivar[:, good].mean(axis=0)
     ratio = var_mc / var_model
-    # per pixel: the sample variance of 400 draws scatters by sqrt(2/399) = 7%
-    assert abs(np.median(ratio) - 1) <= 0.03
-    assert np.all(np.abs(ratio - 1) <= 0.35)
+    # per pixel: the sample variance of 250 draws scatters by sqrt(2/249) = 9% (the ivar x 2 probe
+    # gives a ratio of 2, a 10% flux error 1.21)
+    assert abs(np.median(ratio) - 1) <= 0.05
+    assert np.all(np.abs(ratio - 1) <= 0.45)
     # stored correlation (one band channel; every channel has the same weights)
     rho = cube["correlation"].values[0]
     i, j = cube["pair_i"].values, cube["pair_j"].values
@@ -154,6 +155,6 @@ def test_monte_carlo_ivar_and_stored_correlation(tmp_path, method):
     rho_mc = (a * b).sum(axis=0) / np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
     assert np.abs(rho[centre]).max() > 0.2  # correlated pixels are in the test
     diff = rho_mc - rho[centre]
-    # sample correlation of 400 draws: sd <= 1/sqrt(399) = 0.05
-    assert abs(diff.mean()) <= 0.01
-    assert np.abs(diff).max() <= 0.25
+    # sample correlation of 250 draws: sd <= 1/sqrt(249) = 0.063
+    assert abs(diff.mean()) <= 0.015
+    assert np.abs(diff).max() <= 0.3

@@ -143,7 +143,7 @@ def test_zarr_round_trip_is_bitwise(zarr_format, x, v):
 def test_reconstruction_params_with_derived_values_through_zarr(zarr_format, tmp_path):
     spec = reconstruction_spec()
     base = ParameterStore.from_spec_defaults(spec).replace(
-        {"grid.extent_arcsec": 36.0, "crr.lambda": 0.1 + 0.2}
+        {"grid.extent_arcsec": 36.0, "crr.lambda": (0.1 + 0.2) / 1000}
     )
     ctx = {
         "wavelength": np.geomspace(3622.0, 10354.0, 17),
