@@ -21,9 +21,11 @@ chunk boundaries fall:
   segment. Assuming a smooth second derivative of W in wavelength, the error of interpolating
   channel k between the nodes a < k < b of its half (m is a node) is
   E_k = D (k-a)(b-k) / ((m-i)(j-m)). The bound stored for k is
-  ``SAFETY * max_pixels (|D| |f_k|) / sigma_k * (k-a)(b-k)/((m-i)(j-m))`` in units of the pixel's
-  noise sigma (sigma_k from the W applied, |f_k| the channel's own fiber fluxes, so bright lines
-  count), and the variance bound ``SAFETY * max_pixels |var_lin(m)/var(m) - 1| * ratio``. A half
+  ``SAFETY * max_pixels |D f_k| / sigma_k * (k-a)(b-k)/((m-i)(j-m))`` in units of the pixel's
+  noise sigma (sigma_k from the W applied, f_k the channel's own fiber fluxes, so bright lines
+  count), and the variance bound ``SAFETY * max_pixels |var_lin(m)/var(m) - 1| * ratio``. The bound
+  holds as far as the curvature model does; :data:`SAFETY` was set from measurements against exact
+  solves (docs/benchmarks.md), it is not a proof. A half
   whose bound exceeds ``tolerance`` (or :data:`IVAR_RTOL` for the variance) is refined (its middle
   solved exactly, recursively); a half that passes is interpolated. An interpolated channel with a
   pixel whose coverage diag(W N~ W^T) lies within its error bound of the LOWCOV threshold is solved
