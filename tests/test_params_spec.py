@@ -268,6 +268,7 @@ CONTRACT_KEYS = {  # docs/contracts.md section 1: key -> (units, default)
     "crr.sv_floor": ("", 1e-6),
     "crr.variant": ("", "code"),
     "crr.solver": ("", "auto"),
+    "crr.reuse_tolerance": ("", 0.0),
     "crr.select_radius_arcsec": ("arcsec", 1.6),
     "kernel.truncation_radius_arcsec": ("arcsec", 4.0),
     "kernel.fiber_radius_arcsec": ("arcsec", 1.0),

@@ -50,6 +50,8 @@ class CoreConfig:
     radius. shepard_sigma / shepard_rlim: Shepard's Gaussian width and cut. sigma_ratio / wing_ratio /
     wing: double-Gaussian seeing model. bad_bits: RSS mask bits that make a sample unusable.
     lowcov_threshold: LOWCOV when diag(W N~ W^T) > threshold x median of the nonzero values.
+    reuse_tolerance: > 0 lets the engine interpolate CRR weights between exact node channels with
+    this certified flux error bound (noise-sigma units; :mod:`crrxr.core.reuse`); 0 = exact.
     """
 
     method: str = "crr"
@@ -69,6 +71,7 @@ class CoreConfig:
     bad_bits: int = RSS_ALL_BITS
     lowcov_threshold: float = 2.0
     deadfiber_share: float = DEADFIBER_SHARE
+    reuse_tolerance: float = 0.0
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -92,7 +95,7 @@ class CoreConfig:
             "lowcov_threshold",
             "deadfiber_share",
         )
-        non_negative = ("lam", "sv_floor", "wing_ratio")
+        non_negative = ("lam", "sv_floor", "wing_ratio", "reuse_tolerance")
         for name in positive + non_negative:
             value = getattr(self, name)
             if (

@@ -33,6 +33,7 @@ from crrxr.engine.integrity import add_checksum_array, bad_chunks, unmark_chunks
 from crrxr.engine.lock import StoreLock
 from crrxr.engine.memory import PeakMemory, worker_metrics
 from crrxr.engine.plan import Plan, make_plan
+from crrxr.engine.reuse import check_reuse_inputs
 from crrxr.executors import Executor, available_cores, make_executor
 from crrxr.executors.base import GRACE_SECONDS, Interrupted
 from crrxr.io import cube as C
@@ -190,6 +191,7 @@ def prepare(
             "sky subtraction needs a `sky_fiber` (spectrum) flag or a `sky` (exposure, "
             "wavelength) spectrum in the RSS; drop --sky-subtract / sky.enabled or add one"
         )
+    check_reuse_inputs(settings.core_config(pstore), rss.variables)
     grid = settings.make_grid(rss, pstore)
     n_workers = 1 if scheduler == "synchronous" else (workers or available_cores())
     if wave_chunk is None and max_memory is None:

@@ -17,12 +17,12 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from crrxr.core import reconstruct_block
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
 from crrxr.core.kernel import seeing_at
 from crrxr.engine.integrity import load_slice, mark_chunk_done, require_input_store
 from crrxr.engine.memory import blas_threads_in_effect, worker_peak_rss
+from crrxr.engine.reuse import chunk_read_range, solve_block
 from crrxr.io import cube as C
 from crrxr.io.rss import open_zarr_unchecked
 from crrxr.io.sky import SKY_VARIABLES, subtract_sky
@@ -122,7 +122,8 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
 def _solve_chunk(task: ChunkTask) -> ChunkResult:
     t0 = time.perf_counter()
     # BLAS threads are set once per worker process by the executor (crrxr.executors.blas)
-    part = read_rss_slice(task.rss_path, task.start, task.stop, task.sky_method)
+    lo, hi, n_chan = chunk_read_range(task.config, task.rss_path, task.start, task.stop)
+    part = read_rss_slice(task.rss_path, lo, hi, task.sky_method)
     fwhm = sample_seeing(part, task.lambda_ref, task.seeing_exponent)
     grid = Grid(task.pixel_scale, task.nside)
     pairs = None
@@ -131,21 +132,21 @@ def _solve_chunk(task: ChunkTask) -> ChunkResult:
         pairs = C.correlation_pairs(task.nside, task.nside, task.pixel_scale, task.max_sep)
         want = tuple(sorted({ch - task.start for _, ch in task.bands}))
     blas = blas_threads_in_effect()
-    res = reconstruct_block(
-        part["xpos"].values,
-        part["ypos"].values,
-        fwhm,
-        part["flux"].values,
-        part["ivar"].values,
-        part["mask"].values,
-        grid,
+    arrays = tuple(part[v].values for v in ("xpos", "ypos")) + (fwhm,)
+    arrays += tuple(part[v].values for v in ("flux", "ivar", "mask"))
+    res, exact, bound = solve_block(
         task.config,
+        grid,
+        arrays,
+        (lo, hi),
+        (task.start, task.stop),
+        n_chan,
         correlation_pairs=pairs,
         want=want,
         lsf={v: part[v].values for v in C.LSF_VARIABLES if v in part},  # through the same W
     )
     C.write_lsf(task.store_path, slice(task.start, task.stop), res.lsf, task.out_dtype)
-    write_chunk(task, res)
+    write_chunk(task, res, exact, bound)
     failed = tuple(int(task.start + i) for i in np.flatnonzero(res.failed))
     messages = tuple(
         f"wavelength index {task.start + i}: {m}" for i, m in enumerate(res.messages) if m
@@ -166,8 +167,9 @@ def _solve_chunk(task: ChunkTask) -> ChunkResult:
     )
 
 
-def write_chunk(task: ChunkTask, res) -> None:
-    """Write flux/ivar/mask/channel_failed and the chunk's band pieces, then the ledger mark."""
+def write_chunk(task: ChunkTask, res, exact: np.ndarray, bound: np.ndarray) -> None:
+    """Write flux/ivar/mask/channel_failed/channel_exact/reuse_bound and the chunk's band pieces,
+    then the ledger mark."""
     group = zarr.open_group(task.store_path, mode="r+")
     region = slice(task.start, task.stop)
     dt = np.dtype(task.out_dtype)
@@ -176,6 +178,8 @@ def write_chunk(task: ChunkTask, res) -> None:
     group[C.IVAR][region] = np.asarray(res.ivar).astype(dt)
     group[C.MASK][region] = np.asarray(res.mask, dtype=np.uint32)
     group[C.CHANNEL_FAILED][region] = np.asarray(res.failed, dtype=np.uint8)
+    group[C.CHANNEL_EXACT][region] = np.asarray(exact, dtype=np.uint8)
+    group[C.REUSE_BOUND][region] = np.asarray(bound, dtype=np.float32)
     for band_pos, channel in task.bands:
         offset = channel - task.start
         if res.psf and offset in res.psf:

@@ -31,6 +31,8 @@ IVAR = "ivar"
 MASK = "mask"
 CHUNK_DONE = "chunk_done"
 CHANNEL_FAILED = "channel_failed"
+CHANNEL_EXACT = "channel_exact"
+REUSE_BOUND = "reuse_bound"
 PSF = "psf"
 CORRELATION = "correlation"
 BAND_WAVELENGTH = "band_wavelength"
@@ -43,7 +45,7 @@ LSF_SIGMA_POST = "lsf_sigma_post"  # after pixelization (MaNGA LSFPOST)
 LSF_VARIABLES: tuple[str, ...] = (LSF_SIGMA, LSF_SIGMA_POST)
 
 #: Variables written per wavelength chunk (region along ``wavelength``).
-CHUNK_VARIABLES: tuple[str, ...] = (FLUX, IVAR, MASK, CHANNEL_FAILED)
+CHUNK_VARIABLES: tuple[str, ...] = (FLUX, IVAR, MASK, CHANNEL_FAILED, CHANNEL_EXACT, REUSE_BOUND)
 #: Variables written per band (one zarr chunk per band).
 BAND_VARIABLES: tuple[str, ...] = (PSF, CORRELATION)
 DATA_VARIABLES: tuple[str, ...] = (
@@ -51,6 +53,8 @@ DATA_VARIABLES: tuple[str, ...] = (
     IVAR,
     MASK,
     CHANNEL_FAILED,
+    CHANNEL_EXACT,
+    REUSE_BOUND,
     CHUNK_DONE,
     PSF,
     CORRELATION,
@@ -272,6 +276,21 @@ def cube_template(
             zeros((nw,), np.uint8, (wc,)),
             {"long_name": "1 where the channel's solve failed (pixels DONOTUSE)"},
         ),
+        CHANNEL_EXACT: (
+            (WAVELENGTH,),
+            zeros((nw,), np.uint8, (wc,)),
+            {
+                "long_name": "1 where the channel's weights were solved exactly, 0 where interpolated"
+            },
+        ),
+        REUSE_BOUND: (
+            (WAVELENGTH,),
+            zeros((nw,), np.float32, (wc,)),
+            {
+                "units": "noise sigma",
+                "long_name": "certified bound on |flux - exact flux| of interpolated weights (0: exact)",
+            },
+        ),
         CHUNK_DONE: (
             (WAVELENGTH_CHUNK,),
             zeros((nchunk,), np.uint8, (1,)),
@@ -370,6 +389,8 @@ def cube_template(
         IVAR: {"chunks": (wc, ny, nx), "fill_value": nan},
         MASK: {"chunks": (wc, ny, nx), "fill_value": 0},
         CHANNEL_FAILED: {"chunks": (wc,), "fill_value": 0},
+        CHANNEL_EXACT: {"chunks": (wc,), "fill_value": 0},
+        REUSE_BOUND: {"chunks": (wc,), "fill_value": np.float32(np.nan)},
         CHUNK_DONE: {"chunks": (1,), "fill_value": 0},
         PSF: {"chunks": (1, ny, nx), "fill_value": nan},
         CORRELATION: {"chunks": (1, max(npair, 1)), "fill_value": np.nan},

@@ -119,6 +119,15 @@ def reconstruction_spec() -> ParamSpec:
             doc="Linear algebra route: SVD of N~ A, the Gram-matrix eigendecomposition, or automatic.",
         ),
         F(
+            "crr.reuse_tolerance",
+            "",
+            default=0.0,
+            bounds=NON_NEGATIVE,
+            doc="Weight reuse across wavelength (crrxr.core.reuse): largest certified |flux - exact| in "
+            "units of each spaxel's noise sigma for channels whose weights are interpolated between "
+            "exact node solves; 0 = solve every channel exactly.",
+        ),
+        F(
             "crr.select_radius_arcsec",
             "arcsec",
             default=1.6,

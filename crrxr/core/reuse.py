@@ -1,0 +1,424 @@
+"""CRR weights reused across wavelength: exact solves at node channels, linear interpolation of W
+between them, with a per-channel error bound and adaptive refinement (issue #14).
+
+Everything is defined on GLOBAL channel indices, so a cube does not depend on where the engine's
+chunk boundaries fall:
+
+- Blocks: channel c belongs to block ``c // block``; block k is solved over the closed range
+  ``[k*block, min((k+1)*block, n_chan - 1)]`` (its last channel is also the next block's first, so
+  node solves are shared in value, never in state). Each block is processed from a fresh
+  :class:`~crrxr.core.slice.ChannelSolver`, so its results depend only on its own channels.
+- Runs (the interval rule): within a block, maximal runs of consecutive channels whose solved pixel
+  set (the ``select_radius`` selection, from that channel's own positions) is identical. A pixel that
+  enters or leaves the selection changes W discontinuously (docs/benchmarks.md), so no
+  interpolation crosses a selection change; both sides get their own nodes.
+- Regular channels: within a run, the usable-sample set shared by most channels (ties: the one
+  seen first) is the run's set; channels with another usable set (a masked sample, a bad column)
+  are solved exactly. Interpolation runs over the regular channels only.
+- Nodes and refinement: the first and last regular channel of a run are solved exactly. A segment
+  between two exact regular channels with regular channels inside is checked at its middle regular
+  channel m (solved exactly): D = W_lin(m) - W(m), the error of interpolating over the whole
+  segment. Assuming a smooth second derivative of W in wavelength, the error of interpolating
+  channel k between the nodes a < k < b of its half (m is a node) is
+  E_k = D (k-a)(b-k) / ((m-i)(j-m)). The bound stored for k is
+  ``SAFETY * max_pixels |D f_k| / sigma_k * (k-a)(b-k)/((m-i)(j-m))`` in units of the pixel's
+  noise sigma (sigma_k from the W applied, f_k the channel's own fiber fluxes, so bright lines
+  count), and the variance bound ``SAFETY * max_pixels |var_lin(m)/var(m) - 1| * ratio``. The bound
+  holds as far as the curvature model does; :data:`SAFETY` was set from measurements against exact
+  solves (docs/benchmarks.md), it is not a proof. A half
+  whose bound exceeds ``tolerance`` (or :data:`IVAR_RTOL` for the variance) is refined (its middle
+  solved exactly, recursively); a half that passes is interpolated. An interpolated channel with a
+  pixel whose coverage diag(W N~ W^T) lies within its error bound of the LOWCOV threshold is solved
+  exactly instead, so masks equal the exact solve's.
+
+The weights actually applied give the flux, ivar, masks, correlations and PSF of every channel, so
+errors never misstate the data. Channels whose solve raises are handled by re-solving their whole
+block channel by channel (:func:`crrxr.core.reconstruct_block`), which marks them failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crrxr.core import masks
+from crrxr.core.block import BlockResult, reconstruct_block
+from crrxr.core.config import CoreConfig
+from crrxr.core.covariance import ivar_from_variance
+from crrxr.core.grid import Grid
+from crrxr.core.slice import ChannelSolver, InputError, validate_samples
+
+#: Channels per block (global channel grid); the largest node spacing.
+BLOCK = 64
+#: Factor on the curvature estimate (a second derivative varying within a segment). 2 was exceeded
+#: (error up to 1.38 x the bound, 19 x 9 DAR 2"); 4 leaves >= 1.45x margin on every window measured.
+SAFETY = 4.0
+#: Largest relative variance error accepted for an interpolated channel (0.1 %).
+IVAR_RTOL = 1e-3
+
+
+@dataclass(frozen=True)
+class ReuseResult:
+    """A block of channels from :func:`reconstruct_block_reuse`.
+
+    block: the reconstruction (like :func:`crrxr.core.reconstruct_block`'s result). exact (n_chan,)
+    bool: channel solved exactly. bound (n_chan,) float: certified bound on |flux - exact flux| in
+    units of the pixel's noise sigma (0 for exact channels).
+    """
+
+    block: BlockResult
+    exact: np.ndarray
+    bound: np.ndarray
+    n_solves: int = 0  # exact solves done, including those outside the output range
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def read_range(start: int, stop: int, n_chan: int, block: int = BLOCK) -> tuple[int, int]:
+    """Channels ``[lo, hi)`` that outputs ``[start, stop)`` need: their whole blocks plus each last
+    block's closing node."""
+    if not 0 <= start < stop <= n_chan:
+        raise InputError(f"channel range {start}:{stop} is outside 0..{n_chan}")
+    lo = (start // block) * block
+    hi = min(((stop - 1) // block + 1) * block + 1, n_chan)
+    return lo, hi
+
+
+class _Applier(ChannelSolver):
+    """A ChannelSolver whose weights can be set from outside (the interpolated W)."""
+
+    injected: tuple | None = None
+
+    def _crr_weights(self, x, y, fw, usable, geom):
+        if self.injected is not None:
+            return self.injected
+        return super()._crr_weights(x, y, fw, usable, geom)
+
+
+def _mode_index(keys: list[bytes]) -> bytes:
+    counts: dict[bytes, int] = {}
+    for k in keys:
+        counts[k] = counts.get(k, 0) + 1
+    best = max(counts.values())
+    return next(k for k in keys if counts[k] == best)
+
+
+class _BlockPlan:
+    """Exact solves, interpolation and bounds for one block (channels ``lo..hi`` inclusive, given
+    as offsets into the caller's arrays).
+
+    Interpolated channels are never formed one by one: for the channels k of a half between nodes
+    a and b, W_k = (1 - t_k) W_a + t_k W_b, so W_k f_k, diag(W_k N_k W_k^T) and diag(W_k W_k^T) come
+    from a few matrix products over all k at once (the expansion of the square is exact algebra).
+    """
+
+    def __init__(self, arrays, grid: Grid, config: CoreConfig, tolerance: float) -> None:
+        self.x, self.y, self.fw, self.f, self.iv, self.usable, self.dead = arrays
+        self.solver = _Applier(grid, config)
+        self.tolerance = tolerance
+        # exact channel offset -> ChannelSolver's weights tuple (sel_idx, use_idx, W, route, ...)
+        self.weights: dict[int, tuple] = {}
+        self.interpolated: dict[int, tuple] = {}  # offset -> (node a, node b, t, flux, var, cover)
+        self.deadpix: dict[int, np.ndarray] = {}
+        self.bound: dict[int, float] = {}
+        self.n_solves = 0
+
+    def _col(self, a: np.ndarray, c: int) -> np.ndarray:
+        return np.ascontiguousarray(a[:, c])
+
+    def _geometry(self, c: int):
+        return self.solver._geometry(
+            self._col(self.x, c), self._col(self.y, c), self._col(self.dead, c)
+        )
+
+    def exact(self, c: int) -> tuple:
+        if c not in self.weights:
+            geom = self._geometry(c)
+            self.solver.injected = None
+            self.weights[c] = self.solver._crr_weights(
+                self._col(self.x, c),
+                self._col(self.y, c),
+                self._col(self.fw, c),
+                self._col(self.usable, c),
+                geom,
+            )
+            self.bound[c] = 0.0
+            self.n_solves += 1
+        return self.weights[c]
+
+    def run(self, lo: int, hi: int) -> None:
+        """Plan and solve every channel of ``lo..hi``."""
+        starts = [lo]
+        prev = None
+        for c in range(lo, hi + 1):
+            geom = self._geometry(c)
+            self.deadpix[c] = geom[4].copy()
+            if prev is not None and not np.array_equal(geom[3], prev):
+                starts.append(c)
+            prev = geom[3].copy()
+        ends = [s - 1 for s in starts[1:]] + [hi]
+        for a, b in zip(starts, ends):
+            self._run(a, b)
+
+    def _run(self, a: int, b: int) -> None:
+        keys = [np.packbits(self.usable[:, c]).tobytes() for c in range(a, b + 1)]
+        base = _mode_index(keys)
+        regular = [c for c, k in zip(range(a, b + 1), keys) if k == base]
+        for c, k in zip(range(a, b + 1), keys):
+            if k != base:
+                self.exact(c)
+        if len(regular) <= 2:
+            for c in regular:
+                self.exact(c)
+            return
+        self.exact(regular[0])
+        self.exact(regular[-1])
+        self._segment(regular, 0, len(regular) - 1)
+
+    def _variance(self, c: int, W: np.ndarray) -> np.ndarray:
+        return np.square(W) @ (1.0 / self.iv[self.weights[c][1], c])
+
+    def _segment(self, reg: list[int], i: int, j: int) -> None:
+        if j - i <= 1:
+            return
+        m = (i + j) // 2
+        ci, cj, cm = reg[i], reg[j], reg[m]
+        Wi, Wj, Wm = self.weights[ci][2], self.weights[cj][2], self.exact(cm)[2]
+        t = (cm - ci) / (cj - ci)
+        D = (1.0 - t) * Wi + t * Wj - Wm
+        var_rel = _max_rel(self._variance(cm, Wm + D), self._variance(cm, Wm))
+        cover_rel = _max_rel(np.square(Wm + D).sum(axis=1), np.square(Wm).sum(axis=1))
+        scale = (cm - ci) * (cj - cm)
+        for lo_pos, hi_pos in ((i, m), (m, j)):
+            if not self._half(reg, lo_pos, hi_pos, D, var_rel, cover_rel, scale):
+                self._segment(reg, lo_pos, hi_pos)
+
+    def _half(self, reg, i, j, D, var_rel, cover_rel, scale) -> bool:
+        """Interpolate the regular channels strictly inside reg[i]..reg[j] if all pass the bound;
+        a channel with a pixel whose coverage lies within its error bound of the LOWCOV threshold
+        is solved exactly instead (so masks equal the exact solve's)."""
+        if j - i <= 1:
+            return True
+        ca, cb = reg[i], reg[j]
+        chans = np.array(reg[i + 1 : j])
+        ratio = (chans - ca) * (cb - chans) / scale
+        if SAFETY * float(ratio.max()) * var_rel > IVAR_RTOL:
+            return False
+        sel_idx, use_idx, Wa = self.weights[ca][:3]
+        Wb = self.weights[cb][2]
+        t = (chans - ca) / (cb - ca)
+        F = self.f[np.ix_(use_idx, chans)]
+        V = 1.0 / self.iv[np.ix_(use_idx, chans)]
+        # diag(W_k N_k W_k^T) and diag(W_k W_k^T) of W_k = (1 - t) Wa + t Wb
+        ones = np.ones((use_idx.size, 1))
+        VV = np.hstack([V, ones])
+        Saa, Sbb, Sab = np.square(Wa) @ VV, np.square(Wb) @ VV, (Wa * Wb) @ VV
+        S = (
+            np.square(1.0 - t) * Saa[:, :-1]
+            + 2 * t * (1.0 - t) * Sab[:, :-1]
+            + np.square(t) * Sbb[:, :-1]
+        )
+        cover = (
+            np.square(1.0 - t) * Saa[:, -1:]
+            + 2 * t * (1.0 - t) * Sab[:, -1:]
+            + np.square(t) * Sbb[:, -1:]
+        )
+        err = np.abs(D @ F)
+        sigma = np.sqrt(np.maximum(S, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(sigma > 0, err / np.where(sigma > 0, sigma, 1.0), 0.0)
+        bounds = SAFETY * ratio * (rel.max(axis=0) if rel.size else np.zeros(chans.size))
+        if not np.all(bounds <= self.tolerance):
+            return False
+        flux = (1.0 - t) * (Wa @ F) + t * (Wb @ F)
+        thr = self.solver.config.lowcov_threshold
+        for n, c in enumerate(chans):
+            c = int(c)
+            cv = cover[:, n]
+            if cv.size and np.any(cv > 0):
+                edge = thr * np.median(cv[cv > 0])
+                # cover and its median each move by <= SAFETY * ratio * cover_rel (relative)
+                margin = 2 * SAFETY * ratio[n] * cover_rel + 1e-12
+                if np.any(np.abs(cv - edge) <= margin * (cv + edge)):
+                    self.exact(c)
+                    continue
+            self.interpolated[c] = (ca, cb, float(t[n]), flux[:, n], S[:, n], cover[:, n])
+            self.bound[c] = float(bounds[n])
+        return True
+
+    def weights_of_node(self, c: int) -> tuple:
+        """The left node's weights tuple (sel_idx, use_idx, W, route, ...) of channel ``c``."""
+        return self.weights[self.interpolated[c][0]]
+
+    def weights_of(self, c: int) -> tuple:
+        """Weights tuple applied to channel ``c`` (W formed here for interpolated ones; the other
+        fields are the left node's)."""
+        if c in self.weights:
+            return self.weights[c]
+        ca, cb, t = self.interpolated[c][:3]
+        node = self.weights[ca]  # (sel_idx, use_idx, W, route, ...) as ChannelSolver returns it
+        return (*node[:2], (1.0 - t) * node[2] + t * self.weights[cb][2], *node[3:])
+
+
+def _images(
+    solver: ChannelSolver,
+    sel_idx: np.ndarray,
+    use_idx: np.ndarray,
+    flux: np.ndarray,
+    var: np.ndarray,
+    cover: np.ndarray,
+    deadpix: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flux, ivar and mask images of an interpolated channel (same units and mask rules as
+    :meth:`ChannelSolver.solve`): ``flux`` = W f and ``var`` = diag(W N W^T), ``cover`` =
+    diag(W N~ W^T) over the selected pixels, weights units."""
+    factor = solver.config.flux_factor
+    npix = solver.grid.size
+    image, ivar_img, cover_img = np.zeros(npix), np.zeros(npix), np.zeros(npix)
+    image[sel_idx] = factor * flux
+    ivar_img[sel_idx] = ivar_from_variance(var) / factor**2
+    cover_img[sel_idx] = cover
+    mask = solver._mask(sel_idx if use_idx.size else sel_idx[:0], cover_img, deadpix)
+    ivar_img[(mask & masks.DONOTUSE) != 0] = 0.0  # ivar > 0 means usable (docs/contracts.md)
+    shape = solver.grid.shape
+    return image.reshape(shape), ivar_img.reshape(shape), mask.reshape(shape)
+
+
+def _max_rel(approx: np.ndarray, exact: np.ndarray) -> float:
+    """max |approx / exact - 1| over exact > 0 (0 when none)."""
+    ok = exact > 0
+    return float(np.max(np.abs(approx[ok] / exact[ok] - 1.0))) if ok.any() else 0.0
+
+
+def reconstruct_block_reuse(
+    xpos: np.ndarray,
+    ypos: np.ndarray,
+    fwhm: np.ndarray,
+    flux: np.ndarray,
+    ivar: np.ndarray,
+    mask: np.ndarray,
+    grid: Grid,
+    config: CoreConfig,
+    *,
+    first: int,
+    out: tuple[int, int],
+    n_chan: int,
+    tolerance: float,
+    correlation_pairs: tuple[np.ndarray, np.ndarray] | None = None,
+    want: Iterable[int] = (),
+    block: int = BLOCK,
+) -> ReuseResult:
+    """Reconstruct global channels ``out = (start, stop)`` of a cube of ``n_chan`` channels from
+    inputs covering global channels ``first .. first + n - 1``, exactly :func:`read_range`'s
+    ``(lo, hi)`` for ``out``, reusing weights.
+
+    Inputs as :func:`crrxr.core.reconstruct_block` ((n_samples, n) arrays; fwhm in arcsec).
+    ``tolerance``: bound on |flux - exact flux| in units of each pixel's noise sigma (> 0).
+    ``want``: output offsets (relative to ``start``) whose correlation and PSF are returned.
+    """
+    if config.method != "crr":
+        raise InputError("weight reuse applies to method 'crr' only")
+    if not tolerance > 0:
+        raise InputError(f"reuse tolerance must be > 0 (0 means exact solves), got {tolerance}")
+    start, stop = out
+    arrays = validate_samples(xpos, ypos, fwhm, flux, ivar, mask, config, ndim=2)
+    n = arrays[0].shape[1]
+    if (first, first + n) != read_range(start, stop, n_chan, block):
+        raise InputError(
+            f"inputs cover channels {first}:{first + n}, but outputs {start}:{stop} of {n_chan} "
+            f"need exactly {read_range(start, stop, n_chan, block)} (crrxr.core.reuse.read_range)"
+        )
+    n_out = stop - start
+    want_set = {int(w) for w in want}
+    for w in want_set:
+        if not 0 <= w < n_out:
+            raise InputError(f"want offset {w} is outside the output channels 0..{n_out - 1}")
+    ny, nx = grid.shape
+    out_flux = np.zeros((n_out, ny, nx))
+    out_ivar = np.zeros((n_out, ny, nx))
+    out_mask = np.zeros((n_out, ny, nx), dtype=np.uint32)
+    failed = np.zeros(n_out, dtype=bool)
+    messages = [""] * n_out
+    solvers = ["none"] * n_out
+    exact = np.zeros(n_out, dtype=bool)
+    bound = np.zeros(n_out)
+    rho: dict[int, np.ndarray] = {}
+    psf: dict[int, np.ndarray] = {}
+    n_solves = 0
+    x, y, fw, f, iv, usable, dead = arrays
+    last = first + n - 1
+    for k in range(start // block, (stop - 1) // block + 1):
+        lo, hi = k * block, min((k + 1) * block, last)
+        own = range(max(lo, start), min(lo + block, stop))  # output channels this block owns
+        plan = _BlockPlan(arrays, grid, config, tolerance)
+        try:
+            plan.run(lo - first, hi - first)
+        except InputError:
+            raise
+        except Exception:  # noqa: BLE001 - the block falls back to exact per-channel solves
+            sl = slice(own.start - first, own.stop - first)
+            res = reconstruct_block(
+                x[:, sl],
+                y[:, sl],
+                fw[:, sl],
+                f[:, sl],
+                iv[:, sl],
+                np.asarray(mask)[:, sl],
+                grid,
+                config,
+                correlation_pairs=correlation_pairs,
+                want=[w + start - own.start for w in want_set if own.start <= w + start < own.stop],
+            )
+            o = slice(own.start - start, own.stop - start)
+            out_flux[o], out_ivar[o], out_mask[o] = res.flux, res.ivar, res.mask
+            failed[o], exact[o] = res.failed, True
+            messages[o] = list(res.messages)
+            solvers[o] = list(res.solver)
+            for w, v in res.rho.items():
+                rho[w + own.start - start] = v
+            for w, v in res.psf.items():
+                psf[w + own.start - start] = v
+            n_solves += len(own)
+            continue
+        n_solves += plan.n_solves
+        applier = plan.solver
+        for c in own:
+            o, a = c - start, c - first
+            wanted = o in want_set
+            exact[o] = a in plan.weights
+            bound[o] = plan.bound[a]
+            if a in plan.interpolated and not wanted:
+                _, _, _, fl, var, cover = plan.interpolated[a]
+                sel_idx, use_idx, _, route = plan.weights_of_node(a)[:4]
+                out_flux[o], out_ivar[o], out_mask[o] = _images(
+                    applier, sel_idx, use_idx, fl, var, cover, plan.deadpix[a]
+                )
+                solvers[o] = f"{route}+reuse"
+                continue
+            applier.injected = plan.weights_of(a)
+            res = applier.solve(
+                np.ascontiguousarray(x[:, a]),
+                np.ascontiguousarray(y[:, a]),
+                np.ascontiguousarray(fw[:, a]),
+                f[:, a],
+                iv[:, a],
+                usable[:, a],
+                dead[:, a],
+                pairs=correlation_pairs if wanted and correlation_pairs is not None else None,
+                psf=wanted,
+            )
+            out_flux[o], out_ivar[o], out_mask[o] = res.flux, res.ivar, res.mask
+            solvers[o] = res.solver if exact[o] else f"{res.solver}+reuse"
+            if wanted:
+                if res.rho is not None:
+                    rho[o] = res.rho
+                if res.psf is not None:
+                    psf[o] = res.psf
+        applier.injected = None
+    for o in np.flatnonzero(failed):
+        out_mask[o] = masks.NOCOV | masks.DONOTUSE
+    res = BlockResult(
+        out_flux, out_ivar, out_mask, failed, tuple(messages), rho, psf, tuple(solvers)
+    )
+    return ReuseResult(res, exact, bound, n_solves)

@@ -1,0 +1,86 @@
+"""Engine side of weight reuse (:mod:`crrxr.core.reuse`): which channels a chunk task reads and the
+block solve it calls when ``crr.reuse_tolerance`` > 0.
+
+A chunk reads the whole reuse blocks its channels fall in (global channel grid, plus each block's
+closing node), so its output does not depend on where chunk boundaries fall.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from crrxr.core import reconstruct_block
+from crrxr.core.block import BlockResult
+from crrxr.core.config import CoreConfig
+from crrxr.core.grid import Grid
+from crrxr.core.reuse import read_range, reconstruct_block_reuse
+from crrxr.io.rss import open_zarr_unchecked
+
+
+def reuse_enabled(config: CoreConfig) -> bool:
+    """Weights are reused for CRR with a positive ``reuse_tolerance``."""
+    return config.method == "crr" and config.reuse_tolerance > 0
+
+
+def reuse_lsf_message() -> str:
+    return (
+        "crr.reuse_tolerance > 0 does not propagate the RSS's lsf_sigma yet (interpolated weights "
+        "are applied to the flux only): build with crr.reuse_tolerance=0 to get the LSF cube"
+    )
+
+
+def check_reuse_inputs(config: CoreConfig, rss_variables) -> None:
+    """Refuse, before anything is written, a reuse build of an RSS that carries an LSF."""
+    from crrxr.io import cube as C
+
+    if reuse_enabled(config) and any(v in rss_variables for v in C.LSF_VARIABLES):
+        raise ValueError(reuse_lsf_message())
+
+
+def chunk_read_range(
+    config: CoreConfig, rss_path: str, start: int, stop: int
+) -> tuple[int, int, int]:
+    """(lo, hi, n_chan): channels ``[lo, hi)`` a chunk of outputs ``[start, stop)`` reads, and the
+    RSS's channel count (0 when reuse is off: not needed)."""
+    if not reuse_enabled(config):
+        return start, stop, 0
+    n_chan = int(open_zarr_unchecked(rss_path).sizes["wavelength"])
+    lo, hi = read_range(start, stop, n_chan)
+    return lo, hi, n_chan
+
+
+def solve_block(
+    config: CoreConfig,
+    grid: Grid,
+    arrays: tuple[np.ndarray, ...],
+    read: tuple[int, int],
+    out: tuple[int, int],
+    n_chan: int,
+    correlation_pairs=None,
+    want: tuple[int, ...] = (),
+    lsf: dict[str, np.ndarray] | None = None,
+) -> tuple[BlockResult, np.ndarray, np.ndarray]:
+    """(result, exact (n,) bool, bound (n,) float) of outputs ``out`` from ``arrays`` = (xpos, ypos,
+    fwhm, flux, ivar, mask) covering channels ``read``; exact solves when reuse is off. ``lsf``:
+    sample LSF arrays pushed through the same weights (exact solves only, see
+    :func:`check_reuse_inputs`)."""
+    n = out[1] - out[0]
+    if not reuse_enabled(config):
+        res = reconstruct_block(
+            *arrays, grid, config, correlation_pairs=correlation_pairs, want=want, lsf=lsf
+        )
+        return res, np.ones(n, dtype=bool), np.zeros(n)
+    if lsf:
+        raise ValueError(reuse_lsf_message())
+    rr = reconstruct_block_reuse(
+        *arrays,
+        grid,
+        config,
+        first=read[0],
+        out=out,
+        n_chan=n_chan,
+        tolerance=config.reuse_tolerance,
+        correlation_pairs=correlation_pairs,
+        want=want,
+    )
+    return rr.block, rr.exact, rr.bound

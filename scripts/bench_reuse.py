@@ -1,0 +1,229 @@
+"""Benchmark weight reuse across wavelength (crrxr.core.reuse) against exact per-channel solves.
+
+For each window of output channels the exact solve (``reconstruct_block``) and the reuse solve
+(``reconstruct_block_reuse``) and Shepard's method run back to back, block by block (64 channels each), in ONE process
+with one BLAS thread, so machine load hits both alike; times are CPU seconds (``process_time``).
+Accuracy is measured against the exact solve over unmasked spaxel-channels (mask without DONOTUSE,
+ivar > 0): |flux - exact| / sigma (max, 99.9 %, share > 0.01), max |ivar / exact - 1|, mask
+differences, and whether each channel's actual error stays within its stored bound.
+
+    python scripts/bench_reuse.py --bundle 127 --dar 1.0 --bad-pixels 0.001 --windows 500 3500 \\
+        --window 128 --truncation 6 --json out.jsonl
+
+Prints one JSON line per (configuration, window) and a markdown summary row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
+
+from crrxr.core import CoreConfig, Grid, masks, reconstruct_block  # noqa: E402
+from crrxr.core.kernel import seeing_at  # noqa: E402
+from crrxr.core.reuse import BLOCK, read_range, reconstruct_block_reuse  # noqa: E402
+from crrxr.io.names import ATTR_FIBER_RADIUS  # noqa: E402
+from crrxr.io.rss import open_rss  # noqa: E402
+from crrxr.simulate import simulate_rss  # noqa: E402
+from crrxr.simulate.scenes import Galaxy, PointSource  # noqa: E402
+
+
+def simulate(args, path: str):
+    scene = [Galaxy(), PointSource(x=4.0, y=-3.0, flux=50.0)]
+    return simulate_rss(
+        path,
+        bundle=None if args.lenslets else args.bundle,
+        lenslets=args.lenslets,
+        scene=scene,
+        noise=args.snr,
+        dar=args.dar > 0,
+        dar_amplitude=max(args.dar, 1e-9),
+        bad_pixel_fraction=args.bad_pixels,
+        nwave=args.nwave,
+        seed=args.seed,
+    )
+
+
+def run_fast_only(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: float) -> dict:
+    """Reuse solve alone over ``start:stop`` (whole-cube solve counts; no exact reference)."""
+    n_chan = rss.sizes["wavelength"]
+    cpu = 0.0
+    exact = solves = 0
+    bounds = []
+    for b0 in range(start, stop, BLOCK):
+        b1 = min(b0 - b0 % BLOCK + BLOCK, stop)
+        blo, bhi = read_range(b0, b1, n_chan)
+        part = rss.isel(wavelength=slice(blo, bhi)).load()
+        ei = part["exposure_index"].values
+        fw = seeing_at(
+            part["seeing_fwhm"].values[ei][:, None],
+            part["wavelength"].values[None, :],
+            5400.0,
+            -0.2,
+        )
+        arrays = (part["xpos"].values, part["ypos"].values, fw)
+        arrays += tuple(part[v].values for v in ("flux", "ivar", "mask"))
+        t0 = time.process_time()
+        rr = reconstruct_block_reuse(
+            *arrays, grid, cfg, first=blo, out=(b0, b1), n_chan=n_chan, tolerance=tol
+        )
+        cpu += time.process_time() - t0
+        exact += int(rr.exact.sum())
+        solves += rr.n_solves
+        bounds.append(rr.bound)
+    return {
+        "window": [start, stop],
+        "cpu_fast_s": round(cpu, 2),
+        "exact_channels": exact,
+        "solves": solves,
+        "bound_max": float(np.concatenate(bounds).max()),
+    }
+
+
+def run_window(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: float) -> dict:
+    n_chan = rss.sizes["wavelength"]
+    lo, hi = read_range(start, stop, n_chan)
+    part = rss.isel(wavelength=slice(lo, hi)).load()
+    ei = part["exposure_index"].values
+    fw = seeing_at(
+        part["seeing_fwhm"].values[ei][:, None], part["wavelength"].values[None, :], 5400.0, -0.2
+    )
+    arrays = (part["xpos"].values, part["ypos"].values, fw)
+    arrays += tuple(part[v].values for v in ("flux", "ivar", "mask"))
+    t_exact = t_fast = t_shepard = 0.0
+    shepard = dataclasses.replace(cfg, method="shepard")
+    stats = {"exact_channels": 0, "solves": 0}
+    errs, ivrel, mask_diff, violations, bounds = [], [], 0, 0, []
+    exact_err = ratio_max = 0.0
+    for b0 in range(start, stop, BLOCK):
+        b1 = min(b0 - b0 % BLOCK + BLOCK, stop)
+        sl = slice(b0 - lo, b1 - lo)
+        t0 = time.process_time()
+        ex = reconstruct_block(*(a[:, sl] for a in arrays), grid, cfg)
+        t1 = time.process_time()
+        blo, bhi = read_range(b0, b1, n_chan)
+        bsl = slice(blo - lo, bhi - lo)
+        rr = reconstruct_block_reuse(
+            *(a[:, bsl] for a in arrays),
+            grid,
+            cfg,
+            first=blo,
+            out=(b0, b1),
+            n_chan=n_chan,
+            tolerance=tol,
+        )
+        t2 = time.process_time()
+        reconstruct_block(*(a[:, sl] for a in arrays), grid, shepard)
+        t3 = time.process_time()
+        t_exact += t1 - t0
+        t_fast += t2 - t1
+        t_shepard += t3 - t2
+        fa = rr.block
+        ok = (ex.ivar > 0) & ((ex.mask & masks.DONOTUSE) == 0)
+        sig = np.where(ok, 1 / np.sqrt(np.where(ok, ex.ivar, 1.0)), 1.0)
+        e = np.where(ok, np.abs(fa.flux - ex.flux) / sig, 0.0)
+        errs.append(e[ok])
+        ivrel.append(np.abs(fa.ivar[ok] / ex.ivar[ok] - 1))
+        mask_diff += int(np.sum(fa.mask != ex.mask))
+        per_chan = e.reshape(e.shape[0], -1).max(axis=1)
+        interp = ~rr.exact
+        violations += int(np.sum(per_chan[interp] > rr.bound[interp] * (1 + 1e-6)))
+        if interp.any():
+            ratio_max = max(ratio_max, float(np.max(per_chan[interp] / rr.bound[interp])))
+        exact_err = max(exact_err, float(per_chan[rr.exact].max()) if rr.exact.any() else 0.0)
+        bounds.append(rr.bound)
+        stats["exact_channels"] += int(rr.exact.sum())
+        stats["solves"] += rr.n_solves
+    err = np.concatenate(errs)
+    iv = np.concatenate(ivrel)
+    bnd = np.concatenate(bounds)
+    return {
+        "window": [start, stop],
+        "cpu_exact_s": round(t_exact, 2),
+        "cpu_fast_s": round(t_fast, 2),
+        "speedup": round(t_exact / t_fast, 2),
+        "cpu_shepard_s": round(t_shepard, 2),
+        **stats,
+        "err_max_sigma": float(err.max()),
+        "err_999_sigma": float(np.quantile(err, 0.999)),
+        "share_err_gt_001": float(np.mean(err > 0.01)),
+        "ivar_rel_max": float(iv.max()),
+        "mask_differences": mask_diff,
+        "bound_violations": violations,  # interpolated channels whose error exceeds the bound
+        "exact_channels_err_max": exact_err,  # exact channels: route/rounding differences only
+        "bound_max": float(bnd.max()),
+        "error_to_bound_max": ratio_max,  # largest actual error / bound over interpolated channels
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--bundle", type=int, default=127)
+    p.add_argument("--lenslets", type=int, default=None)
+    p.add_argument("--snr", type=float, default=30.0)
+    p.add_argument("--dar", type=float, default=1.0, help="DAR amplitude arcsec (0 = off)")
+    p.add_argument("--bad-pixels", type=float, default=0.0)
+    p.add_argument("--nwave", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--windows", type=int, nargs="+", default=[500, 3500], help="window starts")
+    p.add_argument("--window", type=int, default=128, help="channels per window")
+    p.add_argument("--tolerance", type=float, default=0.01)
+    p.add_argument("--truncation", type=float, default=4.0, help="kernel truncation radius")
+    p.add_argument("--sv-floor", type=float, default=1e-6)
+    p.add_argument("--pixel", type=float, default=0.75)
+    p.add_argument("--select-radius", type=float, default=1.6)
+    p.add_argument("--margin", type=float, default=1.0, help="grid margin arcsec")
+    p.add_argument("--rss", default=None, help="existing RSS store (else simulated)")
+    p.add_argument("--json", default=None, help="append results here")
+    p.add_argument(
+        "--fast-only",
+        action="store_true",
+        help="reuse solve only (no exact reference, no accuracy)",
+    )
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench_reuse_") as tmp:
+        path = args.rss or os.path.join(tmp, "rss.zarr")
+        if args.rss is None:
+            simulate(args, path)
+        rss = open_rss(path)
+        x, y = rss["xpos"].values, rss["ypos"].values
+        grid = Grid.covering(
+            np.array([np.nanmin(x), np.nanmax(x)]),
+            np.array([np.nanmin(y), np.nanmax(y)]),
+            args.pixel,
+            args.margin,
+        )
+        cfg = CoreConfig(
+            pixel_scale=args.pixel,
+            truncation_radius=args.truncation,
+            sv_floor=args.sv_floor,
+            select_radius=args.select_radius,
+            fiber_radius=float(rss.attrs.get(ATTR_FIBER_RADIUS, 1.0)),
+        )
+        config = {k: v for k, v in vars(args).items() if k not in ("json", "rss", "windows")}
+        for w in args.windows:
+            with threadpool_limits(1):
+                run = run_fast_only if args.fast_only else run_window
+                res = run(
+                    rss, grid, cfg, w, min(w + args.window, rss.sizes["wavelength"]), args.tolerance
+                )
+            line = {"config": config, **res}
+            print(json.dumps(line), flush=True)
+            if args.json:
+                with open(args.json, "a") as fh:
+                    fh.write(json.dumps(line) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

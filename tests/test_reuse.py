@@ -1,0 +1,184 @@
+"""Weight reuse across wavelength (crr.reuse_tolerance > 0, crrxr.core.reuse) through the engine:
+accuracy against exact per-channel solves, the stored certificate, masked channels solved exactly,
+chunk independence, point-source PSF / correlation and a flat field.
+
+The 4" kernel cut makes exact W jump from channel to channel (pairs crossing the cut), so the
+fixtures use a 6" cut, where W is smooth and most channels are interpolated (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from crrxr.core import Grid, InputError, masks
+from crrxr.core.kernel import kernel_fwhm, seeing_at
+from crrxr.core.psf import fit_kernel_fwhm
+from crrxr.core.reuse import read_range, reconstruct_block_reuse
+from crrxr.engine.build import run_build
+from crrxr.simulate import simulate_rss
+from crrxr.simulate.scenes import Galaxy, PointSource
+
+TOL = 0.01
+CUT = {"kernel.truncation_radius_arcsec": 6.0}
+
+
+def manga_wave(lo: float, n: int) -> np.ndarray:
+    return lo * 10 ** (1e-4 * np.arange(n))
+
+
+def build(rss, path, tol, chunk=32, **extra):
+    run_build(
+        rss,
+        path,
+        params={**CUT, "crr.reuse_tolerance": tol, **extra},
+        wave_chunk=chunk,
+        scheduler="threads",
+        workers=2,
+        progress=False,
+    )
+    return xr.open_zarr(path).load()
+
+
+@pytest.fixture(scope="module", params=[0.0, 0.002], ids=["unmasked", "masked"])
+def galaxy(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp("reuse")
+    rss = d / "rss.zarr"
+    sim = simulate_rss(
+        rss,
+        bundle=19,
+        wavelength=manga_wave(7000.0, 64),
+        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
+        noise=30,
+        dar_amplitude=2.0,
+        bad_pixel_fraction=request.param,
+        seed=5,
+    )
+    exact = build(rss, d / "exact.zarr", 0.0)
+    fast = build(rss, d / "fast.zarr", TOL)
+    return sim.load(), exact, fast, rss, d
+
+
+def good_sigma(exact):
+    ok = (exact["ivar"].values > 0) & ((exact["mask"].values & masks.DONOTUSE) == 0)
+    sigma = np.where(ok, 1 / np.sqrt(np.where(ok, exact["ivar"].values, 1.0)), np.inf)
+    return ok, sigma
+
+
+def test_fast_cube_within_certified_bound_of_exact(galaxy):
+    sim, exact, fast, _, _ = galaxy
+    interp = fast["channel_exact"].values == 0
+    assert interp.mean() > (0.1 if sim["mask"].values.any() else 0.4), interp.mean()
+    assert np.all(exact["channel_exact"].values == 1) and np.all(exact["reuse_bound"].values == 0)
+    ok, sigma = good_sigma(exact)
+    err = np.abs(fast["flux"].values - exact["flux"].values) / sigma
+    per_channel = np.where(ok, err, 0).max(axis=(1, 2))
+    bound = fast["reuse_bound"].values.astype(float)
+    # the certificate: every channel's real error (float32 output) within its stored bound
+    assert np.all(per_channel <= bound * 1.001 + 1e-5), np.max(per_channel - bound)
+    assert np.all(bound[interp] <= TOL) and np.all(bound[~interp] == 0)
+    assert per_channel[~interp].max() < 1e-4  # exact channels: same solve up to float32
+    assert per_channel[interp].max() > 1e-7  # interpolated channels really differ
+    np.testing.assert_array_equal(fast["mask"].values, exact["mask"].values)
+    rel = np.abs(fast["ivar"].values[ok] / exact["ivar"].values[ok] - 1)
+    assert rel.max() <= 1e-3
+
+
+def test_channels_with_their_own_masked_samples_are_exact(galaxy):
+    sim, _, fast, _, _ = galaxy
+    bad = sim["mask"].values != 0
+    if not bad.any():
+        pytest.skip("unmasked case")
+    # a sample masked at one channel only: that channel's usable set is its own, solved exactly
+    own = np.zeros(bad.shape[1], dtype=bool)
+    own[1:-1] = np.any(bad[:, 1:-1] & ~bad[:, :-2] & ~bad[:, 2:], axis=0)
+    assert own.sum() >= 3
+    assert np.all(fast["channel_exact"].values[own] == 1)
+
+
+def test_chunking_does_not_change_the_fast_cube(galaxy):
+    sim, _, fast, rss, d = galaxy
+    if sim["mask"].values.any():
+        pytest.skip("one case is enough")
+    for chunk in (7,):
+        other = build(rss, d / f"fast{chunk}.zarr", TOL, chunk=chunk)
+        for name in ("flux", "ivar", "mask", "channel_exact", "reuse_bound"):
+            np.testing.assert_array_equal(other[name].values, fast[name].values, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def point(tmp_path_factory):
+    d = tmp_path_factory.mktemp("reuse_psf")
+    rss = d / "rss.zarr"
+    sim = simulate_rss(
+        rss,
+        bundle=19,
+        seeing=1.19,
+        # the r band (6176.58 A, PSF and correlation stored) at channel 45: never a node unless
+        # the refinement goes down to single channels
+        wavelength=manga_wave(6176.58 / 10 ** (45e-4), 64),
+        scene="point",
+        noise=None,
+        dar_amplitude=1.0,
+        seed=5,
+    )
+    return sim.load(), build(rss, d / "exact.zarr", 0.0), build(rss, d / "fast.zarr", TOL)
+
+
+def test_point_source_psf_and_correlation_in_fast_mode(point):
+    sim, exact, fast = point
+    k = int(fast["band_index"].values[0])
+    assert fast["channel_exact"].values[k] == 0, "the band channel must be interpolated"
+    psf_f, psf_e = fast["psf"].values[0], exact["psf"].values[0]
+    assert np.max(np.abs(psf_f - psf_e)) <= 1e-3 * psf_e.max()
+    grid = Grid(float(fast.x[1] - fast.x[0]), fast.sizes["x"])
+    good = (fast["mask"].values[k] & masks.DONOTUSE) == 0
+    seeing = float(np.mean(seeing_at(sim["seeing_fwhm"].values, float(sim.wavelength[k]))))
+    fw_f = fit_kernel_fwhm(fast["flux"].values[k], grid, use=good).fwhm
+    fw_e = fit_kernel_fwhm(exact["flux"].values[k], grid, use=good).fwhm
+    assert abs(fw_f / kernel_fwhm(seeing) - 1) < 0.05
+    assert abs(fw_f / fw_e - 1) < 1e-3
+    rho_f, rho_e = fast["correlation"].values[0], exact["correlation"].values[0]
+    assert np.max(np.abs(rho_f - rho_e)) < 1e-3
+    i, j = fast["pair_i"].values, fast["pair_j"].values
+    nx = fast.sizes["x"]
+    adjacent = (np.abs(i // nx - j // nx) + np.abs(i % nx - j % nx)) == 1
+    assert abs(rho_f[adjacent].mean() - rho_e[adjacent].mean()) < 1e-3
+
+
+def test_flat_field_stays_flat_in_fast_mode(tmp_path):
+    """Uniform surface brightness S: fiber flux S pi r^2, spaxel flux S p^2 in the covered interior
+    (as tests/test_core_slice.py: more than ~3.5" inside the outer fiber centres), interpolated
+    channels included."""
+    sim = simulate_rss(
+        None, bundle=37, wavelength=manga_wave(7000.0, 64), noise=30, dar_amplitude=2.0, seed=2
+    )
+    S = 3.0
+    sim["flux"] = xr.full_like(sim["flux"], S * np.pi * 1.0**2)
+    fast = build(sim, tmp_path / "flat.zarr", TOL)
+    interp = fast["channel_exact"].values == 0
+    assert interp.mean() > 0.3
+    xx, yy = np.meshgrid(fast["x"].values, fast["y"].values)
+    good = (fast["mask"].values & masks.DONOTUSE) == 0
+    interior = good & (np.hypot(xx, yy) < 4.0)[None]
+    assert interior[interp].sum() > 50 * interp.sum()
+    rel = np.abs(fast["flux"].values[interior] / (S * 0.75**2) - 1)
+    assert rel.max() <= 2e-3
+
+
+def test_bad_tolerance_and_read_range_are_refused(tmp_path):
+    sim = simulate_rss(None, bundle=19, wavelength=manga_wave(5000.0, 8), seed=1)
+    with pytest.raises(ValueError, match="reuse_tolerance"):
+        build(sim, tmp_path / "bad.zarr", -1.0)
+    n = sim.sizes["wavelength"]
+    assert read_range(2, 5, n, block=4) == (0, 8)
+    assert read_range(0, 4, 100, block=4) == (0, 5)
+    a = [sim[v].values for v in ("xpos", "ypos")] + [np.full(sim["xpos"].shape, 1.2)]
+    a += [sim[v].values for v in ("flux", "ivar", "mask")]
+    from crrxr.core import CoreConfig
+
+    with pytest.raises(InputError, match="read_range"):
+        reconstruct_block_reuse(
+            *a, Grid(0.75, 31), CoreConfig(), first=0, out=(2, 5), n_chan=100, tolerance=TOL
+        )
