@@ -184,3 +184,19 @@ def test_cube_lsf_is_bitwise_the_same_under_other_executors_and_chunks(tmp_path)
     assert np.isfinite(cubes[0]).sum() > 100
     for other in cubes[1:]:
         np.testing.assert_array_equal(other, cubes[0])
+
+
+def test_reuse_build_of_an_rss_with_lsf_is_refused_before_writing(tmp_path):
+    """Interpolated weights are applied to the flux only: a reuse build must not write a cube
+    whose LSF is missing or wrong; the refusal names the parameter to change."""
+    rss = _sim(0.2, seed=3, nwave=4)
+    out = tmp_path / "c.zarr"
+    with pytest.raises(ValueError, match="crr.reuse_tolerance=0"):
+        build_cube(
+            rss,
+            out,
+            {"method": "crr", "crr.reuse_tolerance": 0.01},
+            scheduler="synchronous",
+            progress=False,
+        )
+    assert not out.exists()
