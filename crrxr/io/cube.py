@@ -287,8 +287,9 @@ def cube_template(
             (WAVELENGTH,),
             zeros((nw,), np.float32, (wc,)),
             {
-                "units": "noise sigma",
-                "long_name": "certified bound on |flux - exact flux| of interpolated weights (0: exact)",
+                "units": "1",
+                "long_name": "bound on |flux - exact flux| of interpolated weights, in units of "
+                "each spaxel's noise sigma (0: solved exactly)",
             },
         ),
         CHUNK_DONE: (
