@@ -20,7 +20,12 @@ import zarr
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
 from crrxr.core.kernel import seeing_at
-from crrxr.engine.integrity import load_slice, mark_chunk_done, require_input_store
+from crrxr.engine.integrity import (
+    InputChunkError,
+    load_slice,
+    mark_chunk_done,
+    require_input_store,
+)
 from crrxr.engine.memory import blas_threads_in_effect, worker_peak_rss
 from crrxr.engine.reuse import chunk_read_range, solve_block
 from crrxr.io import cube as C
@@ -116,6 +121,10 @@ def solve_chunk(task: ChunkTask) -> ChunkResult:
     except ChunkFailed:
         raise
     except Exception as exc:
+        try:  # whatever zarr raised while the input went away, the cause is that it went away
+            require_input_store(task.rss_path)
+        except InputChunkError as gone:
+            raise chunk_failure(task, gone) from exc
         raise chunk_failure(task, exc) from exc
 
 
