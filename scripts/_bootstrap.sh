@@ -17,8 +17,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     .venv/bin/python -m pip install -q -e ".[all]" 2>&1 | { grep -v "is ignored: it is neither" || true; }
     echo "$want" > "$stamp"
 fi
-source "$ROOT/scripts/_marvin_env.sh"
-source "$ROOT/scripts/_apt_deps.sh"
 export PATH="$ROOT/.venv/bin:$PATH"
 # Two cores: keep BLAS single-threaded unless the caller says otherwise; crrxr sizes
 # worker thread pools itself (workers x BLAS threads never exceed the cores).
