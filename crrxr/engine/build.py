@@ -841,7 +841,6 @@ def make_tasks(
                 out_dtype=str(pstore["output.dtype"]),
                 bands=bands,
                 max_sep=float(pstore["output.correlation_max_sep_arcsec"]),
-                blas_threads=plan.blas_threads,
                 sky_method=sky_method,
             )
         )

@@ -54,7 +54,6 @@ class ChunkTask:
     out_dtype: str
     bands: tuple[tuple[int, int], ...]  # (band position, channel index) of bands in this chunk
     max_sep: float  # arcsec, correlation pairs
-    blas_threads: int
     sky_method: str | None = None  # None: no sky subtraction
 
 
