@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -186,6 +187,28 @@ def test_distributed_task_error_is_one_line_naming_the_chunk(rss, reference, tmp
     assert_clean_end(proc, err, store, tmp, workers)
     f.write_bytes(good)  # the input repaired
     resume_equals_reference(src, store, reference)
+
+
+def test_own_workers_drop_closing_cluster_chatter_and_keep_other_errors():
+    """In a worker of a cluster crrxr started, the heartbeat error that races with the cluster's
+    close (seen once after a clean Ctrl-C, a traceback in the CLI output) is dropped; any other
+    worker error still reaches stderr. Run in a fresh interpreter: the filter is process-wide."""
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(stream=sys.stderr)\n"
+        "from crrxr.executors.distributed import quiet_own_worker\n"
+        "quiet_own_worker()\n"
+        "log = logging.getLogger('distributed.worker')\n"
+        "try:\n"
+        "    raise OSError('Stream is closed')\n"
+        "except OSError:\n"
+        "    log.exception('Failed to communicate with scheduler during heartbeat.')\n"
+        "log.error('a worker error that matters')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "a worker error that matters" in r.stderr
+    assert "heartbeat" not in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 # ------------------------------------------------------------------ 3. Ctrl-C, distributed

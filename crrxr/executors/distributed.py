@@ -22,9 +22,16 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.1
 
 #: Worker log records that only repeat what the driver reports in one line (a task's error with
-#: its traceback; tasks cancelled by a stop): dropped in the workers of a cluster crrxr started.
+#: its traceback; tasks cancelled by a stop), or that only a closing cluster produces: dropped in
+#: the workers of a cluster crrxr started. A heartbeat that finds the scheduler gone races with the
+#: cluster's close (the scheduler lives in the driver process, so it is gone only when the driver
+#: closes the cluster or dies, and the worker then dies with its parent); it printed a traceback
+#: after a clean Ctrl-C.
 _WORKER_CHATTER = {
-    "distributed.worker": ("Compute Failed",),
+    "distributed.worker": (
+        "Compute Failed",
+        "Failed to communicate with scheduler during heartbeat",
+    ),
     "distributed.worker.state_machine": ("Async instruction for",),
 }
 
