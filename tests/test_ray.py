@@ -82,16 +82,15 @@ def test_local_ray_cube_equals_threads_and_leaves_nothing(cubes, tmp_path, capfd
         import ray
 
         assert ray.is_initialized()
-        # Ray 2.60's GCS and raylet gRPC servers listen on every interface whatever the node IP
-        # (a Ray limitation); nothing else may, and token auth must refuse a client without the
-        # run's token
-        wide = [
-            (p.name(), addr)
-            for p in _ray_processes(temp_dir)
-            for addr in _listening([p])
-            if addr[0] != "127.0.0.1"
-        ]
-        assert {name for name, _ in wide} <= {"gcs_server", "raylet"}, wide
+        # every server of the local Ray (GCS, raylet, workers, agents) listens on loopback only,
+        # and token auth refuses a client without the run's token
+        procs = {*_ray_processes(temp_dir), *psutil.Process().children(recursive=True)}
+        names = {p.name() for p in procs}
+        assert {"gcs_server", "raylet"} <= names, names
+        listening = [(p.name(), addr) for p in procs for addr in _listening([p])]
+        assert {n for n, _ in listening} >= {"gcs_server", "raylet"}, listening
+        wide = [(n, a) for n, a in listening if a[0] not in ("127.0.0.1", "::ffff:127.0.0.1")]
+        assert not wide, wide
         gcs = ray.get_runtime_context().gcs_address
         probe = subprocess.run(
             [sys.executable, "-c", f"import ray; ray.init(address={gcs!r})"],
@@ -128,7 +127,9 @@ def ray_head(tmp_path_factory):
     short_temp = Path(f"/tmp/crrxr-rayhead-{os.getpid()}")  # unix socket paths must stay short
     short_temp.mkdir()
     port = _free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    # Ray maps --node-ip-address=127.0.0.1 to the machine's IP (and its servers then listen on all
+    # interfaces) unless this single-machine switch is off: see crrxr.executors.ray
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     env.pop("RAY_ADDRESS", None)
     ray_bin = Path(sys.executable).with_name("ray")
     log = open(temp / "ray-head.log", "w")

@@ -61,6 +61,23 @@ def _restore_env(name: str, old: str | None) -> None:
 _TOKEN: list[str] = []
 
 
+def _keep_ray_on_loopback(undo: ExitStack) -> None:
+    """Make a local Ray's node IP 127.0.0.1, so that its GCS, raylet, workers and agents listen on
+    the loopback interface only (undone on close).
+
+    ``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough: Ray (2.60) maps a loopback node
+    address to the machine's own IP unless ``ray_constants.ENABLE_RAY_CLUSTER`` is off (its setting
+    for a single-machine Ray, read from ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when Ray is imported);
+    then every server binds to the machine's IP or to all interfaces. tests/test_ray.py checks every
+    listening socket of the local Ray, so a Ray that changes this is caught.
+    """
+    from ray._private import ray_constants
+
+    undo.callback(setattr, ray_constants, "ENABLE_RAY_CLUSTER", ray_constants.ENABLE_RAY_CLUSTER)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    _set_env(undo, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray's own processes, likewise
+
+
 def _process_token() -> str:
     """A random Ray auth token made once per process (Ray's token loader keeps the first it sees)."""
     if not _TOKEN:
@@ -131,6 +148,7 @@ class RayExecutor(Executor):
         auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
         self._undo.callback(auth_log.setLevel, auth_log.level)
         auth_log.setLevel(logging.ERROR)
+        _keep_ray_on_loopback(self._undo)
         ray.init(
             num_cpus=self.workers,
             include_dashboard=False,
