@@ -45,7 +45,7 @@ from scipy import sparse  # noqa: E402
 from scipy.spatial import cKDTree  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from crrxr.core import CoreConfig, Grid  # noqa: E402
+from crrxr.core import CoreConfig, Grid, reconstruct_block  # noqa: E402
 from crrxr.core.covariance import pair_correlation  # noqa: E402
 from crrxr.core.crr import GRAM_RTOL, solve_crr  # noqa: E402
 from crrxr.core.kernel import kernel_fwhm, seeing_at  # noqa: E402
@@ -81,8 +81,11 @@ class Channel:
 
 def load_channels(
     n_lenslets: int, wavelengths: list[float], snr: float, seed: int
-) -> list[Channel]:
-    """Simulate the lenslet RSS (in memory) and build each channel's kernel matrix as the engine does."""
+) -> tuple[list[Channel], tuple]:
+    """Simulate the lenslet RSS (in memory) and build each channel's kernel matrix as the engine does.
+
+    Also returns the (n_samples, n_chan) block inputs of :func:`crrxr.core.reconstruct_block`
+    (x, y, fwhm, flux, ivar, mask)."""
     scene = [Galaxy(), PointSource(x=0.0, y=0.0, flux=50.0)]
     rss = simulate_rss(
         None,
@@ -114,7 +117,9 @@ def load_channels(
         A, sel, use = ChannelSolver(grid, cfg).kernel_matrix(x, y, f, usable)
         var = 1.0 / ivar[use, c]
         out.append(Channel(x[use], y[use], f[use], var, grid, cfg, A, sel, use, float(wl)))
-    return out
+    block = (rss["xpos"].values, rss["ypos"].values, fw)
+    block += tuple(rss[v].values for v in ("flux", "ivar", "mask"))
+    return out, block
 
 
 def interior_pixels(ch: Channel) -> np.ndarray:
@@ -263,7 +268,7 @@ def floors_for(A, floors: list[float], rel: list[float]) -> list[tuple[str, floa
 
 def run_physics(args) -> list[dict]:
     """The physics grid on the small array."""
-    chans = load_channels(args.lenslets, args.wavelengths, args.snr, args.seed)
+    chans = load_channels(args.lenslets, args.wavelengths, args.snr, args.seed)[0]
     rows = []
     for c, ch in enumerate(chans):
         S = spectrum(ch.A)
@@ -295,8 +300,24 @@ def run_physics(args) -> list[dict]:
 
 def run_timing(args) -> list[dict]:
     """Spectrum, route, gram-vs-SVD accuracy and CPU time per route on the large array."""
-    chans = load_channels(args.timing_lenslets, args.timing_wavelengths, args.snr, args.seed)
+    chans, block = load_channels(args.timing_lenslets, args.timing_wavelengths, args.snr, args.seed)
     rows = []
+    for floor in args.engine_floors:
+        # what the engine pays: reconstruct_block, one channel at a time (each its own solve)
+        cfg = dataclasses.replace(chans[0].cfg, sv_floor=floor)
+        for c, ch in enumerate(chans):
+            t0 = time.process_time()
+            res = reconstruct_block(*(a[:, c : c + 1] for a in block), ch.grid, cfg)
+            row = {
+                "part": "engine",
+                "lenslets": args.timing_lenslets,
+                "wavelength": ch.wavelength,
+                "floor": f"{floor:g}",
+                "route": res.solver[0],
+                "cpu_block_s": time.process_time() - t0,
+            }
+            rows.append(row)
+            emit(args, row)
     for ch in chans:
         S = spectrum(ch.A)
         print(
@@ -388,6 +409,8 @@ def timing_table(rows: list[dict]) -> str:
     )
     lines = [head]
     for r in rows:
+        if r["part"] != "timing":
+            continue
         lines.append(
             f"| {r['floor']} | {r['wavelength']:.0f} | {r['rank_svd']} | {r['cond']:.3g} "
             f"| {r['gram_estimate']:.2g} | {r['route_auto']} | {r['dW_gram_svd']:.1e} "
@@ -413,6 +436,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timing-wavelengths", type=float, nargs="+", default=[5400.0, 9000.0])
     p.add_argument("--timing-floors", type=float, nargs="+", default=[1e-6, 1e-5, 1e-4, 1e-3, 1e-2])
     p.add_argument(
+        "--engine-floors",
+        type=float,
+        nargs="*",
+        default=[1e-6, 1e-3],
+        help="floors timed through reconstruct_block on the timing array",
+    )
+    p.add_argument(
         "--timing-physics", action="store_true", help="PSF/noise/flux on the timing array too"
     )
     p.add_argument("--json", default=None, help="append JSON lines here")
@@ -426,9 +456,16 @@ def main(argv: list[str] | None = None) -> int:
     if timing:
         print(f"\n{args.timing_lenslets} lenslets\n")
         print(timing_table(timing))
+        engine = [r for r in timing if r["part"] == "engine"]
+        if engine:
+            print("\nreconstruct_block, CPU s per channel (route)\n")
+            for r in engine:
+                print(
+                    f"floor {r['floor']}, {r['wavelength']:.0f} A: {r['cpu_block_s']:.2f} ({r['route']})"
+                )
         if args.timing_physics:
             print(f"\n{args.timing_lenslets} lenslets, {args.mc} realisations\n")
-            print(physics_table(timing))
+            print(physics_table([r for r in timing if r["part"] == "timing"]))
     return 0
 
 
