@@ -400,6 +400,39 @@ def physics_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_table(rows: list[dict], ref: str = "1e-06") -> str:
+    """Markdown: each floor against ``ref`` channel by channel (worst case over channels)."""
+    by = {(r["floor"], r["wavelength"]): r for r in rows}
+    labels = [lab for lab in dict.fromkeys(r["floor"] for r in rows) if lab != ref]
+    head = (
+        f"| floor | worst flat pixel (vs {ref}) | worst point-source flux (vs {ref}) "
+        "| max change FWHM / kernel | max change pseudo-Strehl | sigma change | rho 1 px change "
+        "| rho 2 px change |\n|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+
+    def worst(r: dict) -> tuple[float, float]:
+        flat = max(1 - r["flat_min"], r["flat_max"] - 1)
+        return flat, float(np.max(np.abs(np.asarray(r["total_flux"]) - 1)))
+
+    for lab in labels:
+        pairs = [(by[(ref, w)], r) for (f, w), r in by.items() if f == lab and (ref, w) in by]
+        a = np.array([worst(p) for p, _ in pairs])
+        b = np.array([worst(r) for _, r in pairs])
+        dfw = max(np.max(np.abs(np.subtract(r["fwhm_ratio"], p["fwhm_ratio"]))) for p, r in pairs)
+        dst = max(np.max(np.abs(np.subtract(r["strehl"], p["strehl"]))) for p, r in pairs)
+        dsig = [r["sigma_interior_median"] / p["sigma_interior_median"] - 1 for p, r in pairs]
+        d1 = [r["rho1"] - p["rho1"] for p, r in pairs]
+        d2 = [r["rho2"] - p["rho2"] for p, r in pairs]
+        lines.append(
+            f"| {lab} | {100 * b[:, 0].max():.1f} % ({100 * a[:, 0].max():.1f} %) "
+            f"| {100 * b[:, 1].max():.1f} % ({100 * a[:, 1].max():.1f} %) | {dfw:.4f} | {dst:.4f} "
+            f"| {100 * min(dsig):+.1f} to {100 * max(dsig):+.1f} % "
+            f"| {min(d1):+.4f} to {max(d1):+.4f} | {min(d2):+.4f} to {max(d2):+.4f} |"
+        )
+    return "\n".join(lines)
+
+
 def timing_table(rows: list[dict]) -> str:
     """Markdown: one row per (floor, channel) of the large array."""
     head = (
@@ -446,13 +479,27 @@ def main(argv: list[str] | None = None) -> int:
         "--timing-physics", action="store_true", help="PSF/noise/flux on the timing array too"
     )
     p.add_argument("--json", default=None, help="append JSON lines here")
+    p.add_argument(
+        "--summarise", nargs="+", default=None, help="only print the tables of these JSON files"
+    )
     args = p.parse_args(argv)
+    if args.summarise:
+        rows = [json.loads(line) for f in args.summarise for line in open(f)]
+        phys = [r for r in rows if r["part"] == "physics"]
+        if phys:
+            print(physics_table(phys) + "\n\n" + paired_table(phys))
+        timing = [r for r in rows if r["part"] in ("timing", "engine")]
+        if timing:
+            print("\n" + timing_table(timing))
+        return 0
     with threadpool_limits(1):
         phys = run_physics(args) if args.lenslets else []
         timing = run_timing(args) if args.timing_lenslets else []
     if phys:
         print(f"\n{args.lenslets} lenslets, channels {args.wavelengths}, {args.mc} realisations\n")
         print(physics_table(phys))
+        print()
+        print(paired_table(phys))
     if timing:
         print(f"\n{args.timing_lenslets} lenslets\n")
         print(timing_table(timing))
@@ -466,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.timing_physics:
             print(f"\n{args.timing_lenslets} lenslets, {args.mc} realisations\n")
             print(physics_table([r for r in timing if r["part"] == "timing"]))
+            print()
+            print(paired_table([r for r in timing if r["part"] == "timing"]))
     return 0
 
 
