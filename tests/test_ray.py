@@ -200,6 +200,8 @@ def test_build_joins_existing_ray_head(cubes, ray_head, tmp_path):
 
     assert not ray.is_initialized()  # our connection closed ...
     assert _ray_processes(str(temp))  # ... the cluster still runs
+    head = _listening(_ray_processes(str(temp)))  # the test head too listens on loopback only
+    assert head and all(ip in ("127.0.0.1", "::ffff:127.0.0.1") for ip, _ in head), head
 
 
 def test_killed_ray_worker_is_retried(cubes, ray_head, tmp_path):

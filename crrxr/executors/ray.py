@@ -61,6 +61,20 @@ def _restore_env(name: str, old: str | None) -> None:
 _TOKEN: list[str] = []
 
 
+def _is_loopback(address: str) -> bool:
+    """Whether a Ray address (``host:port``, ``ray://host:port``) names a loopback host."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(address if "://" in address else f"//{address}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def _keep_ray_on_loopback(undo: ExitStack) -> None:
     """Make a local Ray's node IP 127.0.0.1, so that its GCS, raylet, workers and agents listen on
     the loopback interface only (undone on close).
@@ -68,8 +82,10 @@ def _keep_ray_on_loopback(undo: ExitStack) -> None:
     ``ray.init(_node_ip_address="127.0.0.1")`` alone is not enough: Ray (2.60) maps a loopback node
     address to the machine's own IP unless ``ray_constants.ENABLE_RAY_CLUSTER`` is off (its setting
     for a single-machine Ray, read from ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` when Ray is imported);
-    then every server binds to the machine's IP or to all interfaces. tests/test_ray.py checks every
-    listening socket of the local Ray, so a Ray that changes this is caught.
+    then every server binds to the machine's IP or to all interfaces. A driver joining a head on
+    127.0.0.1 needs the same switch, or it registers under the machine's IP and its tasks never run.
+    tests/test_ray.py checks every listening socket of the local Ray, so a Ray that changes this is
+    caught.
     """
     from ray._private import ray_constants
 
@@ -116,6 +132,8 @@ class RayExecutor(Executor):
             return
         try:
             if self.address:
+                if _is_loopback(self.address):  # a head on this machine's loopback (see below)
+                    _keep_ray_on_loopback(self._undo)
                 ray.init(
                     address=self.address,
                     runtime_env=_RUNTIME_ENV,
