@@ -182,3 +182,62 @@ def test_bad_tolerance_and_read_range_are_refused(tmp_path):
         reconstruct_block_reuse(
             *a, Grid(0.75, 31), CoreConfig(), first=0, out=(2, 5), n_chan=100, tolerance=TOL
         )
+
+
+@pytest.fixture(scope="module")
+def lenslets(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lenslets")
+    rss = d / "rss.zarr"
+    simulate_rss(
+        rss,
+        lenslets=200,
+        wavelength=manga_wave(5000.0, 64),
+        scene=[Galaxy(), PointSource(x=2.0, y=-1.5, flux=50.0)],
+        noise=30,
+        dar_amplitude=1.0,
+        seed=3,
+    )
+    return rss, d
+
+
+@pytest.mark.parametrize(
+    "floor, interpolated",
+    [(None, True), (1e-6, False)],
+    ids=["profile-floor", "floor-1e-6"],
+)
+def test_lenslets_interpolate_only_where_well_conditioned(lenslets, floor, interpolated):
+    """The lenslet profile (floor 1e-3, condition ~3e2): most channels interpolated, within their
+    bound. At a 1e-6 floor (condition ~7e5, where W is not smooth in wavelength and the bound was
+    exceeded up to 11x) every channel is solved exactly, so the fast cube is the exact one."""
+    rss, d = lenslets
+    extra = {} if floor is None else {"crr.sv_floor": floor}
+    tag = "profile" if floor is None else f"{floor:g}"
+    kw = dict(chunk=64, profile="lenslet-0.75", **extra)
+    exact = build_profile(rss, d / f"exact-{tag}.zarr", 0.0, **kw)
+    fast = build_profile(rss, d / f"fast-{tag}.zarr", TOL, **kw)
+    interp = fast["channel_exact"].values == 0
+    ok, sigma = good_sigma(exact)
+    err = np.where(ok, np.abs(fast["flux"].values - exact["flux"].values) / sigma, 0)
+    if interpolated:
+        assert interp.mean() > 0.5, interp.mean()
+        per_channel = err.max(axis=(1, 2))
+        assert np.all(per_channel <= fast["reuse_bound"].values * 1.001 + 1e-5)
+        assert err.max() > 1e-7
+    else:
+        assert not interp.any()
+        for name in ("flux", "ivar", "mask"):
+            np.testing.assert_array_equal(fast[name].values, exact[name].values, err_msg=name)
+
+
+def build_profile(rss, path, tol, chunk, profile, **extra):
+    run_build(
+        rss,
+        path,
+        params={**CUT, "crr.reuse_tolerance": tol, **extra},
+        profile=profile,
+        wave_chunk=chunk,
+        scheduler="threads",
+        workers=2,
+        progress=False,
+    )
+    return xr.open_zarr(path).load()

@@ -216,7 +216,7 @@ class ChannelSolver:
         # every channel chooses its route from its own matrix alone: a decision carried over from
         # earlier channels would make the cube depend on where chunks start (issue #9)
         sol = solve_crr(Ag, lam=cfg.lam, floor=cfg.sv_floor, variant=cfg.variant, solver=cfg.solver)
-        out = (sel_idx, use_idx, sol.weights, sol.solver, sol.error_estimate)
+        out = (sel_idx, use_idx, sol.weights, sol.solver, sol.error_estimate, sol.condition)
         self._weights_key = tuple(a.copy() for a in key)
         self._weights = out
         return out
@@ -231,13 +231,15 @@ class ChannelSolver:
         sel_idx = np.flatnonzero(solved)
         use_idx = np.flatnonzero(usable)
         Wsub = W[sel_idx][:, use_idx].tocsr()
-        return sel_idx, use_idx, Wsub, "shepard", None
+        return sel_idx, use_idx, Wsub, "shepard", None, None
 
     def weights(self, x, y, fw, usable, dead):
-        """(solved flat pixel indices, usable sample indices, W, route, error estimate or None).
+        """(solved flat pixel indices, usable sample indices, W, route, error estimate or None,
+        condition or None): the last two are the CRR route's (None for Shepard).
 
         W (n_solved, n_usable) maps usable sample fluxes to pixels before the flux factor; the
-        error estimate is the CRR route's bound (None for Shepard). :meth:`solve` uses exactly this.
+        error estimate is the CRR route's bound, condition s_max / s_min over the kept modes.
+        :meth:`solve` uses exactly this.
         """
         geom = self._geometry(x, y, dead)
         if self.config.method == "crr":
@@ -251,7 +253,7 @@ class ChannelSolver:
         """Reconstruct one validated channel (1-D arrays of n_samples)."""
         cfg = self.config
         grid = self.grid
-        sel_idx, use_idx, W, solver, _ = self.weights(x, y, fw, usable, dead)
+        sel_idx, use_idx, W, solver = self.weights(x, y, fw, usable, dead)[:4]
         deadpix = self._geometry(x, y, dead)[4]
         factor = cfg.flux_factor
         npix = grid.size

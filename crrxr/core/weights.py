@@ -122,7 +122,7 @@ class ChannelWeights:
 
 
 def _make(grid: Grid, config: CoreConfig, n_samples: int, parts) -> ChannelWeights:
-    sel_idx, use_idx, W, route, bound = parts
+    sel_idx, use_idx, W, route, bound = parts[:5]
     Wc = W.tocsr() if sparse.issparse(W) else sparse.csr_matrix(np.asarray(W))
     return ChannelWeights(
         Wc,
