@@ -72,6 +72,7 @@ def test_fast_cube_within_certified_bound_of_exact(galaxy):
     assert interp.mean() > (0.1 if sim["mask"].values.any() else 0.4), interp.mean()
     assert np.all(exact["channel_exact"].values == 1) and np.all(exact["reuse_bound"].values == 0)
     ok, sigma = good_sigma(exact)
+    ok &= fast["ivar"].values > 0  # usable in both (a borderline LOWCOV pixel may differ: below)
     err = np.abs(fast["flux"].values - exact["flux"].values) / sigma
     per_channel = np.where(ok, err, 0).max(axis=(1, 2))
     bound = fast["reuse_bound"].values.astype(float)
@@ -80,9 +81,21 @@ def test_fast_cube_within_certified_bound_of_exact(galaxy):
     assert np.all(bound[interp] <= TOL) and np.all(bound[~interp] == 0)
     assert per_channel[~interp].max() < 1e-4  # exact channels: same solve up to float32
     assert per_channel[interp].max() > 1e-7  # interpolated channels really differ
-    np.testing.assert_array_equal(fast["mask"].values, exact["mask"].values)
+    assert_masks_explained(fast, exact)
     rel = np.abs(fast["ivar"].values[ok] / exact["ivar"].values[ok] - 1)
     assert rel.max() <= 1e-3
+
+
+def assert_masks_explained(fast, exact, most=2):
+    """Masks equal the exact build's but for the LOWCOV/DONOTUSE decision of a few pixels in
+    interpolated channels (borderline coverage, crrxr.core.reuse), where ivar is 0 in one build."""
+    fm, em = fast["mask"].values, exact["mask"].values
+    diff = fm != em
+    assert not np.any((fm ^ em) & ~np.uint32(masks.LOWCOV | masks.DONOTUSE)), "other mask bits"
+    assert not diff[fast["channel_exact"].values == 1].any(), "an exact channel's mask differs"
+    assert diff.sum(axis=(1, 2)).max(initial=0) <= most, diff.sum(axis=(1, 2))
+    usable_fast = (fm & masks.DONOTUSE) == 0
+    assert np.array_equal(fast["ivar"].values[diff] > 0, usable_fast[diff])
 
 
 def test_channels_with_their_own_masked_samples_are_exact(galaxy):
@@ -223,6 +236,7 @@ def test_lenslets_interpolate_only_where_well_conditioned(lenslets, floor, inter
         per_channel = err.max(axis=(1, 2))
         assert np.all(per_channel <= fast["reuse_bound"].values * 1.001 + 1e-5)
         assert err.max() > 1e-7
+        assert_masks_explained(fast, exact)
     else:
         assert not interp.any()
         for name in ("flux", "ivar", "mask"):

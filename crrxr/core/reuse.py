@@ -29,9 +29,13 @@ chunk boundaries fall:
   holds as far as the curvature model does; :data:`SAFETY` was set from measurements against exact
   solves (docs/benchmarks.md), it is not a proof. A half
   whose bound exceeds ``tolerance`` (or :data:`IVAR_RTOL` for the variance) is refined (its middle
-  solved exactly, recursively); a half that passes is interpolated. An interpolated channel with a
-  pixel whose coverage diag(W N~ W^T) lies within its error bound of the LOWCOV threshold is solved
-  exactly instead, so masks equal the exact solve's.
+  solved exactly, recursively); a half that passes is interpolated.
+- Masks: an interpolated channel's masks come from its own (interpolated) coverage diag(W N~ W^T).
+  Where a pixel's coverage lies within the certified relative margin of the LOWCOV threshold, its
+  LOWCOV bit (and with it DONOTUSE and ivar = 0) may differ from the exact solve's: that pixel sits
+  on the threshold to within the accuracy of the weights, and :attr:`ReuseResult.borderline` counts
+  such pixels per channel. (Solving those channels exactly instead, to keep masks identical, cost
+  57 % of all exact solves on five 127 x 9 windows: docs/benchmarks.md.)
 
 The weights actually applied give the flux, ivar, masks, correlations and PSF of every channel, so
 errors never misstate the data. Channels whose solve raises are handled by re-solving their whole
@@ -72,12 +76,15 @@ class ReuseResult:
 
     block: the reconstruction (like :func:`crrxr.core.reconstruct_block`'s result). exact (n_chan,)
     bool: channel solved exactly. bound (n_chan,) float: certified bound on |flux - exact flux| in
-    units of the pixel's noise sigma (0 for exact channels).
+    units of the pixel's noise sigma (0 for exact channels). borderline (n_chan,) int: pixels whose
+    coverage lies within the certified margin of the LOWCOV threshold (0 for exact channels): the
+    only pixels whose mask may differ from the exact solve's.
     """
 
     block: BlockResult
     exact: np.ndarray
     bound: np.ndarray
+    borderline: np.ndarray
     n_solves: int = 0  # exact solves done, including those outside the output range
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -129,6 +136,7 @@ class _BlockPlan:
         self.interpolated: dict[int, tuple] = {}  # offset -> (node a, node b, t, flux, var, cover)
         self.deadpix: dict[int, np.ndarray] = {}
         self.bound: dict[int, float] = {}
+        self.borderline: dict[int, int] = {}
         self.n_solves = 0
 
     def _col(self, a: np.ndarray, c: int) -> np.ndarray:
@@ -207,9 +215,8 @@ class _BlockPlan:
                 self._segment(reg, lo_pos, hi_pos)
 
     def _half(self, reg, i, j, D, var_rel, cover_rel, scale) -> bool:
-        """Interpolate the regular channels strictly inside reg[i]..reg[j] if all pass the bound;
-        a channel with a pixel whose coverage lies within its error bound of the LOWCOV threshold
-        is solved exactly instead (so masks equal the exact solve's)."""
+        """Interpolate the regular channels strictly inside reg[i]..reg[j] if all pass the bound,
+        counting for each the pixels whose coverage lies within its bound of the LOWCOV threshold."""
         if j - i <= 1:
             return True
         ca, cb = reg[i], reg[j]
@@ -248,15 +255,15 @@ class _BlockPlan:
         for n, c in enumerate(chans):
             c = int(c)
             cv = cover[:, n]
+            near = 0
             if cv.size and np.any(cv > 0):
                 edge = thr * np.median(cv[cv > 0])
                 # cover and its median each move by <= SAFETY * ratio * cover_rel (relative)
                 margin = 2 * SAFETY * ratio[n] * cover_rel + 1e-12
-                if np.any(np.abs(cv - edge) <= margin * (cv + edge)):
-                    self.exact(c)
-                    continue
+                near = int(np.count_nonzero(np.abs(cv - edge) <= margin * (cv + edge)))
             self.interpolated[c] = (ca, cb, float(t[n]), flux[:, n], S[:, n], cover[:, n])
             self.bound[c] = float(bounds[n])
+            self.borderline[c] = near
         return True
 
     def weights_of_node(self, c: int) -> tuple:
@@ -355,6 +362,7 @@ def reconstruct_block_reuse(
     solvers = ["none"] * n_out
     exact = np.zeros(n_out, dtype=bool)
     bound = np.zeros(n_out)
+    borderline = np.zeros(n_out, dtype=np.int64)
     rho: dict[int, np.ndarray] = {}
     psf: dict[int, np.ndarray] = {}
     n_solves = 0
@@ -400,6 +408,7 @@ def reconstruct_block_reuse(
             wanted = o in want_set
             exact[o] = a in plan.weights
             bound[o] = plan.bound[a]
+            borderline[o] = plan.borderline.get(a, 0)
             if a in plan.interpolated and not wanted:
                 _, _, _, fl, var, cover = plan.interpolated[a]
                 sel_idx, use_idx, _, route = plan.weights_of_node(a)[:4]
@@ -433,4 +442,4 @@ def reconstruct_block_reuse(
     res = BlockResult(
         out_flux, out_ivar, out_mask, failed, tuple(messages), rho, psf, tuple(solvers)
     )
-    return ReuseResult(res, exact, bound, n_solves)
+    return ReuseResult(res, exact, bound, borderline, n_solves)
