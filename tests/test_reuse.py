@@ -28,11 +28,12 @@ def manga_wave(lo: float, n: int) -> np.ndarray:
     return lo * 10 ** (1e-4 * np.arange(n))
 
 
-def build(rss, path, tol, chunk=32, **extra):
+def build(rss, path, tol, chunk=32, profile=None, **extra):
     run_build(
         rss,
         path,
         params={**CUT, "crr.reuse_tolerance": tol, **extra},
+        profile=profile,
         wave_chunk=chunk,
         scheduler="threads",
         workers=2,
@@ -226,8 +227,8 @@ def test_lenslets_interpolate_only_where_well_conditioned(lenslets, floor, inter
     extra = {} if floor is None else {"crr.sv_floor": floor}
     tag = "profile" if floor is None else f"{floor:g}"
     kw = dict(chunk=64, profile="lenslet-0.75", **extra)
-    exact = build_profile(rss, d / f"exact-{tag}.zarr", 0.0, **kw)
-    fast = build_profile(rss, d / f"fast-{tag}.zarr", TOL, **kw)
+    exact = build(rss, d / f"exact-{tag}.zarr", 0.0, **kw)
+    fast = build(rss, d / f"fast-{tag}.zarr", TOL, **kw)
     interp = fast["channel_exact"].values == 0
     ok, sigma = good_sigma(exact)
     err = np.where(ok, np.abs(fast["flux"].values - exact["flux"].values) / sigma, 0)
@@ -241,17 +242,3 @@ def test_lenslets_interpolate_only_where_well_conditioned(lenslets, floor, inter
         assert not interp.any()
         for name in ("flux", "ivar", "mask"):
             np.testing.assert_array_equal(fast[name].values, exact[name].values, err_msg=name)
-
-
-def build_profile(rss, path, tol, chunk, profile, **extra):
-    run_build(
-        rss,
-        path,
-        params={**CUT, "crr.reuse_tolerance": tol, **extra},
-        profile=profile,
-        wave_chunk=chunk,
-        scheduler="threads",
-        workers=2,
-        progress=False,
-    )
-    return xr.open_zarr(path).load()
