@@ -195,6 +195,7 @@ def main(argv=None) -> int:
     p.add_argument("--tolerance", type=float, default=0.01)
     p.add_argument("--truncation", type=float, default=4.0, help="kernel truncation radius")
     p.add_argument("--sv-floor", type=float, default=1e-6)
+    p.add_argument("--variant", choices=("code", "paper"), default="code", help="CRR variant")
     p.add_argument("--pixel", type=float, default=0.75)
     p.add_argument("--select-radius", type=float, default=1.6)
     p.add_argument("--margin", type=float, default=1.0, help="grid margin arcsec")
@@ -222,6 +223,7 @@ def main(argv=None) -> int:
             pixel_scale=args.pixel,
             truncation_radius=args.truncation,
             sv_floor=args.sv_floor,
+            variant=args.variant,
             select_radius=args.select_radius,
             fiber_radius=float(rss.attrs.get(ATTR_FIBER_RADIUS, 1.0)),
         )

@@ -172,15 +172,17 @@ def near_floor(S: np.ndarray, floor: float) -> dict:
     }
 
 
-def route_summary(A, floor: float, lam: float, timed: bool) -> tuple[dict, np.ndarray]:
+def route_summary(
+    A, floor: float, lam: float, timed: bool, variant: str = "code"
+) -> tuple[dict, np.ndarray]:
     """Rank, condition, auto's route and estimate, gram-vs-SVD difference and (timed) CPU s."""
     out: dict = {}
     t0 = time.process_time()
-    auto = solve_crr(A, lam=lam, floor=floor, solver="auto")
+    auto = solve_crr(A, lam=lam, floor=floor, variant=variant, solver="auto")
     t1 = time.process_time()
-    gram = solve_crr(A, lam=lam, floor=floor, solver="gram")
+    gram = solve_crr(A, lam=lam, floor=floor, variant=variant, solver="gram")
     t2 = time.process_time()
-    svd = solve_crr(A, lam=lam, floor=floor, solver="auto", try_gram=False)
+    svd = solve_crr(A, lam=lam, floor=floor, variant=variant, solver="auto", try_gram=False)
     t3 = time.process_time()
     Ws = svd.weights
     out.update(
@@ -281,20 +283,23 @@ def run_physics(args) -> list[dict]:
             flush=True,
         )
         for label, floor, s_max in floors_for(ch.A, args.floors, args.rel_floors):
-            info, W = route_summary(ch.A, floor, ch.cfg.lam, timed=False)
-            row = {
-                "part": "physics",
-                "lenslets": args.lenslets,
-                "wavelength": ch.wavelength,
-                "floor": label,
-                "floor_abs": floor,
-                "s_max": s_max,
-                **near_floor(S, floor),
-                **info,
-                **physics(ch, W, inside, noise),
-            }
-            rows.append(row)
-            emit(args, row)
+            for variant in args.variants:
+                info, W = route_summary(ch.A, floor, ch.cfg.lam, timed=False, variant=variant)
+                row = {
+                    "part": "physics",
+                    "lenslets": args.lenslets,
+                    "wavelength": ch.wavelength,
+                    # the code variant keeps the plain floor label (tables key on it)
+                    "floor": label if variant == "code" else f"{label} {variant}",
+                    "variant": variant,
+                    "floor_abs": floor,
+                    "s_max": s_max,
+                    **near_floor(S, floor),
+                    **info,
+                    **physics(ch, W, inside, noise),
+                }
+                rows.append(row)
+                emit(args, row)
     return rows
 
 
@@ -363,14 +368,14 @@ def _rng(vals) -> str:
     return f"{lo:.3f}" if abs(hi - lo) < 5e-4 else f"{lo:.3f}-{hi:.3f}"
 
 
-def physics_table(rows: list[dict]) -> str:
+def physics_table(rows: list[dict], ref_label: str = "1e-06") -> str:
     """Markdown: one row per floor, ranges over channels (and source positions)."""
     labels = list(dict.fromkeys(r["floor"] for r in rows))
-    ref = {r["wavelength"]: r for r in rows if r["floor"] == "1e-06"}
+    ref = {r["wavelength"]: r for r in rows if r["floor"] == ref_label}
     head = (
         "| floor | rank kept / pixels (modes within x2 of floor) | cond | auto | dW gram/svd | FWHM / kernel | pseudo-Strehl "
-        "| point-source flux | flat mean [min, max] | rho 1 px | rho 2 px | sigma / sigma(1e-6) "
-        "| max sigma / sigma(1e-6) | ap. sigma / sigma(1e-6) | MC / propagated (pixel median; aperture) "
+        f"| point-source flux | flat mean [min, max] | rho 1 px | rho 2 px | sigma / sigma({ref_label}) "
+        f"| max sigma / sigma({ref_label}) | ap. sigma / sigma({ref_label}) | MC / propagated (pixel median; aperture) "
         "| LOWCOV |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
@@ -462,6 +467,14 @@ def main(argv: list[str] | None = None) -> int:
         "--floors", type=float, nargs="+", default=[1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 3e-2]
     )
     p.add_argument("--rel-floors", type=float, nargs="*", default=[1e-3])
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=("code", "paper"),
+        default=["code"],
+        help="CRR variants of the physics grid (rows of 'paper' are labelled '<floor> paper')",
+    )
+    p.add_argument("--ref", default="1e-06", help="floor label the physics tables compare against")
     p.add_argument("--mc", type=int, default=200, help="noise realisations")
     p.add_argument("--snr", type=float, default=30.0)
     p.add_argument("--seed", type=int, default=0)
@@ -487,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [json.loads(line) for f in args.summarise for line in open(f)]
         phys = [r for r in rows if r["part"] == "physics"]
         if phys:
-            print(physics_table(phys) + "\n\n" + paired_table(phys))
+            print(physics_table(phys, args.ref) + "\n\n" + paired_table(phys, args.ref))
         timing = [r for r in rows if r["part"] in ("timing", "engine")]
         if timing:
             print("\n" + timing_table(timing))
@@ -497,9 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         timing = run_timing(args) if args.timing_lenslets else []
     if phys:
         print(f"\n{args.lenslets} lenslets, channels {args.wavelengths}, {args.mc} realisations\n")
-        print(physics_table(phys))
+        print(physics_table(phys, args.ref))
         print()
-        print(paired_table(phys))
+        print(paired_table(phys, args.ref))
     if timing:
         print(f"\n{args.timing_lenslets} lenslets\n")
         print(timing_table(timing))
