@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_engine_helpers import write_rss  # noqa: E402
+from rss_fixtures import write_rss  # noqa: E402
 
 from crrxr.engine import store as S  # noqa: E402
 from crrxr.engine.build import prepare_build, run_chunks  # noqa: E402
