@@ -181,6 +181,44 @@ def run_window(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: flo
     }
 
 
+def grid_and_config(
+    rss,
+    *,
+    pixel: float,
+    margin: float,
+    truncation: float,
+    sv_floor: float = 1e-6,
+    variant: str = "code",
+    select_radius: float = 1.6,
+) -> tuple[Grid, CoreConfig]:
+    """The output grid covering every sample position (pixel and margin in arcsec) and the core
+    configuration of a benchmark run (fiber radius from the RSS attrs)."""
+    x, y = rss["xpos"].values, rss["ypos"].values
+    grid = Grid.covering(
+        np.array([np.nanmin(x), np.nanmax(x)]),
+        np.array([np.nanmin(y), np.nanmax(y)]),
+        pixel,
+        margin,
+    )
+    cfg = CoreConfig(
+        pixel_scale=pixel,
+        truncation_radius=truncation,
+        sv_floor=sv_floor,
+        variant=variant,
+        select_radius=select_radius,
+        fiber_radius=float(rss.attrs.get(ATTR_FIBER_RADIUS, 1.0)),
+    )
+    return grid, cfg
+
+
+def emit(line: dict, path: str | None) -> None:
+    """Print one JSON result line; append it to ``path`` too when given."""
+    print(json.dumps(line), flush=True)
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--bundle", type=int, default=127)
@@ -212,20 +250,14 @@ def main(argv=None) -> int:
         if args.rss is None:
             simulate(args, path)
         rss = open_rss(path)
-        x, y = rss["xpos"].values, rss["ypos"].values
-        grid = Grid.covering(
-            np.array([np.nanmin(x), np.nanmax(x)]),
-            np.array([np.nanmin(y), np.nanmax(y)]),
-            args.pixel,
-            args.margin,
-        )
-        cfg = CoreConfig(
-            pixel_scale=args.pixel,
-            truncation_radius=args.truncation,
+        grid, cfg = grid_and_config(
+            rss,
+            pixel=args.pixel,
+            margin=args.margin,
+            truncation=args.truncation,
             sv_floor=args.sv_floor,
             variant=args.variant,
             select_radius=args.select_radius,
-            fiber_radius=float(rss.attrs.get(ATTR_FIBER_RADIUS, 1.0)),
         )
         config = {k: v for k, v in vars(args).items() if k not in ("json", "rss", "windows")}
         for w in args.windows:
@@ -234,11 +266,7 @@ def main(argv=None) -> int:
                 res = run(
                     rss, grid, cfg, w, min(w + args.window, rss.sizes["wavelength"]), args.tolerance
                 )
-            line = {"config": config, **res}
-            print(json.dumps(line), flush=True)
-            if args.json:
-                with open(args.json, "a") as fh:
-                    fh.write(json.dumps(line) + "\n")
+            emit({"config": config, **res}, args.json)
     return 0
 
 

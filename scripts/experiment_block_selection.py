@@ -12,7 +12,6 @@ for this process only; nothing in crrxr changes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -30,7 +29,6 @@ import bench_reuse as bench  # noqa: E402
 from crrxr.core import CoreConfig, Grid, masks, reconstruct_block  # noqa: E402
 from crrxr.core import slice as core_slice  # noqa: E402
 from crrxr.core.kernel import seeing_at  # noqa: E402
-from crrxr.io.names import ATTR_FIBER_RADIUS  # noqa: E402
 from crrxr.io.rss import open_rss  # noqa: E402
 
 BLOCK = 64
@@ -109,29 +107,10 @@ def main(argv=None) -> int:
         path = os.path.join(tmp, "rss.zarr")
         bench.simulate(sim, path)
         rss = open_rss(path)
-        x, y = rss["xpos"].values, rss["ypos"].values
-        grid = Grid.covering(
-            np.array([np.nanmin(x), np.nanmax(x)]),
-            np.array([np.nanmin(y), np.nanmax(y)]),
-            0.75,
-            1.0,
-        )
-        cfg = CoreConfig(
-            pixel_scale=0.75,
-            truncation_radius=6.0,
-            select_radius=1.6,
-            fiber_radius=float(rss.attrs.get(ATTR_FIBER_RADIUS, 1.0)),
-        )
+        grid, cfg = bench.grid_and_config(rss, pixel=0.75, margin=1.0, truncation=6.0)
         for b0 in args.blocks:
-            line = {
-                "dar": args.dar,
-                "seed": args.seed,
-                **run_block(rss, grid, cfg, b0, args.tolerance),
-            }
-            print(json.dumps(line), flush=True)
-            if args.json:
-                with open(args.json, "a") as fh:
-                    fh.write(json.dumps(line) + "\n")
+            res = run_block(rss, grid, cfg, b0, args.tolerance)
+            bench.emit({"dar": args.dar, "seed": args.seed, **res}, args.json)
     return 0
 
 
