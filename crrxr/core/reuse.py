@@ -63,8 +63,9 @@ BLOCK = 64
 SAFETY = 4.0
 #: Largest condition number (s_max / s_min over the kept modes) of the exact solves around which
 #: W is interpolated. The bound held (error <= 0.90 x bound over a whole 127 x 9 cube) on MaNGA
-#: bundles (condition 1.6e3-7.8e3) and lenslets at the lenslet profile's floor (~3e2-1e3); at a 1e-6 floor
-#: (condition 6e5-8e5) broke it (error up to 11 x the bound): W there is not smooth in wavelength.
+#: bundles (condition 1.6e3-7.8e3) and on lenslets at the lenslet profile's floor (~3e2-1e3);
+#: lenslets at a 1e-6 floor (condition 6e5-8e5) broke it (error up to 11 x the bound): W there is
+#: not smooth in wavelength.
 COND_MAX = 1e4
 #: Largest relative variance error accepted for an interpolated channel (0.1 %).
 IVAR_RTOL = 1e-3
