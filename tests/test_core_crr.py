@@ -139,6 +139,34 @@ def test_ill_conditioned_auto_falls_back_to_svd():
     assert rel(gram.weights, svd.weights) <= gram.error_estimate
 
 
+def test_paper_variant_error_follows_the_modes_that_carry_weight():
+    """The paper variant weighs a mode by c = S^2 / (S^2 + lam^2): modes far below lambda hardly
+    enter W, so the gram route's error follows the effective condition (~S_max / lambda), not
+    S_max / S_min. On the ill-conditioned 12-exposure bundle (condition ~5e5, where the code
+    variant needs the SVD) "auto" takes the gram route for the paper variant, and its error against
+    the literal SVD route stays within the (much smaller) estimate. The code variant is unchanged:
+    its effective condition is its condition."""
+    A, good = manga_kernel_matrix(n_exp=12, jitter=0.02, seeing_jitter=0.05, seed=0)
+    s = np.linalg.svd(A, compute_uv=False)
+    for lam in (1e-3, 1e-2):
+        code = solve_crr(A, lam=lam, solver="gram")
+        assert code.effective_condition == pytest.approx(code.condition, rel=1e-12)
+        assert code.condition > 1e5
+        assert solve_crr(A, lam=lam, solver="auto").solver == "svd"
+        gram = solve_crr(A, lam=lam, variant="paper", solver="gram")
+        svd = solve_crr(A, lam=lam, variant="paper", solver="svd")
+        kept = s[s >= 1e-6]
+        # sqrt(S_max^2 max(c / S^2) / max(c)) with c = S^2 / (S^2 + lam^2), written out here
+        c = kept**2 / (kept**2 + lam**2)
+        expected = np.sqrt(kept.max() ** 2 * np.max(1 / (kept**2 + lam**2)) / c.max())
+        assert gram.effective_condition == pytest.approx(expected, rel=1e-6)
+        assert gram.effective_condition < 1.1 * kept.max() / lam < gram.condition / 10
+        assert gram.error_estimate < GRAM_RTOL
+        assert solve_crr(A, lam=lam, variant="paper", solver="auto").solver == "gram"
+        assert rel(gram.weights, svd.weights) <= gram.error_estimate
+        assert rel(svd.weights, gram.weights) > 0  # two routes, not one
+
+
 def test_eq16_diagonal_covariance_at_full_column_rank():
     A, good = manga_kernel_matrix(**WELL_POSED["pixel-side"])
     assert np.linalg.matrix_rank(A[good]) == A.shape[1]

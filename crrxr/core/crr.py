@@ -13,11 +13,15 @@ A_g, V U^T = A_g^T U diag(1/S) U^T, so one symmetric eigendecomposition of the s
 and sparse products replace the SVD ("gram" solver). The "paper" variant has the same structure with
 different diagonal factors (see :func:`_factors`), so the gram route serves both variants.
 
-The gram route squares the condition number. Its relative error is bounded by about
-eps * w_max / w_min = eps * cond^2 with w = S^2 over the kept modes; ``solver="auto"`` uses it only
-where that estimate is below ``gram_rtol`` (default :data:`GRAM_RTOL`) and where no eigenvalue lies
-close enough to the floor for the rank decision to be in doubt; otherwise it uses the SVD. Use
-``solver="svd"`` for agreement with the literal route to ~eps * cond.
+The gram route squares the condition number. A kept mode enters W with weight c (above); the
+eigendecomposition perturbs mode i by ~eps * w_max / w_i (w = S^2), so W's relative error is about
+eps * kappa^2 with the *effective condition* kappa^2 = S_max^2 max_i(c_i / S_i^2) / max(c): the
+condition cond = S_max / S_min for the code variant (c = 1), ~S_max / lambda for the paper variant,
+whose modes below lambda carry c ~ S^2 / lambda^2 and hardly matter. ``solver="auto"`` uses the gram
+route only where that estimate is below ``gram_rtol`` (default :data:`GRAM_RTOL`); an eigenvalue
+close enough to the floor for the rank decision to be in doubt adds the weight such a mode would
+carry, c(floor) / max(c) (1 for the code variant, so the SVD is used). Use ``solver="svd"`` for
+agreement with the literal route to ~eps * kappa' with kappa' = S_max max_i(c_i / S_i) / max(c).
 """
 
 from __future__ import annotations
@@ -44,7 +48,11 @@ class CRRWeights:
 
     weights: W restricted to the good samples, shape (n_pixels, n_good). solver: "svd" or "gram"
     (the route actually used). rank: number of kept singular values. condition: s_max / s_min over the
-    kept singular values. error_estimate: eps * condition^2 for the gram route, eps * condition for SVD.
+    kept singular values. effective_condition: the condition of the modes that carry weight in W
+    (module docstring; equal to ``condition`` for the code variant, ~s_max / lambda for the paper
+    variant). error_estimate: relative error bound of W, eps * effective_condition^2 for the gram
+    route (plus the weight of a mode whose rank decision is in doubt), eps * S_max max(c / S) / max(c)
+    for the SVD.
     """
 
     weights: np.ndarray
@@ -52,6 +60,7 @@ class CRRWeights:
     rank: int
     condition: float
     error_estimate: float
+    effective_condition: float = 1.0
 
 
 def crr_weights(
@@ -137,6 +146,15 @@ def _factors(S: np.ndarray, lam: float, variant: str) -> tuple[np.ndarray, np.nd
     return S * S / (S * S + lam2), S
 
 
+def _amplification(S: np.ndarray, c: np.ndarray, power: int) -> float:
+    """S_max^power max_i(c_i / S_i^power) / max(c) over the kept modes (S ascending or not): how much
+    a relative perturbation eps * S_max^power / S_i^power of mode i moves W, relative to W."""
+    c_max = float(np.max(c))
+    if c_max <= 0:
+        return 1.0
+    return float(np.max(S) ** power * np.max(c / S**power) / c_max)
+
+
 def _row_scale(s: np.ndarray) -> np.ndarray:
     """1 / s where s is nonzero and finite, else 0 (NaN rows of R -> 0, as the authors' code)."""
     out = np.zeros_like(s)
@@ -162,8 +180,15 @@ def _svd_literal(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
     Q = (V * q) @ V.T
     R = Q * _row_scale(Q.sum(axis=1))[:, None]
     W = R @ a_plus
-    cond = float(S[0] / S[-1])
-    return CRRWeights(W, "svd", int(S.size), cond, EPS * cond)
+    c = _factors(S, lam, variant)[0]
+    return CRRWeights(
+        W,
+        "svd",
+        int(S.size),
+        float(S[0] / S[-1]),
+        EPS * _amplification(S, c, 1),
+        float(np.sqrt(_amplification(S, c, 2))),
+    )
 
 
 def _svd_fast(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
@@ -178,8 +203,14 @@ def _svd_fast(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
     s = Vt.T @ (q * Vt.sum(axis=1))
     W = (Vt.T * c) @ U.T
     W *= _row_scale(s)[:, None]
-    cond = float(S[0] / S[-1])
-    return CRRWeights(W, "svd", int(S.size), cond, EPS * cond)
+    return CRRWeights(
+        W,
+        "svd",
+        int(S.size),
+        float(S[0] / S[-1]),
+        EPS * _amplification(S, c, 1),
+        float(np.sqrt(_amplification(S, c, 2))),
+    )
 
 
 def _eigh(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -228,7 +259,13 @@ def _gram(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
     S = np.sqrt(w)
     c, q = _factors(S, lam, variant)
     cond = float(S[-1] / S[0])
-    est = np.inf if doubtful else float(EPS * cond * cond)
+    amp = _amplification(S, c, 2)
+    est = float(EPS * amp)
+    if doubtful:
+        # a mode at the floor may be kept here and dropped by the SVD (or the reverse): W differs by
+        # that mode's share, c(floor) / max(c): 1 for the code variant
+        c_floor = _factors(np.array([max(floor, band**0.5)]), lam, variant)[0][0]
+        est = max(est, float(c_floor / np.max(c)))
     if sample_side:
         # V = Ag^T E / S; W = D V diag(c) E^T = D Ag^T E diag(c / S) E^T; s = V diag(q) V^T 1.
         t = Ag @ np.ones(m)
@@ -245,4 +282,4 @@ def _gram(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
         # the row scale D comes last: applied to M before the product it would act on M's rows,
         # which the sparse transpose turns into columns (the bug of issue #9)
         W *= _row_scale(s)[:, None]
-    return CRRWeights(np.ascontiguousarray(W), "gram", int(S.size), cond, est)
+    return CRRWeights(np.ascontiguousarray(W), "gram", int(S.size), cond, est, float(np.sqrt(amp)))

@@ -18,8 +18,9 @@ chunk boundaries fall:
 - Nodes and refinement: the first and last regular channel of a run are solved exactly. A segment
   between two exact regular channels with regular channels inside is checked at its middle regular
   channel m (solved exactly): D = W_lin(m) - W(m), the error of interpolating over the whole
-  segment. A segment whose nodes or middle have a condition number (over the kept singular
-  values) above :data:`COND_MAX` is not interpolated; both halves are refined. Assuming a
+  segment. A segment whose nodes or middle have an effective condition number (of the kept modes
+  weighted by their share of W, :class:`crrxr.core.crr.CRRWeights`) above :data:`COND_MAX` is not
+  interpolated; both halves are refined. Assuming a
   smooth second derivative of W in wavelength, the error of interpolating
   channel k between the nodes a < k < b of its half (m is a node) is
   E_k = D (k-a)(b-k) / ((m-i)(j-m)). The bound stored for k is
@@ -61,9 +62,11 @@ BLOCK = 64
 #: Factor on the curvature estimate (a second derivative varying within a segment). 2 was exceeded
 #: (error up to 1.38 x the bound, 19 x 9 DAR 2"); 4 leaves >= 1.45x margin on every window measured.
 SAFETY = 4.0
-#: Largest condition number (s_max / s_min over the kept modes) of the exact solves around which
-#: W is interpolated. The bound held (error <= 0.90 x bound over a whole 127 x 9 cube) on MaNGA
-#: bundles (condition 1.6e3-7.8e3) and on lenslets at the lenslet profile's floor (~3e2-1e3);
+#: Largest effective condition number (:class:`crrxr.core.crr.CRRWeights`: that of the kept modes
+#: weighted by their share of W; s_max / s_min for the code variant) of the exact solves around
+#: which W is interpolated. The bound held (error <= 0.90 x bound over a whole 127 x 9 cube) on
+#: MaNGA bundles (condition 1.6e3-7.8e3), on lenslets at a 1e-3 floor (~3e2-1e3) and with the paper
+#: variant on lenslets at a 1e-6 floor (effective ~1e3, error <= 0.26 x bound); the code variant on
 #: lenslets at a 1e-6 floor (condition 6e5-8e5) broke it (error up to 11 x the bound): W there is
 #: not smooth in wavelength.
 COND_MAX = 1e4

@@ -216,7 +216,14 @@ class ChannelSolver:
         # every channel chooses its route from its own matrix alone: a decision carried over from
         # earlier channels would make the cube depend on where chunks start (issue #9)
         sol = solve_crr(Ag, lam=cfg.lam, floor=cfg.sv_floor, variant=cfg.variant, solver=cfg.solver)
-        out = (sel_idx, use_idx, sol.weights, sol.solver, sol.error_estimate, sol.condition)
+        out = (
+            sel_idx,
+            use_idx,
+            sol.weights,
+            sol.solver,
+            sol.error_estimate,
+            sol.effective_condition,
+        )
         self._weights_key = tuple(a.copy() for a in key)
         self._weights = out
         return out
@@ -235,10 +242,11 @@ class ChannelSolver:
 
     def weights(self, x, y, fw, usable, dead):
         """(solved flat pixel indices, usable sample indices, W, route, error estimate or None,
-        condition or None): the last two are the CRR route's (None for Shepard).
+        effective condition or None): the last two are the CRR route's (None for Shepard).
 
         W (n_solved, n_usable) maps usable sample fluxes to pixels before the flux factor; the
-        error estimate is the CRR route's bound, condition s_max / s_min over the kept modes.
+        error estimate is the CRR route's bound, the effective condition that of the kept modes
+        weighted by their share of W (:class:`crrxr.core.crr.CRRWeights`).
         :meth:`solve` uses exactly this.
         """
         geom = self._geometry(x, y, dead)
