@@ -216,15 +216,15 @@ def lenslets(tmp_path_factory):
 
 @pytest.mark.parametrize(
     "floor, variant, interpolated",
-    [(None, None, True), (1e-6, None, False), (1e-6, "paper", True)],
-    ids=["profile-floor", "floor-1e-6", "paper-floor-1e-6"],
+    [(None, None, True), (1e-6, "code", False), (1e-3, "code", True)],
+    ids=["profile", "code-1e-6", "code-1e-3"],
 )
 def test_lenslets_interpolate_only_where_well_conditioned(lenslets, floor, variant, interpolated):
-    """The lenslet profile (floor 1e-3, condition ~3e2): most channels interpolated, within their
-    bound. At a 1e-6 floor the code variant's condition is ~7e5 (W is not smooth in wavelength
+    """The lenslet profile (paper variant, floor 1e-6): the near-floor modes weigh
+    c ~ S^2 / lambda^2, the effective condition is ~1e3, and most channels are interpolated within
+    their bound. The code variant at that floor has condition ~7e5 (W is not smooth in wavelength
     there; the bound was exceeded up to 11x): every channel is solved exactly, so the fast cube is
-    the exact one. The paper variant at the same floor weighs the near-floor modes by
-    c ~ S^2 / lambda^2: its effective condition is ~1e3, so it interpolates within its bound."""
+    the exact one. The code variant at a 1e-3 floor (condition ~3e2) interpolates again."""
     rss, d = lenslets
     extra = {} if floor is None else {"crr.sv_floor": floor}
     if variant is not None:
