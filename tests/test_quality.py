@@ -65,6 +65,35 @@ def test_quality_table_reproduces_the_paper(built, capsys):
     assert 0 < q["crr"].attrs["nocov_fraction"] < 1 and q["crr"].attrs["n_failed_channels"] == 0
 
 
+def test_quality_without_the_rss_uses_the_fitted_kernel(built, capsys):
+    """Without --rss the pseudo-Strehl is the PSF peak over the peak of a unit source seen through
+    the kernel of the fitted seeing (not NaN); the fit is redone here with scipy on the stored PSF."""
+    from scipy.optimize import least_squares
+
+    rss, cubes = built
+    for path in cubes.values():
+        assert main(["quality", str(path)]) == 0
+        assert "relative to the fitted kernel" in capsys.readouterr().out
+        q = xr.open_zarr(path, group="quality").load().isel(band=0)
+        psf = xr.open_zarr(path)["psf"].isel(band=0).values.astype(float)
+        n = psf.shape[0]
+        c = 0.75 * (np.arange(n) - (n - 1) / 2)
+        r = np.hypot(*np.meshgrid(c, c)).ravel()
+        ok = np.isfinite(psf.ravel())
+        rr, data = r[ok], psf.ravel()[ok]
+        fit = least_squares(
+            lambda p, rr=rr, data=data: p[0] * 0.75**2 * radial_kernel(rr, p[1]) - data,
+            [np.nansum(psf), 1.5],
+            bounds=([0, 0.1], [np.inf, 5]),
+            xtol=1e-12,
+            ftol=1e-12,
+        )
+        expected = np.nanmax(psf) / (0.75**2 * radial_kernel(np.array(0.0), fit.x[1]))
+        assert np.isfinite(float(q["psf_strehl"]))
+        assert float(q["psf_strehl"]) == pytest.approx(expected, rel=1e-4)
+        assert q.attrs["strehl_reference"] == "fitted"
+
+
 def test_psf_map(built, capsys):
     rss, cubes = built
     assert (

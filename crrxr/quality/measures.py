@@ -4,7 +4,8 @@ failed channels; and the PSF map over the field.
 FWHM: the kernel model fitted to the stored PSF image (:func:`crrxr.core.psf.fit_kernel_fwhm`).
 Pseudo-Strehl: PSF image peak / peak of the TRUE kernel image, p^2 mean_e K(0; FWHM_e(lambda)) over
 the exposures' seeing at the band wavelength (needs the RSS; reproduces the paper's ratio); without
-the RSS, the peak of the fitted kernel is the reference (``strehl_reference = "fitted"``).
+the RSS, the peak of a unit source through the kernel of the fitted seeing is the reference
+(``strehl_reference = "fitted"``).
 Stored as the group ``quality`` of the cube store (dims ``band``; the PSF map as ``quality_psf_map``).
 """
 
@@ -75,7 +76,8 @@ def measure(cube: CubeView, rss_path: str | os.PathLike[str] | None = None) -> x
             out["strehl"][b] = fit.peak / true_kernel_peak(cube, seeing[b])
             out["seeing"][b] = float(np.mean(seeing[b]))
         else:
-            out["strehl"][b] = fit.strehl
+            # no truth: a unit source seen through the kernel of the fitted seeing is the reference
+            out["strehl"][b] = fit.peak / true_kernel_peak(cube, fit.seeing)
         rho = np.asarray(ds[C.CORRELATION].isel(band=b).values, dtype=float)
         out["corr1"][b], out["corr2"][b] = neighbour_correlation(rho, grid, pairs=pairs)
     mask = ds[C.MASK]
