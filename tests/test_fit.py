@@ -236,3 +236,39 @@ def test_fit_refuses_wrong_rss_and_existing_group(tmp_path, capsys):
     )
     first = fit_cube(cube, "source", rss, write=False)
     xr.testing.assert_identical(threads, first)
+
+
+def test_fit_of_a_reuse_cube_records_the_cube_reuse_bound(tmp_path):
+    """The cube route models the data through exact weights; on a cube built with interpolated
+    weights the fit records, per bin, the cube's largest reuse_bound over the bin's channels (0 on
+    an exact cube) and still recovers the source."""
+    rss = tmp_path / "rss.zarr"
+    simulate_rss(
+        rss,
+        bundle=19,
+        exposures=9,
+        nwave=32,
+        wave_range=(4000.0, 4100.0),
+        scene=PointSource(x=0.3, y=-0.4, flux=200.0),
+        noise=100.0,
+        dar_amplitude=1.0,
+        seed=12,
+    )
+    params = {"kernel.truncation_radius_arcsec": 6.0}
+    exact, fast = tmp_path / "exact.zarr", tmp_path / "fast.zarr"
+    crrxr.build_cube(rss, exact, params, scheduler="synchronous", progress=False)
+    crrxr.build_cube(
+        rss, fast, {**params, "crr.reuse_tolerance": 0.01}, scheduler="synchronous", progress=False
+    )
+    bound = xr.open_zarr(fast)["reuse_bound"].values
+    assert (xr.open_zarr(fast)["channel_exact"].values == 0).any() and bound.max() > 0
+    truth = read_truth(xr.open_zarr(rss))
+    for cube, bounds in ((exact, np.zeros_like(bound)), (fast, bound)):
+        fit = fit_cube(cube, "source", rss, bin_size=8, write=False)
+        ok = fit["fit_status"].values == 0
+        assert ok.sum() == 4
+        b0, b1 = fit["fit_bin_start"].values[ok], fit["fit_bin_stop"].values[ok]
+        want = [bounds[a:b].max() for a, b in zip(b0, b1)]
+        np.testing.assert_allclose(fit["fit_reuse_bound"].values[ok], want, rtol=1e-6)
+        flux = fit["fit_coefficients"].sel(param="source.flux").values[ok]
+        assert np.all(np.abs(flux / truth["source.flux"] - 1) <= 0.02)

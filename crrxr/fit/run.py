@@ -269,8 +269,11 @@ def assemble(
     status = np.full(n, STATUS_NOT_FITTED, np.uint8)
     b0 = np.full(n, -1, np.int64)
     b1 = np.full(n, -1, np.int64)
+    reuse = np.full(n, np.nan)
+    bound = cube.dataset[C.REUSE_BOUND].values if C.REUSE_BOUND in cube.dataset else np.zeros(n)
     for b, f in zip(bins, fits):
         c = int(b[len(b) // 2])
+        reuse[c] = float(np.max(bound[np.asarray(b, dtype=np.intp)]))
         coef[c], err[c], cov[c], chi2[c], dof[c], status[c] = (
             f.values,
             f.stderr,
@@ -328,6 +331,17 @@ def assemble(
             ),
             "fit_bin_start": ((W,), b0),
             "fit_bin_stop": ((W,), b1),
+            "fit_reuse_bound": (
+                (W,),
+                reuse,
+                {
+                    "long_name": "largest reuse_bound of the cube over the bin's channels",
+                    "comment": "the cube route models the data through exact per-channel weights; "
+                    "channels built with interpolated weights (crr.reuse_tolerance > 0) differ "
+                    "from that model by at most this many noise sigma per spaxel (0: exact)",
+                    "units": "1",
+                },
+            ),
         },
         coords={
             W: wave,
