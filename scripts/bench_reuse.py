@@ -24,6 +24,7 @@ import os
 import sys
 import tempfile
 import time
+import types
 
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
@@ -53,6 +54,13 @@ def simulate(args, path: str):
         bad_pixel_fraction=args.bad_pixels,
         nwave=args.nwave,
         seed=args.seed,
+    )
+
+
+def manga_sim_args(dar: float, seed: int) -> types.SimpleNamespace:
+    """:func:`simulate` arguments of the issue's MaNGA case: 127 x 9 galaxy + star, S/N 30, DAR on."""
+    return types.SimpleNamespace(
+        lenslets=None, bundle=127, snr=30.0, dar=dar, bad_pixels=0.0, nwave=None, seed=seed
     )
 
 

@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 import tempfile
-import types
 
 for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_v, "1")
@@ -94,15 +93,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", default=None, help="append results here")
     args = p.parse_args(argv)
     core_slice.ChannelSolver._geometry = _block_geometry
-    sim = types.SimpleNamespace(
-        lenslets=None,
-        bundle=127,
-        snr=30.0,
-        dar=args.dar,
-        bad_pixels=0.0,
-        nwave=None,
-        seed=args.seed,
-    )
+    sim = bench.manga_sim_args(args.dar, args.seed)
     with tempfile.TemporaryDirectory(prefix="block_sel_") as tmp:
         path = os.path.join(tmp, "rss.zarr")
         bench.simulate(sim, path)

@@ -167,6 +167,12 @@ def _dense(Ag: np.ndarray | sparse.spmatrix) -> np.ndarray:
     return Ag.toarray() if sparse.issparse(Ag) else Ag
 
 
+def _svd_result(W: np.ndarray, S: np.ndarray, c: np.ndarray) -> CRRWeights:
+    """CRRWeights of an SVD route: kept singular values S (descending) with mode weights c."""
+    amp1, amp2 = _amplification(S, c, 1), _amplification(S, c, 2)
+    return CRRWeights(W, "svd", int(S.size), float(S[0] / S[-1]), EPS * amp1, float(np.sqrt(amp2)))
+
+
 def _svd_literal(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
     """The paper's route: SVD, A+, Q, R and W = R A+ as explicit matrices."""
     U, S, Vt = np.linalg.svd(_dense(Ag), full_matrices=False)
@@ -181,14 +187,7 @@ def _svd_literal(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
     R = Q * _row_scale(Q.sum(axis=1))[:, None]
     W = R @ a_plus
     c = _factors(S, lam, variant)[0]
-    return CRRWeights(
-        W,
-        "svd",
-        int(S.size),
-        float(S[0] / S[-1]),
-        EPS * _amplification(S, c, 1),
-        float(np.sqrt(_amplification(S, c, 2))),
-    )
+    return _svd_result(W, S, c)
 
 
 def _svd_fast(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
@@ -203,14 +202,7 @@ def _svd_fast(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
     s = Vt.T @ (q * Vt.sum(axis=1))
     W = (Vt.T * c) @ U.T
     W *= _row_scale(s)[:, None]
-    return CRRWeights(
-        W,
-        "svd",
-        int(S.size),
-        float(S[0] / S[-1]),
-        EPS * _amplification(S, c, 1),
-        float(np.sqrt(_amplification(S, c, 2))),
-    )
+    return _svd_result(W, S, c)
 
 
 def _eigh(G: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
