@@ -59,8 +59,10 @@ from crrxr.core.slice import ChannelSolver, InputError, validate_samples
 
 #: Channels per block (global channel grid); the largest node spacing.
 BLOCK = 64
-#: Factor on the curvature estimate (a second derivative varying within a segment). 2 was exceeded
-#: (error up to 1.38 x the bound, 19 x 9 DAR 2"); 4 leaves >= 1.45x margin on every window measured.
+#: Factor on the curvature estimate (a second derivative varying within a segment), for the flux
+#: and the variance bound alike. 2 was exceeded (error up to 1.38 x the bound, 19 x 9 DAR 2"); over
+#: 14 MaNGA and lenslet windows the error reached 2.8 x the estimate without this factor, for the
+#: flux and for the variance (docs/benchmarks.md), so 4 leaves >= 1.4x margin on every window measured.
 SAFETY = 4.0
 #: Largest effective condition number (:class:`crrxr.core.crr.CRRWeights`: that of the kept modes
 #: weighted by their share of W; s_max / s_min for the code variant) of the exact solves around
