@@ -71,6 +71,9 @@ class BuildReport:
     )  # done chunks recomputed (bad checksum)
     worker_peak_memory: int = 0  # bytes, the largest peak resident memory of a worker process
     worker_blas_threads: int = 0  # BLAS threads in effect inside the tasks (max over tasks)
+    # weight reuse (crr.reuse_tolerance > 0): (tolerance sigma, kernel cut arcsec, interpolated
+    # channels, channels, largest bound sigma); None when every channel is solved exactly by design
+    reuse: tuple[float, float, int, int, float] | None = None
 
     @property
     def channels_per_second(self) -> float:
@@ -114,9 +117,28 @@ class BuildReport:
                     if self.rechecked_chunks
                     else []
                 ),
+                *([self._reuse_line()] if self.reuse else []),
                 failed,
             ]
         )
+
+    def _reuse_line(self) -> str:
+        tol, cut, n_interp, n_chan, bound = self.reuse
+        line = (
+            f"weight reuse (tolerance {tol:g} sigma): {n_interp}/{n_chan} channel(s) interpolated, "
+            f"largest certified bound {bound:.2g} sigma"
+        )
+        if n_interp == 0 and cut < 6.0:
+            line += (
+                f'; none could be: at a {cut:g}" kernel cut W jumps from channel to channel, set '
+                "kernel.truncation_radius_arcsec=6 to make it smooth (docs/benchmarks.md)"
+            )
+        elif n_interp == 0:
+            line += (
+                "; none met the bound (channels far apart in wavelength, a masked sample in "
+                "every channel, or ill-conditioned weights: docs/benchmarks.md)"
+            )
+        return line
 
 
 def _progress_mode(progress: bool | str | None) -> str:
@@ -461,10 +483,18 @@ class CubeBuild:
             rechecked_chunks=sorted(self.rechecked),
             worker_peak_memory=workers["peak_rss"],
             worker_blas_threads=workers["blas_threads"],
+            reuse=self._reuse_summary(),
         )
         self.finished = True
         _echo(report.summary(), self.mode)
         return report
+
+    def _reuse_summary(self) -> tuple[float, float, int, int, float] | None:
+        tol = float(self.params["crr.reuse_tolerance"])
+        if self.params["method"] != "crr" or tol <= 0:
+            return None
+        cut = float(self.params["kernel.truncation_radius_arcsec"])
+        return (tol, cut, *S.read_reuse_summary(self.store))
 
     def close(self) -> None:
         """Release the lease and any temporary RSS copy (idempotent)."""

@@ -135,6 +135,13 @@ def read_failed_channels(store: str | os.PathLike) -> list[int]:
     return [int(i) for i in np.flatnonzero(arr)]
 
 
+def read_reuse_summary(store: str | os.PathLike) -> tuple[int, int, float]:
+    """(interpolated channels, channels, largest reuse_bound in noise sigma) of a cube store."""
+    exact = zarr.open_array(str(store), path=C.CHANNEL_EXACT, mode="r")[:]
+    bound = zarr.open_array(str(store), path=C.REUSE_BOUND, mode="r")[:]
+    return int(np.count_nonzero(exact == 0)), int(exact.size), float(np.max(bound, initial=0.0))
+
+
 @contextlib.contextmanager
 def lock_file_tolerated():
     """Silence zarr's warning about the build lock file while it sits in the store."""
