@@ -61,7 +61,7 @@ from crrxr.core.slice import ChannelSolver, InputError, validate_samples
 BLOCK = 64
 #: Factor on the curvature estimate (a second derivative varying within a segment), for the flux
 #: and the variance bound alike. 2 was exceeded (error up to 1.38 x the bound, 19 x 9 DAR 2"); over
-#: 14 MaNGA and lenslet windows the error reached 2.8 x the estimate without this factor, for the
+#: 16 MaNGA and lenslet windows the error reached 2.8 x the estimate without this factor, for the
 #: flux and for the variance (docs/benchmarks.md), so 4 leaves >= 1.4x margin on every window measured.
 SAFETY = 4.0
 #: Largest effective condition number (:class:`crrxr.core.crr.CRRWeights`: that of the kept modes
