@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from crrxr.core import CoreConfig, Grid, masks, reconstruct_block  # noqa: E402
-from crrxr.core.kernel import seeing_at  # noqa: E402
 from crrxr.core.reuse import BLOCK, read_range, reconstruct_block_reuse  # noqa: E402
+from crrxr.engine.chunk import sample_seeing  # noqa: E402
 from crrxr.io.names import ATTR_FIBER_RADIUS  # noqa: E402
 from crrxr.io.rss import open_rss  # noqa: E402
 from crrxr.simulate import simulate_rss  # noqa: E402
@@ -57,6 +57,14 @@ def simulate(args, path: str):
     )
 
 
+def sample_arrays(part) -> tuple[np.ndarray, ...]:
+    """(xpos, ypos, fwhm, flux, ivar, mask) of a loaded RSS slice, (n_samples, n_chan) each; the
+    seeing per sample and channel as the engine computes it, at the default reference (5400 A,
+    exponent -0.2)."""
+    arrays = (part["xpos"].values, part["ypos"].values, sample_seeing(part, 5400.0, -0.2))
+    return arrays + tuple(part[v].values for v in ("flux", "ivar", "mask"))
+
+
 def manga_sim_args(dar: float, seed: int) -> types.SimpleNamespace:
     """:func:`simulate` arguments of the issue's MaNGA case: 127 x 9 galaxy + star, S/N 30, DAR on."""
     return types.SimpleNamespace(
@@ -73,16 +81,7 @@ def run_fast_only(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: 
     for b0 in range(start, stop, BLOCK):
         b1 = min(b0 - b0 % BLOCK + BLOCK, stop)
         blo, bhi = read_range(b0, b1, n_chan)
-        part = rss.isel(wavelength=slice(blo, bhi)).load()
-        ei = part["exposure_index"].values
-        fw = seeing_at(
-            part["seeing_fwhm"].values[ei][:, None],
-            part["wavelength"].values[None, :],
-            5400.0,
-            -0.2,
-        )
-        arrays = (part["xpos"].values, part["ypos"].values, fw)
-        arrays += tuple(part[v].values for v in ("flux", "ivar", "mask"))
+        arrays = sample_arrays(rss.isel(wavelength=slice(blo, bhi)).load())
         t0 = time.process_time()
         rr = reconstruct_block_reuse(
             *arrays, grid, cfg, first=blo, out=(b0, b1), n_chan=n_chan, tolerance=tol
@@ -103,13 +102,7 @@ def run_fast_only(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: 
 def run_window(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: float) -> dict:
     n_chan = rss.sizes["wavelength"]
     lo, hi = read_range(start, stop, n_chan)
-    part = rss.isel(wavelength=slice(lo, hi)).load()
-    ei = part["exposure_index"].values
-    fw = seeing_at(
-        part["seeing_fwhm"].values[ei][:, None], part["wavelength"].values[None, :], 5400.0, -0.2
-    )
-    arrays = (part["xpos"].values, part["ypos"].values, fw)
-    arrays += tuple(part[v].values for v in ("flux", "ivar", "mask"))
+    arrays = sample_arrays(rss.isel(wavelength=slice(lo, hi)).load())
     t_exact = t_fast = t_shepard = 0.0
     shepard = dataclasses.replace(cfg, method="shepard")
     stats = {"exact_channels": 0, "solves": 0}

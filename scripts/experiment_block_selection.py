@@ -27,7 +27,6 @@ import bench_reuse as bench  # noqa: E402
 
 from crrxr.core import CoreConfig, Grid, masks, reconstruct_block  # noqa: E402
 from crrxr.core import slice as core_slice  # noqa: E402
-from crrxr.core.kernel import seeing_at  # noqa: E402
 from crrxr.io.rss import open_rss  # noqa: E402
 
 BLOCK = 64
@@ -58,13 +57,7 @@ def run_block(rss, grid: Grid, cfg: CoreConfig, b0: int, tol: float) -> dict:
     part = rss.isel(wavelength=slice(b0, min(b1 + 1, rss.sizes["wavelength"]))).load()
     _FIXED["sel"] = None
     union = block_union(part, grid, cfg)
-    ei = part["exposure_index"].values
-    fw = seeing_at(
-        part["seeing_fwhm"].values[ei][:, None], part["wavelength"].values[None, :], 5400.0, -0.2
-    )
-    arrays = (part["xpos"].values, part["ypos"].values, fw)
-    arrays += tuple(part[v].values[:, : b1 - b0] for v in ("flux", "ivar", "mask"))
-    arrays = tuple(a[:, : b1 - b0] for a in arrays)
+    arrays = tuple(a[:, : b1 - b0] for a in bench.sample_arrays(part))
     with threadpool_limits(1):
         per_channel = reconstruct_block(*arrays, grid, cfg)
         _FIXED["sel"] = union

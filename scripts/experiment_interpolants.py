@@ -39,7 +39,6 @@ import experiment_block_selection as ebs  # noqa: E402
 
 from crrxr.core import reuse as core_reuse  # noqa: E402
 from crrxr.core import slice as core_slice  # noqa: E402
-from crrxr.core.kernel import seeing_at  # noqa: E402
 from crrxr.core.slice import validate_samples  # noqa: E402
 from crrxr.io.rss import open_rss  # noqa: E402
 
@@ -75,12 +74,7 @@ def run_block(rss, grid, cfg, b0: int) -> list[dict]:
     part = rss.isel(wavelength=slice(lo, hi)).load()
     ebs._FIXED["sel"] = None
     ebs._FIXED["sel"] = ebs.block_union(part, grid, cfg)
-    ei = part["exposure_index"].values
-    fw = seeing_at(
-        part["seeing_fwhm"].values[ei][:, None], part["wavelength"].values[None, :], 5400.0, -0.2
-    )
-    arrays = (part["xpos"].values, part["ypos"].values, fw)
-    arrays += tuple(part[v].values for v in ("flux", "ivar", "mask"))
+    arrays = bench.sample_arrays(part)
     plan = core_reuse._BlockPlan(validate_samples(*arrays, cfg, ndim=2), grid, cfg, 0.01)
     nb = hi - lo - 1
     W = {c: plan.exact(c)[2] for c in range(nb + 1)}

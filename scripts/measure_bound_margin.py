@@ -25,7 +25,6 @@ import bench_reuse as bench  # noqa: E402
 
 from crrxr.core import masks, reconstruct_block  # noqa: E402
 from crrxr.core import reuse as R  # noqa: E402
-from crrxr.core.kernel import seeing_at  # noqa: E402
 from crrxr.io.rss import open_rss  # noqa: E402
 
 
@@ -53,16 +52,7 @@ def window_margin(rss, grid, cfg, start: int, width: int = 128) -> dict:
         for b0 in range(start, start + width, R.BLOCK):
             b1 = b0 + R.BLOCK
             lo, hi = R.read_range(b0, b1, n_chan)
-            part = rss.isel(wavelength=slice(lo, hi)).load()
-            ei = part["exposure_index"].values
-            fw = seeing_at(
-                part["seeing_fwhm"].values[ei][:, None],
-                part["wavelength"].values[None, :],
-                5400.0,
-                -0.2,
-            )
-            arrays = (part["xpos"].values, part["ypos"].values, fw)
-            arrays += tuple(part[v].values for v in ("flux", "ivar", "mask"))
+            arrays = bench.sample_arrays(rss.isel(wavelength=slice(lo, hi)).load())
             ex = reconstruct_block(*(a[:, : b1 - b0] for a in arrays), grid, cfg)
             model.clear()
             first["value"] = lo
