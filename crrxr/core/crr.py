@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from crrxr.core.sample_removal import GramFactor
+
 EPS = np.finfo(float).eps
 # Largest estimated relative error (eps * cond^2) accepted from the gram route under "auto". Measured
 # errors on MaNGA-like geometries were 1-2 orders of magnitude below the estimate (docs/benchmarks.md),
@@ -52,7 +54,9 @@ class CRRWeights:
     (module docstring; equal to ``condition`` for the code variant, ~s_max / lambda for the paper
     variant). error_estimate: relative error bound of W, eps * effective_condition^2 for the gram
     route (plus the weight of a mode whose rank decision is in doubt), eps * S_max max(c / S) / max(c)
-    for the SVD.
+    for the SVD. factor: the eigendecomposition behind W, kept only when asked for (``keep_factor``)
+    and only where :func:`crrxr.core.sample_removal.remove_samples` applies (code variant,
+    sample-side gram route, no mode dropped); else None.
     """
 
     weights: np.ndarray
@@ -61,6 +65,7 @@ class CRRWeights:
     condition: float
     error_estimate: float
     effective_condition: float = 1.0
+    factor: GramFactor | None = None
 
 
 def crr_weights(
@@ -98,11 +103,14 @@ def solve_crr(
     solver: str = "auto",
     gram_rtol: float = GRAM_RTOL,
     try_gram: bool = True,
+    keep_factor: bool = False,
 ) -> CRRWeights:
     """CRR weights for the kernel matrix of the good samples only, ``Ag`` (n_good, n_pixels).
 
     ``try_gram=False`` makes ``solver="auto"`` go straight to the SVD (a caller that has just seen
     the gram route rejected for a nearly identical matrix saves the wasted eigendecomposition).
+    ``keep_factor=True`` keeps the eigendecomposition in :attr:`CRRWeights.factor` where
+    :func:`crrxr.core.sample_removal.remove_samples` can use it (W is the same either way).
     """
     if variant not in ("code", "paper"):
         raise CRRSolveError(f"variant must be 'code' or 'paper', got {variant!r}")
@@ -128,7 +136,7 @@ def solve_crr(
     if solver == "auto" and not try_gram:
         return _svd_fast(Ag, lam, floor, variant)
     try:
-        sol = _gram(Ag, lam, floor, variant)
+        sol = _gram(Ag, lam, floor, variant, keep_factor)
     except np.linalg.LinAlgError:
         if solver == "gram":
             raise
@@ -225,7 +233,7 @@ def _scale_rows(
     return Ag * r[:, None]
 
 
-def _gram(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
+def _gram(Ag, lam: float, floor: float, variant: str, keep_factor: bool = False) -> CRRWeights:
     """Exact shortcut through the eigendecomposition of the smaller Gram matrix."""
     n, m = Ag.shape
     is_sparse = sparse.issparse(Ag)
@@ -258,10 +266,14 @@ def _gram(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
         # that mode's share, c(floor) / max(c): 1 for the code variant
         c_floor = _factors(np.array([max(floor, band**0.5)]), lam, variant)[0][0]
         est = max(est, float(c_floor / np.max(c)))
+    factor = None
     if sample_side:
         # V = Ag^T E / S; W = D V diag(c) E^T = D Ag^T E diag(c / S) E^T; s = V diag(q) V^T 1.
         t = Ag @ np.ones(m)
         s = AgT @ (E @ ((q / (S * S)) * (E.T @ t)))
+        if keep_factor and variant == "code" and first == 0 and not doubtful:
+            A_csr = Ag if is_sparse else sparse.csr_matrix(Ag)
+            factor = GramFactor(A_csr, w.copy(), E.copy(), np.asarray(s).ravel().copy(), lam)
         E *= np.sqrt(c / S)  # E is not needed unscaled any more
         M = E @ E.T  # one symmetric rank-k update (BLAS syrk)
         W = _scale_rows(AgT, _row_scale(np.asarray(s).ravel())) @ M
@@ -274,4 +286,5 @@ def _gram(Ag, lam: float, floor: float, variant: str) -> CRRWeights:
         # the row scale D comes last: applied to M before the product it would act on M's rows,
         # which the sparse transpose turns into columns (the bug of issue #9)
         W *= _row_scale(s)[:, None]
-    return CRRWeights(np.ascontiguousarray(W), "gram", int(S.size), cond, est, float(np.sqrt(amp)))
+    W = np.ascontiguousarray(W)
+    return CRRWeights(W, "gram", int(S.size), cond, est, float(np.sqrt(amp)), factor)
