@@ -13,8 +13,16 @@ chunk boundaries fall:
   enters or leaves the selection changes W discontinuously (docs/benchmarks.md), so no
   interpolation crosses a selection change; both sides get their own nodes.
 - Regular channels: within a run, the usable-sample set shared by most channels (ties: the one
-  seen first) is the run's set; channels with another usable set (a masked sample, a bad column)
-  are solved exactly. Interpolation runs over the regular channels only.
+  seen first) is the run's set. Interpolation and refinement run over the regular channels only.
+- Masked channels: a channel whose usable set is the run's less k <= :data:`MASK_MAX` samples (a
+  cosmic ray, a bad column) takes the half (a, b) of the segment (i, m, j) that encloses it, or the
+  run's first or last half within one half-width beyond its end node (linear extrapolation, same
+  model). Its nodes' weights without those samples come from their own eigendecompositions by
+  :func:`crrxr.core.sample_removal.remove_samples` (a low-rank update, ~1e-10 relative, code
+  variant on the sample-side gram route only), and the channel is interpolated between a and b
+  under the same bound as a regular channel, with D measured on the removed weights of i, m and j.
+  Any other channel (more samples masked, a sample usable that the run's set lacks, no enclosing
+  half, a failed bound, the paper variant or another route) is solved exactly.
 - Nodes and refinement: the first and last regular channel of a run are solved exactly. A segment
   between two exact regular channels with regular channels inside is checked at its middle regular
   channel m (solved exactly): D = W_lin(m) - W(m), the error of interpolating over the whole
@@ -54,7 +62,9 @@ from crrxr.core import masks
 from crrxr.core.block import BlockResult, reconstruct_block
 from crrxr.core.config import CoreConfig
 from crrxr.core.covariance import ivar_from_variance
+from crrxr.core.crr import GRAM_RTOL
 from crrxr.core.grid import Grid
+from crrxr.core.sample_removal import remove_samples
 from crrxr.core.slice import ChannelSolver, InputError, validate_samples
 
 #: Channels per block (global channel grid); the largest node spacing.
@@ -74,6 +84,11 @@ SAFETY = 4.0
 COND_MAX = 1e4
 #: Largest relative variance error accepted for an interpolated channel (0.1 %).
 IVAR_RTOL = 1e-3
+#: Most samples a channel may have masked beyond its run's usable set and still be interpolated
+#: (by sample removal at its nodes); above it, three removals cost more than one exact solve.
+MASK_MAX = 3
+#: Pixel rows formed at a time for a channel interpolated with removed samples (stays in cache).
+ROW_BLOCK = 128
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,24 @@ class _Applier(ChannelSolver):
         return super()._crr_weights(x, y, fw, usable, geom)
 
 
+def _half_of(c: int, halves: list[tuple]) -> tuple | None:
+    """The passed half (a, b, i, m, j) whose nodes a < c < b enclose channel ``c``; for a channel
+    before the run's first node or after its last, the half at that end if ``c`` lies within one
+    half-width of it (linear extrapolation: the same curvature model, (c - a)(b - c) < 0)."""
+    if not halves:
+        return None
+    inside = next((h for h in halves if h[0] < c < h[1]), None)
+    if inside is not None:
+        return inside
+    first = min(halves, key=lambda h: h[0])
+    if c < first[0] and first[0] - c <= first[1] - first[0]:
+        return first
+    last = max(halves, key=lambda h: h[1])
+    if c > last[1] and c - last[1] <= last[1] - last[0]:
+        return last
+    return None
+
+
 def _mode_index(keys: list[bytes]) -> bytes:
     counts: dict[bytes, int] = {}
     for k in keys:
@@ -143,6 +176,11 @@ class _BlockPlan:
         self.deadpix: dict[int, np.ndarray] = {}
         self.bound: dict[int, float] = {}
         self.borderline: dict[int, int] = {}
+        # passed halves (node a, node b, segment start, middle, end), in the order checked
+        self.halves: list[tuple[int, int, int, int, int]] = []
+        # offset -> (removed positions in the nodes' use_idx, removal at node a, at node b)
+        self.masked: dict[int, tuple] = {}
+        self._removals: dict[tuple, object] = {}
         self.n_solves = 0
 
     def _col(self, a: np.ndarray, c: int) -> np.ndarray:
@@ -170,6 +208,11 @@ class _BlockPlan:
 
     def run(self, lo: int, hi: int) -> None:
         """Plan and solve every channel of ``lo..hi``."""
+        # node eigendecompositions are kept only where some channel's usable set differs
+        block_use = self.usable[:, lo : hi + 1]
+        self.solver.keep_factor = self.solver.config.variant == "code" and not np.all(
+            block_use == block_use[:, :1]
+        )
         starts = [lo]
         prev = None
         for c in range(lo, hi + 1):
@@ -186,16 +229,23 @@ class _BlockPlan:
         keys = [np.packbits(self.usable[:, c]).tobytes() for c in range(a, b + 1)]
         base = _mode_index(keys)
         regular = [c for c, k in zip(range(a, b + 1), keys) if k == base]
-        for c, k in zip(range(a, b + 1), keys):
-            if k != base:
-                self.exact(c)
+        other = [c for c, k in zip(range(a, b + 1), keys) if k != base]
         if len(regular) <= 2:
-            for c in regular:
+            for c in regular + other:
                 self.exact(c)
             return
         self.exact(regular[0])
         self.exact(regular[-1])
+        first_half = len(self.halves)
         self._segment(regular, 0, len(regular) - 1)
+        halves = self.halves[first_half:]
+        for c in other:
+            if not self._masked(c, self.usable[:, regular[0]], halves):
+                self.exact(c)
+        self._removals.clear()
+        for c in range(a, b + 1):  # the eigendecompositions are not needed any more
+            if c in self.weights and self.weights[c][6] is not None:
+                self.weights[c] = (*self.weights[c][:6], None)
 
     def _variance(self, c: int, W: np.ndarray) -> np.ndarray:
         return np.square(W) @ (1.0 / self.iv[self.weights[c][1], c])
@@ -217,7 +267,9 @@ class _BlockPlan:
         cover_rel = _max_rel(np.square(Wm + D).sum(axis=1), np.square(Wm).sum(axis=1))
         scale = (cm - ci) * (cj - cm)
         for lo_pos, hi_pos in ((i, m), (m, j)):
-            if not self._half(reg, lo_pos, hi_pos, D, var_rel, cover_rel, scale):
+            if self._half(reg, lo_pos, hi_pos, D, var_rel, cover_rel, scale):
+                self.halves.append((reg[lo_pos], reg[hi_pos], ci, cm, cj))
+            else:
                 self._segment(reg, lo_pos, hi_pos)
 
     def _half(self, reg, i, j, D, var_rel, cover_rel, scale) -> bool:
@@ -257,24 +309,107 @@ class _BlockPlan:
         if not np.all(bounds <= self.tolerance):
             return False
         flux = (1.0 - t) * (Wa @ F) + t * (Wb @ F)
-        thr = self.solver.config.lowcov_threshold
         for n, c in enumerate(chans):
             c = int(c)
-            cv = cover[:, n]
-            near = 0
-            if cv.size and np.any(cv > 0):
-                edge = thr * np.median(cv[cv > 0])
-                # cover and its median each move by <= SAFETY * ratio * cover_rel (relative)
-                margin = 2 * SAFETY * ratio[n] * cover_rel + 1e-12
-                near = int(np.count_nonzero(np.abs(cv - edge) <= margin * (cv + edge)))
             self.interpolated[c] = (ca, cb, float(t[n]), flux[:, n], S[:, n], cover[:, n])
             self.bound[c] = float(bounds[n])
-            self.borderline[c] = near
+            self.borderline[c] = self._borderline(cover[:, n], ratio[n], cover_rel)
         return True
 
+    def _borderline(self, cover: np.ndarray, ratio: float, cover_rel: float) -> int:
+        """Pixels whose coverage lies within its certified margin of the LOWCOV threshold."""
+        if not (cover.size and np.any(cover > 0)):
+            return 0
+        edge = self.solver.config.lowcov_threshold * np.median(cover[cover > 0])
+        # cover and its median each move by <= SAFETY * ratio * cover_rel (relative)
+        margin = 2 * SAFETY * ratio * cover_rel + 1e-12
+        return int(np.count_nonzero(np.abs(cover - edge) <= margin * (cover + edge)))
+
+    def _masked(self, c: int, base_use: np.ndarray, halves: list[tuple]) -> bool:
+        """Interpolate channel ``c``, whose usable set is the run's less a few samples, from its
+        nodes' weights with those samples removed (:mod:`crrxr.core.sample_removal`), under the
+        same bound as a regular channel with D measured on the removed weights; False (solve it
+        exactly) where that does not apply or the bound fails."""
+        use_c = self.usable[:, c]
+        drop_mask = base_use & ~use_c
+        k = int(np.count_nonzero(drop_mask))
+        if k == 0 or k > MASK_MAX or np.any(use_c & ~base_use):
+            return False
+        half = _half_of(c, halves)
+        if half is None:
+            return False
+        ca, cb, ci, cm, cj = half
+        if any(self.weights[n][6] is None for n in (ci, cm, cj)):
+            return False
+        use_idx = self.weights[ci][1]
+        drop = np.flatnonzero(drop_mask[use_idx])
+        rem = {n: self._removal(n, drop) for n in (ci, cm, cj)}
+        if not all(r.error <= GRAM_RTOL for r in rem.values()):
+            return False
+        tau = (cm - ci) / (cj - ci)
+        t = (c - ca) / (cb - ca)
+        fc = self.f[use_idx, c].copy()
+        fc[drop] = 0.0
+        ones = np.ones(use_idx.size)
+        ones[drop] = 0.0
+        vm = np.column_stack([self._inverse(self.iv[use_idx, cm], drop), ones])
+        vc = np.column_stack([self._inverse(self.iv[use_idx, c], drop), ones])
+        npix = self.weights[ci][2].shape[0]
+        lin, mid, own = np.zeros((npix, 2)), np.zeros((npix, 2)), np.zeros((npix, 2))
+        err, flux = np.zeros(npix), np.zeros(npix)
+        # row blocks: the three nodes' removed weights are formed a few rows at a time, never whole
+        for lo in range(0, npix, ROW_BLOCK):
+            hi = min(lo + ROW_BLOCK, npix)
+            B = {n: rem[n].rows(self.weights[n][2], lo, hi) for n in (ci, cm, cj)}
+            L = (1.0 - tau) * B[ci] + tau * B[cj]  # W_lin(m) = W(m) + D
+            Wc = (1.0 - t) * B[ca] + t * B[cb]
+            err[lo:hi] = np.abs(L @ fc - B[cm] @ fc)  # |D f_c|
+            flux[lo:hi] = Wc @ fc
+            lin[lo:hi] = np.square(L) @ vm
+            mid[lo:hi] = np.square(B[cm]) @ vm
+            own[lo:hi] = np.square(Wc) @ vc
+        var_rel = _max_rel(lin[:, 0], mid[:, 0])
+        ratio = abs((c - ca) * (cb - c)) / ((cm - ci) * (cj - cm))
+        if SAFETY * ratio * var_rel > IVAR_RTOL:
+            return False
+        var, cover = own[:, 0], own[:, 1]
+        sigma = np.sqrt(np.maximum(var, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            rel = np.where(sigma > 0, err / np.where(sigma > 0, sigma, 1.0), 0.0)
+        bound = SAFETY * ratio * (float(rel.max()) if rel.size else 0.0)
+        if not bound <= self.tolerance:
+            return False
+        self.interpolated[c] = (ca, cb, float(t), flux, var, cover)
+        self.masked[c] = (drop, rem[ca], rem[cb])
+        self.bound[c] = bound
+        cover_rel = _max_rel(lin[:, 1], mid[:, 1])
+        self.borderline[c] = self._borderline(cover, ratio, cover_rel)
+        return True
+
+    def _removal(self, node: int, drop: np.ndarray):
+        """The node's weights without ``drop`` (cached over the run: a sample masked over several
+        channels is removed once per node)."""
+        key = (node, drop.tobytes())
+        if key not in self._removals:
+            self._removals[key] = remove_samples(self.weights[node][6], drop)
+        return self._removals[key]
+
+    @staticmethod
+    def _inverse(iv: np.ndarray, drop: np.ndarray) -> np.ndarray:
+        """1 / ivar with the removed samples' entries 0 (their weights are 0)."""
+        out = np.zeros(iv.size)
+        keep = np.ones(iv.size, dtype=bool)
+        keep[drop] = False
+        out[keep] = 1.0 / iv[keep]
+        return out
+
     def weights_of_node(self, c: int) -> tuple:
-        """The left node's weights tuple (sel_idx, use_idx, W, route, ...) of channel ``c``."""
-        return self.weights[self.interpolated[c][0]]
+        """The left node's weights tuple (sel_idx, use_idx, W, route, ...) of channel ``c``, with
+        ``c``'s own usable samples where some were removed."""
+        node = self.weights[self.interpolated[c][0]]
+        if c in self.masked:
+            return (node[0], np.delete(node[1], self.masked[c][0]), *node[2:])
+        return node
 
     def weights_of(self, c: int) -> tuple:
         """Weights tuple applied to channel ``c`` (W formed here for interpolated ones; the other
@@ -283,6 +418,11 @@ class _BlockPlan:
             return self.weights[c]
         ca, cb, t = self.interpolated[c][:3]
         node = self.weights[ca]  # (sel_idx, use_idx, W, route, ...) as ChannelSolver returns it
+        if c in self.masked:
+            drop, rem_a, rem_b = self.masked[c]
+            Wa, Wb = rem_a.rows(node[2]), rem_b.rows(self.weights[cb][2])
+            W = np.delete((1.0 - t) * Wa + t * Wb, drop, axis=1)
+            return (node[0], np.delete(node[1], drop), W, *node[3:])
         return (*node[:2], (1.0 - t) * node[2] + t * self.weights[cb][2], *node[3:])
 
 

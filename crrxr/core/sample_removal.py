@@ -23,9 +23,10 @@ and the removed solve would itself keep every mode. The quadrature's error is es
 with twice the step (a large over-estimate of the rule used); the rank of Y is cut where its
 singular values fall below 1e-7 of the largest (Y Y^T to 1e-14).
 
-Measured against exact solves without the samples (127 x 9 MaNGA channels, condition ~8e3, 1-11
-samples removed): largest relative error of W 2.5e-11 to 9e-11, at ~1/30 of an eigendecomposition's
-cost for one sample (docs/benchmarks.md).
+Measured against exact solves without the samples (127 x 9 MaNGA channels, condition 3.7e3-1.1e4,
+1-6 samples removed): largest relative error of W 1e-11 to 3e-10 (the exact solve's own estimate:
+3e-9 to 2.5e-8); ~9 ms for one sample and ~25 ms for three, against ~300 ms for the exact solve
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -39,8 +40,12 @@ from scipy import sparse
 STEP = 0.3
 #: Quadrature range beyond the spectrum, in e-folds of t at each end (tail ~exp(-TAIL)).
 TAIL = 24.0
-#: Relative cut on the singular values of Y (Y Y^T kept to its square).
+#: Relative cut on the singular values of Y (Y Y^T kept to its square, 1e-14: below the gram
+#: route's own error).
 RANK_RTOL = 1e-7
+#: Rank expected per removed sample at RANK_RTOL (measured ~30 on MaNGA channels); the sketch
+#: grows when the spectrum shows more.
+RANK_PER_SAMPLE = 40
 
 
 @dataclass(frozen=True)
@@ -63,33 +68,63 @@ def _correction(E_J: np.ndarray, w: np.ndarray, step: float) -> np.ndarray:
     """Y (m, N k) with Y Y^T the quadrature of (2/pi) int F R_JJ^{-1} F^T dt (module docstring)."""
     half = 0.5 * np.log(w[[0, -1]])
     u = np.arange(half[0] - TAIL, half[1] + TAIL + step / 2, step)
-    t2 = np.exp(2.0 * u)
-    F = E_J.T[None, :, :] / (w[None, :, None] + t2[:, None, None])  # (N, m, k)
+    F = E_J.T[None, :, :] / (w[None, :, None] + np.exp(2.0 * u)[:, None, None])  # (N, m, k)
     R = E_J[None, :, :] @ F  # (N, k, k), R_JJ(t): positive definite
-    L = np.linalg.cholesky(R)
-    Yt = np.linalg.solve(L, np.transpose(F, (0, 2, 1)))  # (N, k, m): L^{-1} F^T
-    weight = np.sqrt(2.0 / np.pi * step * np.exp(u))  # dt = t du
-    Yt *= weight[:, None, None]
+    inv_l = np.linalg.inv(np.linalg.cholesky(R))  # (N, k, k)
+    Yt = inv_l @ np.transpose(F, (0, 2, 1))  # (N, k, m): L^{-1} F^T
+    Yt *= np.sqrt(2.0 / np.pi * step * np.exp(u))[:, None, None]  # dt = t du
     return Yt.reshape(-1, w.size).T
 
 
-def _compress(Y: np.ndarray) -> np.ndarray:
-    """Y V_r with Y Y^T = (Y V_r)(Y V_r)^T to ~RANK_RTOL^2 (eigenvectors of the small Y^T Y)."""
-    lam, V = np.linalg.eigh(Y.T @ Y)
+def _compress(Y: np.ndarray, k: int) -> np.ndarray:
+    """Z (m, r) with Z Z^T = Y Y^T to ~RANK_RTOL^2 of its norm, r <= RANK_PER_SAMPLE * k + 8 at
+    first (more if the sketch shows rank beyond it): a randomized range finder with a fixed seed,
+    so the result is reproducible."""
+    m, cols = Y.shape
+    p = min(RANK_PER_SAMPLE * k + 8, cols, m)
+    rng = np.random.default_rng(0)
+    while True:
+        Q = np.linalg.qr(Y @ rng.standard_normal((cols, p)))[0]  # (m, p): range of Y
+        B = Q.T @ Y  # (p, cols)
+        lam, V = np.linalg.eigh(B @ B.T)
+        if p >= min(cols, m) or lam[0] <= RANK_RTOL**2 * lam[-1]:
+            break
+        p = min(2 * p, cols, m)
     keep = lam > RANK_RTOL**2 * lam[-1]
-    return Y @ V[:, keep]
+    return Q @ (V[:, keep] * np.sqrt(lam[keep]))
 
 
-def remove_samples(
-    factor: GramFactor, W: np.ndarray, drop: np.ndarray
-) -> tuple[np.ndarray, float]:
-    """Weights without the good samples ``drop`` and the quadrature's estimated relative error.
+@dataclass(frozen=True)
+class Removal:
+    """W'' = diag(rowscale) W - U V: the weights without the samples ``drop``, as an update of the
+    factor's own W (n, m), kept factored so that callers form only the rows they need.
 
-    ``W`` (n, m): the factor's own weights; ``drop`` (k,) distinct positions in 0..m-1.
-    Returns W'' (n, m) in the factor's sample order with the columns ``drop`` exactly zero (weights
-    units, as W), and the estimated relative error of the quadrature (the exact solve's own error
-    aside): the difference between the rules with steps h and 2h, squared (the rule converges as
-    exp(-pi^2 / h), so its error is about the square of the coarser rule's, relative).
+    rowscale (n,); U (n, q); V (q, m); drop (k,) positions of the removed samples, whose columns
+    of W'' are zero (:meth:`rows` zeroes them; products may instead zero the data at ``drop``);
+    error: the quadrature's estimated relative error (:func:`remove_samples`).
+    """
+
+    rowscale: np.ndarray
+    U: np.ndarray
+    V: np.ndarray
+    drop: np.ndarray
+    error: float
+
+    def rows(self, W: np.ndarray, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Rows ``lo:hi`` of W'' (the columns ``drop`` zero), given the factor's W."""
+        hi = W.shape[0] if hi is None else hi
+        out = W[lo:hi] * self.rowscale[lo:hi, None]
+        out -= self.U[lo:hi] @ self.V
+        out[:, self.drop] = 0.0
+        return out
+
+
+def remove_samples(factor: GramFactor, drop: np.ndarray) -> Removal:
+    """The factor's weights without its good samples ``drop`` ((k,) distinct positions in 0..m-1).
+
+    The estimated relative error is the difference between the rules with steps h and 2h,
+    squared: the rule converges as exp(-pi^2 / h), so its error is about the square of the coarser
+    rule's (relative); the exact solve's own error aside.
     """
     A, w, E, s, lam = factor.A, factor.w, factor.E, factor.s, factor.lam
     m, n = A.shape
@@ -97,42 +132,40 @@ def remove_samples(
     k = drop.size
     E_J = E[drop]
     Y = _correction(E_J, w, STEP)
-    Yc = _compress(Y)
-    EY = E @ Yc  # (m, r): the correction's factor in sample space, E_K Y = EY[K]
-    EY[drop] = 0.0
+    Yc = _compress(Y, k)
     phi = 1.0 / np.sqrt(w)
-    A_J = A[drop].toarray().T  # (n, k)
-    P = np.asarray(A.T @ EY)  # A_K^T E_K Y (the rows J of EY are zero)
-    phi_J = (E_J * phi) @ E.T  # [G^{-1/2}]_J,:  (k, m)
-    phi_J[:, drop] = 0.0
-    # A_K^T [G^{-1/2}]_KK - A_K^T E_K Y Y^T E_K^T, with zero columns J
-    Wu = W * s[:, None]
-    Wu -= A_J @ phi_J
-    Wu -= P @ EY.T
-    Wu[:, drop] = 0.0
-
-    def inv_sqrt(z: np.ndarray) -> np.ndarray:  # (G_KK)^{-1/2} z for z zero on J, zero on J
-        out = E @ (phi * (E.T @ z)) - EY @ (EY.T @ z)
-        out[drop] = 0.0
-        return out
-
-    one_n = np.ones(n)
-    v = np.asarray(A @ one_n).ravel()
-    v[drop] = 0.0
     inv_w = 1.0 / w
-    a = E @ (inv_w * (E.T @ v))
-    inv_v = a - E @ (inv_w * (E_J.T @ np.linalg.solve((E_J * inv_w) @ E_J.T, a[drop])))
-    inv_v[drop] = 0.0
-    base = inv_sqrt(v)
-    s_new = np.asarray(A.T @ (base + lam * lam * inv_sqrt(inv_v))).ravel()
+
+    # Vectors are handled in eigen-coordinates x^ = E^T x; a sample-space vector zero on J stays
+    # so under z^ -> z^ - E_J^T (E_J z^) (the projector on K), and E_K^T z_K = E^T z.
+    def off_j(z: np.ndarray) -> np.ndarray:
+        return z - E_J.T @ (E_J @ z)
+
+    def inv_sqrt(z: np.ndarray) -> np.ndarray:  # (G_KK)^{-1/2} z, both zero on J
+        return off_j(phi * z) - off_j(Yc @ (Yc.T @ z))
+
+    v = np.asarray(A @ np.ones(n)).ravel()
+    v[drop] = 0.0
+    v_hat = E.T @ v
+    a = inv_w * v_hat  # G^{-1} v; then (G_KK)^{-1} v by the block inverse (Schur complement)
+    coef = np.linalg.solve((E_J * inv_w) @ E_J.T, E_J @ a)
+    inv_v = a - inv_w * (E_J.T @ coef)
+    base = inv_sqrt(v_hat)
+    z = E @ (base + lam * lam * inv_sqrt(inv_v))
+    z[drop] = 0.0
+    s_new = np.asarray(A.T @ z).ravel()
     ok = np.isfinite(s_new) & (s_new != 0)
     scale = np.zeros(n)
     scale[ok] = 1.0 / s_new[ok]
-    Wu *= scale[:, None]
+    # W'' = diag(scale) (diag(s) W - A_J^T [G^{-1/2}]_J,K - A_K^T E_K Y Y^T E_K^T)
+    EY = E @ Yc  # (m, r): the correction's factor in sample space, E_K Y = EY[K]
+    EY[drop] = 0.0
+    phi_J = (E_J * phi) @ E.T  # [G^{-1/2}]_J,:  (k, m)
+    phi_J[:, drop] = 0.0
+    U = np.hstack([A[drop].toarray().T, np.asarray(A.T @ EY)]) * scale[:, None]
+    V = np.vstack([phi_J, EY.T])
     # quadrature error on (G_KK)^{-1/2} v: rules h and 2h (every other node, twice the weight)
     Y2 = Y.reshape(m, -1, k)[:, ::2, :].reshape(m, -1) * np.sqrt(2.0)
-    Ev = E.T @ v
-    diff = E @ (Y @ (Y.T @ Ev) - Y2 @ (Y2.T @ Ev))
-    diff[drop] = 0.0
-    rel = float(np.max(np.abs(diff)) / max(float(np.max(np.abs(base))), np.finfo(float).tiny))
-    return Wu, rel * rel
+    diff = off_j(Y @ (Y.T @ v_hat) - Y2 @ (Y2.T @ v_hat))
+    rel = float(np.linalg.norm(diff) / max(float(np.linalg.norm(base)), np.finfo(float).tiny))
+    return Removal(s * scale, U, V, drop, rel * rel)

@@ -142,6 +142,9 @@ class ChannelSolver:
     positions, seeing and the usable set are all identical to the previous channel's.
     """
 
+    #: keep the eigendecomposition behind W where sample removal can use it (weight reuse)
+    keep_factor: bool = False
+
     def __init__(self, grid: Grid, config: CoreConfig) -> None:
         if abs(grid.pixel_scale - config.pixel_scale) > 1e-9 * config.pixel_scale:
             raise InputError(
@@ -215,7 +218,14 @@ class ChannelSolver:
         Ag, sel_idx, use_idx = self.kernel_matrix(x, y, fw, usable, geom)
         # every channel chooses its route from its own matrix alone: a decision carried over from
         # earlier channels would make the cube depend on where chunks start (issue #9)
-        sol = solve_crr(Ag, lam=cfg.lam, floor=cfg.sv_floor, variant=cfg.variant, solver=cfg.solver)
+        sol = solve_crr(
+            Ag,
+            lam=cfg.lam,
+            floor=cfg.sv_floor,
+            variant=cfg.variant,
+            solver=cfg.solver,
+            keep_factor=self.keep_factor,
+        )
         out = (
             sel_idx,
             use_idx,
@@ -223,6 +233,7 @@ class ChannelSolver:
             sol.solver,
             sol.error_estimate,
             sol.effective_condition,
+            sol.factor,
         )
         self._weights_key = tuple(a.copy() for a in key)
         self._weights = out
@@ -238,11 +249,12 @@ class ChannelSolver:
         sel_idx = np.flatnonzero(solved)
         use_idx = np.flatnonzero(usable)
         Wsub = W[sel_idx][:, use_idx].tocsr()
-        return sel_idx, use_idx, Wsub, "shepard", None, None
+        return sel_idx, use_idx, Wsub, "shepard", None, None, None
 
     def weights(self, x, y, fw, usable, dead):
         """(solved flat pixel indices, usable sample indices, W, route, error estimate or None,
-        effective condition or None): the last two are the CRR route's (None for Shepard).
+        effective condition or None, factor or None): the last three are the CRR route's (None for
+        Shepard; the factor only with :attr:`keep_factor`, :class:`crrxr.core.crr.CRRWeights`).
 
         W (n_solved, n_usable) maps usable sample fluxes to pixels before the flux factor; the
         error estimate is the CRR route's bound, the effective condition that of the kept modes
