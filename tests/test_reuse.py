@@ -148,8 +148,10 @@ def test_a_few_masked_samples_are_removed_from_the_nodes_not_solved_again(cosmic
     ok &= fast["ivar"].values > 0
     err = np.where(ok, np.abs(fast["flux"].values - exact["flux"].values) / sigma, 0)
     bound = fast["reuse_bound"].values.astype(float)
+    # interpolated between nodes, or a node itself (its solve of the run's set, samples removed)
+    assert max(err[c].max() for c in (20, 21, 22, 33)) > 1e-7
     for c in (20, 21, 22, 33):
-        assert 1e-7 < err[c].max() <= bound[c] * 1.001 + 1e-5 and bound[c] <= TOL, (c, bound[c])
+        assert err[c].max() <= bound[c] * 1.001 + 1e-5 and bound[c] <= TOL, (c, bound[c])
         rel = np.abs(fast["ivar"].values[c][ok[c]] / exact["ivar"].values[c][ok[c]] - 1)
         assert rel.max() <= 1e-3
     assert_masks_explained(fast, exact)

@@ -131,24 +131,6 @@ class _Applier(ChannelSolver):
         return super()._crr_weights(x, y, fw, usable, geom)
 
 
-def _half_of(c: int, halves: list[tuple]) -> tuple | None:
-    """The passed half (a, b, i, m, j) whose nodes a < c < b enclose channel ``c``; for a channel
-    before the run's first node or after its last, the half at that end if ``c`` lies within one
-    half-width of it (linear extrapolation: the same curvature model, (c - a)(b - c) < 0)."""
-    if not halves:
-        return None
-    inside = next((h for h in halves if h[0] < c < h[1]), None)
-    if inside is not None:
-        return inside
-    first = min(halves, key=lambda h: h[0])
-    if c < first[0] and first[0] - c <= first[1] - first[0]:
-        return first
-    last = max(halves, key=lambda h: h[1])
-    if c > last[1] and c - last[1] <= last[1] - last[0]:
-        return last
-    return None
-
-
 def _mode_index(keys: list[bytes]) -> bytes:
     counts: dict[bytes, int] = {}
     for k in keys:
@@ -176,8 +158,11 @@ class _BlockPlan:
         self.deadpix: dict[int, np.ndarray] = {}
         self.bound: dict[int, float] = {}
         self.borderline: dict[int, int] = {}
-        # passed halves (node a, node b, segment start, middle, end), in the order checked
-        self.halves: list[tuple[int, int, int, int, int]] = []
+        # channel offset -> the run's usable set solved there (interpolation nodes); for a channel
+        # of that set, the same tuple as its exact solve
+        self.nodes: dict[int, tuple] = {}
+        self._regular: set[int] = set()
+        self._base = np.zeros(0, dtype=bool)
         # offset -> (removed positions in the nodes' use_idx, removal at node a, at node b)
         self.masked: dict[int, tuple] = {}
         self._removals: dict[tuple, object] = {}
@@ -192,19 +177,30 @@ class _BlockPlan:
         )
 
     def exact(self, c: int) -> tuple:
+        """Channel ``c`` solved exactly with its own usable set."""
         if c not in self.weights:
-            geom = self._geometry(c)
-            self.solver.injected = None
-            self.weights[c] = self.solver._crr_weights(
-                self._col(self.x, c),
-                self._col(self.y, c),
-                self._col(self.fw, c),
-                self._col(self.usable, c),
-                geom,
-            )
+            self.weights[c] = self._solve(c, self._col(self.usable, c))
             self.bound[c] = 0.0
-            self.n_solves += 1
         return self.weights[c]
+
+    def _solve(self, c: int, usable: np.ndarray) -> tuple:
+        self.solver.injected = None
+        self.n_solves += 1
+        return self.solver._crr_weights(
+            self._col(self.x, c),
+            self._col(self.y, c),
+            self._col(self.fw, c),
+            usable,
+            self._geometry(c),
+        )
+
+    def node(self, c: int) -> tuple:
+        """The run's usable set solved at channel ``c`` (the channel's own exact solve where that is
+        its own set): what W is interpolated from."""
+        if c not in self.nodes:
+            own = c in self._regular
+            self.nodes[c] = self.exact(c) if own else self._solve(c, self._base)
+        return self.nodes[c]
 
     def run(self, lo: int, hi: int) -> None:
         """Plan and solve every channel of ``lo..hi``."""
@@ -228,35 +224,55 @@ class _BlockPlan:
     def _run(self, a: int, b: int) -> None:
         keys = [np.packbits(self.usable[:, c]).tobytes() for c in range(a, b + 1)]
         base = _mode_index(keys)
-        regular = [c for c, k in zip(range(a, b + 1), keys) if k == base]
-        other = [c for c, k in zip(range(a, b + 1), keys) if k != base]
-        if len(regular) <= 2:
-            for c in regular + other:
-                self.exact(c)
-            return
-        self.exact(regular[0])
-        self.exact(regular[-1])
-        first_half = len(self.halves)
-        self._segment(regular, 0, len(regular) - 1)
-        halves = self.halves[first_half:]
-        for c in other:
-            if not self._masked(c, self.usable[:, regular[0]], halves):
+        self._regular = {c for c, k in zip(range(a, b + 1), keys) if k == base}
+        self._base = self._col(self.usable, a + keys.index(base))
+        # the channels interpolation runs over: the run's set, or that set less a few samples
+        reg = [c for c in range(a, b + 1) if c in self._regular or self._removable(c)]
+        if len(reg) > 2:
+            self.node(reg[0])
+            self.node(reg[-1])
+            self._segment(reg, 0, len(reg) - 1)
+            for c in reg:  # nodes with samples of their own masked: removed from the node's solve
+                if c in self.nodes and c not in self._regular and not self._own_at_node(c):
+                    self.exact(c)
+        for c in range(a, b + 1):  # whatever is neither interpolated nor a node: solved exactly
+            if c not in self.weights and c not in self.interpolated:
                 self.exact(c)
         self._removals.clear()
         for c in range(a, b + 1):  # the eigendecompositions are not needed any more
-            if c in self.weights and self.weights[c][6] is not None:
-                self.weights[c] = (*self.weights[c][:6], None)
+            if c in self.nodes and self.nodes[c][6] is not None:
+                self.nodes[c] = (*self.nodes[c][:6], None)
+
+    def _removable(self, c: int) -> bool:
+        """Channel ``c``'s usable set is the run's less 1..MASK_MAX samples whose positions and
+        seeing are finite (so that the run's set can be solved at ``c``)."""
+        if not self.solver.keep_factor:
+            return False
+        use_c, base = self.usable[:, c], self._base
+        if np.any(use_c & ~base):
+            return False
+        drop = base & ~use_c
+        k = int(np.count_nonzero(drop))
+        if not 1 <= k <= MASK_MAX:
+            return False
+        x, y, fw = self.x[drop, c], self.y[drop, c], self.fw[drop, c]
+        return bool(np.all(np.isfinite(x) & np.isfinite(y) & np.isfinite(fw) & (fw > 0)))
+
+    def _drop(self, c: int, use_idx: np.ndarray) -> np.ndarray:
+        """Positions in the run's ``use_idx`` of the samples masked at ``c`` only."""
+        return np.flatnonzero(~self.usable[use_idx, c])
 
     def _variance(self, c: int, W: np.ndarray) -> np.ndarray:
-        return np.square(W) @ (1.0 / self.iv[self.weights[c][1], c])
+        use_idx = self.nodes[c][1]
+        return np.square(W) @ self._inverse(self.iv[use_idx, c], self._drop(c, use_idx))
 
     def _segment(self, reg: list[int], i: int, j: int) -> None:
         if j - i <= 1:
             return
         m = (i + j) // 2
         ci, cj, cm = reg[i], reg[j], reg[m]
-        Wi, Wj, Wm = self.weights[ci][2], self.weights[cj][2], self.exact(cm)[2]
-        if any((self.weights[c][5] or 0.0) > COND_MAX for c in (ci, cj, cm)):
+        Wi, Wj, Wm = self.nodes[ci][2], self.nodes[cj][2], self.node(cm)[2]
+        if any((self.nodes[c][5] or 0.0) > COND_MAX for c in (ci, cj, cm)):
             # outside the conditioning where the bound was validated: refine (all exact at last)
             self._segment(reg, i, m)
             self._segment(reg, m, j)
@@ -267,23 +283,23 @@ class _BlockPlan:
         cover_rel = _max_rel(np.square(Wm + D).sum(axis=1), np.square(Wm).sum(axis=1))
         scale = (cm - ci) * (cj - cm)
         for lo_pos, hi_pos in ((i, m), (m, j)):
-            if self._half(reg, lo_pos, hi_pos, D, var_rel, cover_rel, scale):
-                self.halves.append((reg[lo_pos], reg[hi_pos], ci, cm, cj))
-            else:
+            if not self._half(reg, lo_pos, hi_pos, D, var_rel, cover_rel, scale, (ci, cm, cj)):
                 self._segment(reg, lo_pos, hi_pos)
 
-    def _half(self, reg, i, j, D, var_rel, cover_rel, scale) -> bool:
-        """Interpolate the regular channels strictly inside reg[i]..reg[j] if all pass the bound,
-        counting for each the pixels whose coverage lies within its bound of the LOWCOV threshold."""
+    def _half(self, reg, i, j, D, var_rel, cover_rel, scale, segment) -> bool:
+        """Interpolate the channels strictly inside reg[i]..reg[j] if all pass the bound, counting
+        for each the pixels whose coverage lies within its bound of the LOWCOV threshold; channels
+        with samples of their own masked are checked on their nodes' removed weights."""
         if j - i <= 1:
             return True
         ca, cb = reg[i], reg[j]
-        chans = np.array(reg[i + 1 : j])
+        inside = reg[i + 1 : j]
+        chans = np.array([c for c in inside if c in self._regular], dtype=np.intp)
         ratio = (chans - ca) * (cb - chans) / scale
-        if SAFETY * float(ratio.max()) * var_rel > IVAR_RTOL:
+        if chans.size and SAFETY * float(ratio.max()) * var_rel > IVAR_RTOL:
             return False
-        sel_idx, use_idx, Wa = self.weights[ca][:3]
-        Wb = self.weights[cb][2]
+        sel_idx, use_idx, Wa = self.nodes[ca][:3]
+        Wb = self.nodes[cb][2]
         t = (chans - ca) / (cb - ca)
         F = self.f[np.ix_(use_idx, chans)]
         V = 1.0 / self.iv[np.ix_(use_idx, chans)]
@@ -308,12 +324,23 @@ class _BlockPlan:
         bounds = SAFETY * ratio * (rel.max(axis=0) if rel.size else np.zeros(chans.size))
         if not np.all(bounds <= self.tolerance):
             return False
+        masked = {}
+        for c in inside:
+            if c not in self._regular:
+                res = self._masked(c, ca, cb, segment)
+                if res is False:
+                    return False  # the bound fails on the removed weights: refine
+                if res is not None:
+                    masked[c] = res
         flux = (1.0 - t) * (Wa @ F) + t * (Wb @ F)
         for n, c in enumerate(chans):
             c = int(c)
             self.interpolated[c] = (ca, cb, float(t[n]), flux[:, n], S[:, n], cover[:, n])
             self.bound[c] = float(bounds[n])
             self.borderline[c] = self._borderline(cover[:, n], ratio[n], cover_rel)
+        for c, (entry, removed, bound, near) in masked.items():
+            self.interpolated[c], self.masked[c] = entry, removed
+            self.bound[c], self.borderline[c] = bound, near
         return True
 
     def _borderline(self, cover: np.ndarray, ratio: float, cover_rel: float) -> int:
@@ -325,65 +352,78 @@ class _BlockPlan:
         margin = 2 * SAFETY * ratio * cover_rel + 1e-12
         return int(np.count_nonzero(np.abs(cover - edge) <= margin * (cover + edge)))
 
-    def _masked(self, c: int, base_use: np.ndarray, halves: list[tuple]) -> bool:
-        """Interpolate channel ``c``, whose usable set is the run's less a few samples, from its
-        nodes' weights with those samples removed (:mod:`crrxr.core.sample_removal`), under the
-        same bound as a regular channel with D measured on the removed weights; False (solve it
-        exactly) where that does not apply or the bound fails."""
-        use_c = self.usable[:, c]
-        drop_mask = base_use & ~use_c
-        k = int(np.count_nonzero(drop_mask))
-        if k == 0 or k > MASK_MAX or np.any(use_c & ~base_use):
-            return False
-        half = _half_of(c, halves)
-        if half is None:
-            return False
-        ca, cb, ci, cm, cj = half
-        if any(self.weights[n][6] is None for n in (ci, cm, cj)):
-            return False
-        use_idx = self.weights[ci][1]
-        drop = np.flatnonzero(drop_mask[use_idx])
-        rem = {n: self._removal(n, drop) for n in (ci, cm, cj)}
+    def _masked(self, c: int, ca: int, cb: int, segment: tuple | None):
+        """Channel ``c`` (the run's set less a few samples) between nodes ``ca`` <= c <= ``cb`` of
+        the segment (i, m, j), from the nodes' weights with those samples removed
+        (:mod:`crrxr.core.sample_removal`), under the same bound as a regular channel with D
+        measured on the removed weights of i, m and j; ``segment`` None: ``c`` is a node itself
+        (ca = cb = c) and its weights are the removal alone, bounded by the quadrature's error.
+
+        Returns ((node a, node b, t, flux, var, cover), (drop, removal at a, at b), bound,
+        borderline pixels); False where the bound fails (refine); None where removal does not
+        apply (no factor, the quadrature's estimate too large: solve ``c`` exactly)."""
+        nodes = (ca, cb) if segment is None else (ca, cb, *segment)
+        if any(self.nodes[n][6] is None for n in nodes):
+            return None
+        use_idx = self.nodes[ca][1]
+        drop = self._drop(c, use_idx)
+        rem = {n: self._removal(n, drop) for n in nodes}
         if not all(r.error <= GRAM_RTOL for r in rem.values()):
-            return False
-        tau = (cm - ci) / (cj - ci)
-        t = (c - ca) / (cb - ca)
+            return None
+        t = 0.0 if cb == ca else (c - ca) / (cb - ca)
         fc = self.f[use_idx, c].copy()
         fc[drop] = 0.0
         ones = np.ones(use_idx.size)
         ones[drop] = 0.0
-        vm = np.column_stack([self._inverse(self.iv[use_idx, cm], drop), ones])
         vc = np.column_stack([self._inverse(self.iv[use_idx, c], drop), ones])
-        npix = self.weights[ci][2].shape[0]
-        lin, mid, own = np.zeros((npix, 2)), np.zeros((npix, 2)), np.zeros((npix, 2))
-        err, flux = np.zeros(npix), np.zeros(npix)
-        # row blocks: the three nodes' removed weights are formed a few rows at a time, never whole
+        npix = self.nodes[ca][2].shape[0]
+        own, flux, err = np.zeros((npix, 2)), np.zeros(npix), np.zeros(npix)
+        if segment is not None:
+            ci, cm, cj = segment
+            tau = (cm - ci) / (cj - ci)
+            # the variance model at m: without c's removed samples nor those masked at m itself
+            drop_m = np.union1d(drop, self._drop(cm, use_idx))
+            vm = np.column_stack([self._inverse(self.iv[use_idx, cm], drop_m), ones])
+            lin, mid = np.zeros((npix, 2)), np.zeros((npix, 2))
+        absf = np.abs(fc)
+        # row blocks: the nodes' removed weights are formed a few rows at a time, never whole
         for lo in range(0, npix, ROW_BLOCK):
             hi = min(lo + ROW_BLOCK, npix)
-            B = {n: rem[n].rows(self.weights[n][2], lo, hi) for n in (ci, cm, cj)}
-            L = (1.0 - tau) * B[ci] + tau * B[cj]  # W_lin(m) = W(m) + D
+            B = {n: rem[n].rows(self.nodes[n][2], lo, hi) for n in nodes}
             Wc = (1.0 - t) * B[ca] + t * B[cb]
-            err[lo:hi] = np.abs(L @ fc - B[cm] @ fc)  # |D f_c|
             flux[lo:hi] = Wc @ fc
+            own[lo:hi] = np.square(Wc) @ vc
+            if segment is None:
+                err[lo:hi] = rem[ca].error * (np.abs(Wc) @ absf)
+                continue
+            L = (1.0 - tau) * B[ci] + tau * B[cj]  # W_lin(m) = W(m) + D
+            err[lo:hi] = np.abs(L @ fc - B[cm] @ fc)  # |D f_c|
             lin[lo:hi] = np.square(L) @ vm
             mid[lo:hi] = np.square(B[cm]) @ vm
-            own[lo:hi] = np.square(Wc) @ vc
-        var_rel = _max_rel(lin[:, 0], mid[:, 0])
-        ratio = abs((c - ca) * (cb - c)) / ((cm - ci) * (cj - cm))
-        if SAFETY * ratio * var_rel > IVAR_RTOL:
-            return False
+        ratio, cover_rel = 0.0, 0.0
+        if segment is not None:
+            var_rel = _max_rel(lin[:, 0], mid[:, 0])
+            ratio = (c - ca) * (cb - c) / ((cm - ci) * (cj - cm))
+            if SAFETY * ratio * var_rel > IVAR_RTOL:
+                return False
+            cover_rel = _max_rel(lin[:, 1], mid[:, 1])
         var, cover = own[:, 0], own[:, 1]
         sigma = np.sqrt(np.maximum(var, 0.0))
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.where(sigma > 0, err / np.where(sigma > 0, sigma, 1.0), 0.0)
-        bound = SAFETY * ratio * (float(rel.max()) if rel.size else 0.0)
+        worst = float(rel.max()) if rel.size else 0.0
+        bound = SAFETY * (worst if segment is None else ratio * worst)
         if not bound <= self.tolerance:
             return False
-        self.interpolated[c] = (ca, cb, float(t), flux, var, cover)
-        self.masked[c] = (drop, rem[ca], rem[cb])
-        self.bound[c] = bound
-        cover_rel = _max_rel(lin[:, 1], mid[:, 1])
-        self.borderline[c] = self._borderline(cover, ratio, cover_rel)
+        entry = (ca, cb, float(t), flux, var, cover)
+        return entry, (drop, rem[ca], rem[cb]), bound, self._borderline(cover, ratio, cover_rel)
+
+    def _own_at_node(self, c: int) -> bool:
+        """Node ``c``'s own weights: its solve of the run's set less its masked samples."""
+        res = self._masked(c, c, c, None)
+        if not res:
+            return False
+        self.interpolated[c], self.masked[c], self.bound[c], self.borderline[c] = res
         return True
 
     def _removal(self, node: int, drop: np.ndarray):
@@ -391,7 +431,7 @@ class _BlockPlan:
         channels is removed once per node)."""
         key = (node, drop.tobytes())
         if key not in self._removals:
-            self._removals[key] = remove_samples(self.weights[node][6], drop)
+            self._removals[key] = remove_samples(self.nodes[node][6], drop)
         return self._removals[key]
 
     @staticmethod
@@ -406,7 +446,7 @@ class _BlockPlan:
     def weights_of_node(self, c: int) -> tuple:
         """The left node's weights tuple (sel_idx, use_idx, W, route, ...) of channel ``c``, with
         ``c``'s own usable samples where some were removed."""
-        node = self.weights[self.interpolated[c][0]]
+        node = self.nodes[self.interpolated[c][0]]
         if c in self.masked:
             return (node[0], np.delete(node[1], self.masked[c][0]), *node[2:])
         return node
@@ -417,13 +457,13 @@ class _BlockPlan:
         if c in self.weights:
             return self.weights[c]
         ca, cb, t = self.interpolated[c][:3]
-        node = self.weights[ca]  # (sel_idx, use_idx, W, route, ...) as ChannelSolver returns it
+        node = self.nodes[ca]  # (sel_idx, use_idx, W, route, ...) as ChannelSolver returns it
         if c in self.masked:
             drop, rem_a, rem_b = self.masked[c]
-            Wa, Wb = rem_a.rows(node[2]), rem_b.rows(self.weights[cb][2])
+            Wa, Wb = rem_a.rows(node[2]), rem_b.rows(self.nodes[cb][2])
             W = np.delete((1.0 - t) * Wa + t * Wb, drop, axis=1)
             return (node[0], np.delete(node[1], drop), W, *node[3:])
-        return (*node[:2], (1.0 - t) * node[2] + t * self.weights[cb][2], *node[3:])
+        return (*node[:2], (1.0 - t) * node[2] + t * self.nodes[cb][2], *node[3:])
 
 
 def _images(
