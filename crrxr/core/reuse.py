@@ -13,32 +13,34 @@ chunk boundaries fall:
   enters or leaves the selection changes W discontinuously (docs/benchmarks.md), so no
   interpolation crosses a selection change; both sides get their own nodes.
 - Regular channels: within a run, the usable-sample set shared by most channels (ties: the one
-  seen first) is the run's set. Interpolation and refinement run over the regular channels only.
-- Masked channels: a channel whose usable set is the run's less k <= :data:`MASK_MAX` samples (a
-  cosmic ray, a bad column) takes the half (a, b) of the segment (i, m, j) that encloses it, or the
-  run's first or last half within one half-width beyond its end node (linear extrapolation, same
-  model). Its nodes' weights without those samples come from their own eigendecompositions by
-  :func:`crrxr.core.sample_removal.remove_samples` (a low-rank update, ~1e-10 relative, code
-  variant on the sample-side gram route only), and the channel is interpolated between a and b
-  under the same bound as a regular channel, with D measured on the removed weights of i, m and j.
-  Any other channel (more samples masked, a sample usable that the run's set lacks, no enclosing
-  half, a failed bound, the paper variant or another route) is solved exactly.
-- Nodes and refinement: the first and last regular channel of a run are solved exactly. A segment
-  between two exact regular channels with regular channels inside is checked at its middle regular
-  channel m (solved exactly): D = W_lin(m) - W(m), the error of interpolating over the whole
-  segment. A segment whose nodes or middle have an effective condition number (of the kept modes
-  weighted by their share of W, :class:`crrxr.core.crr.CRRWeights`) above :data:`COND_MAX` is not
-  interpolated; both halves are refined. Assuming a
-  smooth second derivative of W in wavelength, the error of interpolating
+  seen first) is the run's set. Channels whose usable set is the run's less 1 to :data:`MASK_MAX`
+  samples (a cosmic ray, a bad column; positions and seeing finite) take part too, with the code
+  variant (below); any other channel (more samples masked, a sample usable that the run's set
+  lacks, the paper variant) is solved exactly.
+- Nodes: the run's set solved exactly at the node channel's positions and seeing (for a regular
+  channel that is its own exact solve). A node channel with samples of its own masked gets its
+  weights from that solve with those samples removed by
+  :func:`crrxr.core.sample_removal.remove_samples` (a low-rank update of the solve's
+  eigendecomposition, ~1e-10 relative; code variant, sample-side gram route), bounded by the
+  quadrature's own error estimate: it is not an exact channel, but as good as one.
+- Refinement: the first and last of a run's channels are nodes. A segment between two nodes with
+  channels inside is checked at its middle channel m (a node): D = W_lin(m) - W(m), the error of
+  interpolating over the whole segment (in the run's set). A segment whose nodes or middle have an
+  effective condition number (of the kept modes weighted by their share of W,
+  :class:`crrxr.core.crr.CRRWeights`) above :data:`COND_MAX` is not interpolated; both halves are
+  refined. Assuming a smooth second derivative of W in wavelength, the error of interpolating
   channel k between the nodes a < k < b of its half (m is a node) is
   E_k = D (k-a)(b-k) / ((m-i)(j-m)). The bound stored for k is
   ``SAFETY * max_pixels |D f_k| / sigma_k * (k-a)(b-k)/((m-i)(j-m))`` in units of the pixel's
   noise sigma (sigma_k from the W applied, f_k the channel's own fiber fluxes, so bright lines
-  count), and the variance bound ``SAFETY * max_pixels |var_lin(m)/var(m) - 1| * ratio``. The bound
-  holds as far as the curvature model does; :data:`SAFETY` was set from measurements against exact
-  solves (docs/benchmarks.md), it is not a proof. A half
-  whose bound exceeds ``tolerance`` (or :data:`IVAR_RTOL` for the variance) is refined (its middle
-  solved exactly, recursively); a half that passes is interpolated.
+  count), and the variance bound ``SAFETY * max_pixels |var_lin(m)/var(m) - 1| * ratio``. A channel
+  with samples of its own masked is interpolated between its nodes' weights with those samples
+  removed, and its D, variance and bound are measured on the removed weights of i, m and j. The
+  bound holds as far as the curvature model does; :data:`SAFETY` was set from measurements against
+  exact solves (docs/benchmarks.md), it is not a proof. A half whose bound exceeds ``tolerance``
+  (or :data:`IVAR_RTOL` for the variance) for any of its channels is refined (its middle solved,
+  recursively); a half that passes is interpolated. What is left (runs of two channels or fewer,
+  channels between nodes of a refused segment, removals that do not apply) is solved exactly.
 - Masks: an interpolated channel's masks come from its own (interpolated) coverage diag(W N~ W^T).
   Where a pixel's coverage lies within the certified relative margin of the LOWCOV threshold, its
   LOWCOV bit (and with it DONOTUSE and ivar = 0) may differ from the exact solve's: that pixel sits
@@ -240,8 +242,9 @@ class _BlockPlan:
                 self.exact(c)
         self._removals.clear()
         for c in range(a, b + 1):  # the eigendecompositions are not needed any more
-            if c in self.nodes and self.nodes[c][6] is not None:
-                self.nodes[c] = (*self.nodes[c][:6], None)
+            for solves in (self.nodes, self.weights):
+                if c in solves and solves[c][6] is not None:
+                    solves[c] = (*solves[c][:6], None)
 
     def _removable(self, c: int) -> bool:
         """Channel ``c``'s usable set is the run's less 1..MASK_MAX samples whose positions and
@@ -357,7 +360,8 @@ class _BlockPlan:
         the segment (i, m, j), from the nodes' weights with those samples removed
         (:mod:`crrxr.core.sample_removal`), under the same bound as a regular channel with D
         measured on the removed weights of i, m and j; ``segment`` None: ``c`` is a node itself
-        (ca = cb = c) and its weights are the removal alone, bounded by the quadrature's error.
+        (ca = cb = c) and its weights are the removal alone, bounded by the quadrature's error
+        plus twice the node solve's own error estimate.
 
         Returns ((node a, node b, t, flux, var, cover), (drop, removal at a, at b), bound,
         borderline pixels); False where the bound fails (refine); None where removal does not
@@ -385,7 +389,7 @@ class _BlockPlan:
             drop_m = np.union1d(drop, self._drop(cm, use_idx))
             vm = np.column_stack([self._inverse(self.iv[use_idx, cm], drop_m), ones])
             lin, mid = np.zeros((npix, 2)), np.zeros((npix, 2))
-        absf = np.abs(fc)
+        wmax = 0.0
         # row blocks: the nodes' removed weights are formed a few rows at a time, never whole
         for lo in range(0, npix, ROW_BLOCK):
             hi = min(lo + ROW_BLOCK, npix)
@@ -394,14 +398,19 @@ class _BlockPlan:
             flux[lo:hi] = Wc @ fc
             own[lo:hi] = np.square(Wc) @ vc
             if segment is None:
-                err[lo:hi] = rem[ca].error * (np.abs(Wc) @ absf)
+                wmax = max(wmax, float(np.abs(Wc).max(initial=0.0)))
                 continue
             L = (1.0 - tau) * B[ci] + tau * B[cj]  # W_lin(m) = W(m) + D
             err[lo:hi] = np.abs(L @ fc - B[cm] @ fc)  # |D f_c|
             lin[lo:hi] = np.square(L) @ vm
             mid[lo:hi] = np.square(B[cm]) @ vm
         ratio, cover_rel = 0.0, 0.0
-        if segment is not None:
+        if segment is None:
+            # relative to max|W|: the quadrature's error, and the node solve's own (an exact solve
+            # of the channel differs from the truth, and so from this, by up to the same again)
+            rel_w = rem[ca].error + 2 * float(self.nodes[ca][4] or 0.0)
+            err[:] = rel_w * wmax * float(np.abs(fc).sum())
+        else:
             var_rel = _max_rel(lin[:, 0], mid[:, 0])
             ratio = (c - ca) * (cb - c) / ((cm - ci) * (cj - cm))
             if SAFETY * ratio * var_rel > IVAR_RTOL:
