@@ -46,20 +46,25 @@ def build(rss, path, tol, chunk=32, profile=None, **extra):
     return xr.open_zarr(path).load()
 
 
-@pytest.fixture(scope="module", params=[0.0, 0.002], ids=["unmasked", "masked"])
-def galaxy(request, tmp_path_factory):
-    d = tmp_path_factory.mktemp("reuse")
-    rss = d / "rss.zarr"
-    sim = simulate_rss(
+def simulate_galaxy(rss, bad_pixel_fraction: float = 0.0):
+    """19 x 9 galaxy + star, S/N 30, DAR 2", 64 channels from 7000 A."""
+    return simulate_rss(
         rss,
         bundle=19,
         wavelength=manga_wave(7000.0, 64),
         scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
         noise=30,
         dar_amplitude=2.0,
-        bad_pixel_fraction=request.param,
+        bad_pixel_fraction=bad_pixel_fraction,
         seed=5,
     )
+
+
+@pytest.fixture(scope="module", params=[0.0, 0.002], ids=["unmasked", "masked"])
+def galaxy(request, tmp_path_factory):
+    d = tmp_path_factory.mktemp("reuse")
+    rss = d / "rss.zarr"
+    sim = simulate_galaxy(rss, request.param)
     exact = build(rss, d / "exact.zarr", 0.0)
     fast = build(rss, d / "fast.zarr", TOL)
     return sim.load(), exact, fast, rss, d
@@ -121,15 +126,7 @@ def cosmic(tmp_path_factory):
     across three channels), two at 33, MASK_MAX + 1 at 40; the exact and the fast build."""
     d = tmp_path_factory.mktemp("cosmic")
     rss = d / "rss.zarr"
-    simulate_rss(
-        rss,
-        bundle=19,
-        wavelength=manga_wave(7000.0, 64),
-        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
-        noise=30,
-        dar_amplitude=2.0,
-        seed=5,
-    )
+    simulate_galaxy(rss)
     group = zarr.open_group(str(rss), mode="r+")
     hit = {20: [60], 21: [60], 22: [60], 33: [7, 100], 40: list(range(50, 51 + MASK_MAX))}
     for c, samples in hit.items():

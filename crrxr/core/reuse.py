@@ -87,7 +87,8 @@ COND_MAX = 1e4
 #: Largest relative variance error accepted for an interpolated channel (0.1 %).
 IVAR_RTOL = 1e-3
 #: Most samples a channel may have masked beyond its run's usable set and still be interpolated
-#: (by sample removal at its nodes); above it, three removals cost more than one exact solve.
+#: (by sample removal at its nodes). An interpolated channel needs three removals; one costs ~9 ms
+#: for one sample, ~25 ms for three, ~60 ms for six, a solve ~300 ms (127 x 9, docs/benchmarks.md).
 MASK_MAX = 3
 #: Pixel rows formed at a time for a channel interpolated with removed samples (stays in cache).
 ROW_BLOCK = 128
