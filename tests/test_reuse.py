@@ -133,11 +133,11 @@ def cosmic(tmp_path_factory):
         for i in samples:
             group["mask"][i, c] = int(masks.RSS_REJECT)
             group["flux"][i, c] = 1e6  # the cosmic ray itself: any weight left on it would show
-    return hit, build(rss, d / "exact.zarr", 0.0), build(rss, d / "fast.zarr", TOL)
+    return hit, build(rss, d / "exact.zarr", 0.0), build(rss, d / "fast.zarr", TOL), rss, d
 
 
 def test_a_few_masked_samples_are_removed_from_the_nodes_not_solved_again(cosmic):
-    hit, exact, fast = cosmic
+    hit, exact, fast = cosmic[:3]
     ex = fast["channel_exact"].values
     assert np.all(ex[[20, 21, 22, 33]] == 0), ex[[20, 21, 22, 33]]  # interpolated, removed samples
     assert ex[40] == 1  # more than MASK_MAX removed: solved exactly
@@ -346,3 +346,13 @@ def test_build_summary_reports_reuse_and_the_kernel_cut_it_needs(tmp_path):
         assert why in none and "0/64 channel(s) interpolated" in none
     exact = run_build(sim, tmp_path / "exact.zarr", wave_chunk=64, progress=False)
     assert exact.reuse is None and "weight reuse" not in exact.summary()
+
+
+def test_paper_variant_solves_masked_channels_exactly(cosmic):
+    """The removal is derived for the code variant only: with the paper variant every channel with
+    samples of its own masked is solved exactly, and the rest still interpolates."""
+    hit, rss, d = cosmic[0], cosmic[3], cosmic[4]
+    fast = build(rss, d / "paper.zarr", TOL, **{"crr.variant": "paper"})
+    ex = fast["channel_exact"].values
+    assert np.all(ex[list(hit)] == 1), ex[list(hit)]
+    assert (ex == 0).sum() > 20
