@@ -63,7 +63,7 @@ import numpy as np
 from crrxr.core import masks
 from crrxr.core.block import BlockResult, reconstruct_block
 from crrxr.core.config import CoreConfig
-from crrxr.core.covariance import ivar_from_variance
+from crrxr.core.covariance import ivar_from_variance, propagated_variance
 from crrxr.core.crr import GRAM_RTOL
 from crrxr.core.grid import Grid
 from crrxr.core.sample_removal import remove_samples
@@ -268,7 +268,7 @@ class _BlockPlan:
 
     def _variance(self, c: int, W: np.ndarray) -> np.ndarray:
         use_idx = self.nodes[c][1]
-        return np.square(W) @ self._inverse(self.iv[use_idx, c], self._drop(c, use_idx))
+        return propagated_variance(W, self._inverse(self.iv[use_idx, c], self._drop(c, use_idx)))
 
     def _segment(self, reg: list[int], i: int, j: int) -> None:
         if j - i <= 1:
@@ -446,12 +446,10 @@ class _BlockPlan:
 
     @staticmethod
     def _inverse(iv: np.ndarray, drop: np.ndarray) -> np.ndarray:
-        """1 / ivar with the removed samples' entries 0 (their weights are 0)."""
-        out = np.zeros(iv.size)
-        keep = np.ones(iv.size, dtype=bool)
-        keep[drop] = False
-        out[keep] = 1.0 / iv[keep]
-        return out
+        """Sample variances 1 / ivar, 0 for the removed samples (their weights are 0)."""
+        iv = iv.astype(float)  # a copy
+        iv[drop] = 0.0
+        return ivar_from_variance(iv)  # 1/x where x > 0, else 0: the same reciprocal
 
     def weights_of_node(self, c: int) -> tuple:
         """The left node's weights tuple (sel_idx, use_idx, W, route, ...) of channel ``c``, with
