@@ -49,6 +49,7 @@ def simulate(args, path: str):
         lenslets=args.lenslets,
         scene=scene,
         noise=args.snr,
+        seeing=args.seeing,
         dar=args.dar > 0,
         dar_amplitude=max(args.dar, 1e-9),
         bad_pixel_fraction=args.bad_pixels,
@@ -68,7 +69,14 @@ def sample_arrays(part) -> tuple[np.ndarray, ...]:
 def manga_sim_args(dar: float, seed: int) -> types.SimpleNamespace:
     """:func:`simulate` arguments of the issue's MaNGA case: 127 x 9 galaxy + star, S/N 30, DAR on."""
     return types.SimpleNamespace(
-        lenslets=None, bundle=127, snr=30.0, dar=dar, bad_pixels=0.0, nwave=None, seed=seed
+        lenslets=None,
+        bundle=127,
+        snr=30.0,
+        seeing=1.19,
+        dar=dar,
+        bad_pixels=0.0,
+        nwave=None,
+        seed=seed,
     )
 
 
@@ -242,6 +250,7 @@ def main(argv=None) -> int:
     p.add_argument("--bundle", type=int, default=127)
     p.add_argument("--lenslets", type=int, default=None)
     p.add_argument("--snr", type=float, default=30.0)
+    p.add_argument("--seeing", type=float, default=1.19, help="seeing FWHM arcsec at 5400 A")
     p.add_argument("--dar", type=float, default=1.0, help="DAR amplitude arcsec (0 = off)")
     p.add_argument("--bad-pixels", type=float, default=0.0)
     p.add_argument("--nwave", type=int, default=None)

@@ -80,3 +80,18 @@ def test_shepard_and_pairs_in_the_estimate():
     )
     more = make_plan(100, 1143, 49, 49, wave_chunk=10, method="shepard", n_neighbours=10**6)
     assert more.task_bytes == shep.task_bytes + NEIGHBOUR_BYTES * 10**6
+
+
+@pytest.mark.parametrize("workers", [1, 2, 8])
+@pytest.mark.parametrize("n_chan", [65, 130, 700, 4563])
+@pytest.mark.parametrize("budget", [None, "800MB", "4GB"])
+def test_auto_chunks_are_whole_reuse_blocks(workers, n_chan, budget):
+    """With weight reuse a chunk solves every 64-channel block it touches: automatic chunks are
+    whole blocks (a partial block would repeat its node solves), and cover the axis."""
+    plan = make_plan(n_chan, 1143, 49, 49, max_memory=budget, workers=workers, align=64)
+    assert plan.wave_chunk % 64 == 0 and plan.wave_chunk <= max(MAX_AUTO_CHUNK, 64)
+    plain = make_plan(n_chan, 1143, 49, 49, max_memory=budget, workers=workers)
+    assert plan.wave_chunk == max(64, plain.wave_chunk // 64 * 64)
+    assert plan.task_bytes <= usable_bytes(plan.budget_bytes)
+    slices = plan.chunk_slices()
+    assert slices[0].start == 0 and slices[-1].stop == n_chan

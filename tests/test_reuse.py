@@ -356,3 +356,26 @@ def test_paper_variant_solves_masked_channels_exactly(cosmic):
     ex = fast["channel_exact"].values
     assert np.all(ex[list(hit)] == 1), ex[list(hit)]
     assert (ex == 0).sum() > 20
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_short_reuse_cube_keeps_whole_block_chunks(tmp_path, workers, caplog):
+    """The default chunk shrinks on short cubes to keep workers busy, but not below a reuse block
+    (a chunk of part of a block solves the whole block again); an explicit chunk that is not a
+    multiple of the block is built as asked, with a warning that names the fix."""
+    sim = simulate_rss(
+        None, bundle=7, wavelength=manga_wave(6000.0, 130), noise=30, dar_amplitude=1.0, seed=8
+    )
+    for chunk, warned in ((None, False), (20, True)):
+        caplog.clear()
+        report = run_build(
+            sim,
+            tmp_path / f"c{chunk}_{workers}.zarr",
+            params={**CUT, "crr.reuse_tolerance": TOL},
+            wave_chunk=chunk,
+            scheduler="threads",
+            workers=workers,
+            progress=False,
+        )
+        assert report.plan.wave_chunk == (chunk or 64)
+        assert ("multiple of 64" in caplog.text) == warned

@@ -26,6 +26,7 @@ import zarr
 from dask.utils import format_bytes
 
 import crrxr
+from crrxr.core.reuse import BLOCK as REUSE_BLOCK
 from crrxr.engine import settings
 from crrxr.engine import store as S
 from crrxr.engine.chunk import ChunkResult, ChunkTask, solve_chunk
@@ -33,7 +34,7 @@ from crrxr.engine.integrity import add_checksum_array, bad_chunks, unmark_chunks
 from crrxr.engine.lock import StoreLock
 from crrxr.engine.memory import PeakMemory, worker_metrics
 from crrxr.engine.plan import Plan, make_plan
-from crrxr.engine.reuse import check_reuse_inputs
+from crrxr.engine.reuse import check_reuse_inputs, reuse_enabled
 from crrxr.executors import Executor, available_cores, make_executor
 from crrxr.executors.base import GRACE_SECONDS, Interrupted
 from crrxr.io import cube as C
@@ -213,7 +214,10 @@ def prepare(
             "sky subtraction needs a `sky_fiber` (spectrum) flag or a `sky` (exposure, "
             "wavelength) spectrum in the RSS; drop --sky-subtract / sky.enabled or add one"
         )
-    check_reuse_inputs(settings.core_config(pstore), rss.variables)
+    core = settings.core_config(pstore)
+    check_reuse_inputs(core, rss.variables)
+    # with weight reuse a chunk solves every reuse block it touches: auto chunks stay whole blocks
+    align = REUSE_BLOCK if reuse_enabled(core) else 1
     grid = settings.make_grid(rss, pstore)
     n_workers = 1 if scheduler == "synchronous" else (workers or available_cores())
     if wave_chunk is None and max_memory is None:
@@ -221,7 +225,8 @@ def prepare(
         if wave_chunk is not None and wave_chunk == settings.default_wave_chunk():
             # the untouched default: keep every worker busy on short cubes (>= 4 chunks each)
             n_chan = int(rss.sizes["wavelength"])
-            wave_chunk = min(wave_chunk, max(1, -(-n_chan // (4 * n_workers))))
+            short = max(1, -(-n_chan // (4 * n_workers)))
+            wave_chunk = min(wave_chunk, max(align, short // align * align))
     usable = settings.count_usable(rss, pstore) if count_usable else None
     plan = make_plan(
         int(rss.sizes["wavelength"]),
@@ -237,7 +242,16 @@ def prepare(
         method=str(pstore["method"]),
         n_pairs=_n_pairs(grid, pstore),
         n_neighbours=_n_neighbours(int(rss.sizes["spectrum"]), grid, pstore),
+        align=align,
     )
+    if plan.wave_chunk % align and plan.wave_chunk < plan.n_channels:
+        log.warning(
+            "wave chunk %d is not a multiple of the weight-reuse block (%d channels): each chunk "
+            "solves the whole blocks it touches, so their node solves repeat; use a multiple of %d",
+            plan.wave_chunk,
+            align,
+            align,
+        )
     pstore = pstore.replace({"engine.wave_chunk": plan.wave_chunk})
     return pstore, grid, plan
 

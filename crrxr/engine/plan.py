@@ -165,13 +165,16 @@ def make_plan(
     method: str = "crr",
     n_pairs: int = 0,
     n_neighbours: int = 0,
+    align: int = 1,
 ) -> Plan:
     """Choose the wavelength chunk length and check the plan can run (``method`` and ``n_pairs``,
     the number of stored correlation pairs, refine the memory estimate).
 
     ``wave_chunk`` given: used as is (checked against the budget when one is given too).
     Otherwise the largest chunk whose task fits ``max_memory`` (per worker; default 2GB), capped at
-    ``MAX_AUTO_CHUNK`` and so that every worker gets at least two chunks when there are enough channels.
+    ``MAX_AUTO_CHUNK`` and so that every worker gets at least two chunks when there are enough channels,
+    then rounded down to a multiple of ``align`` where it is at least that long (weight reuse: a
+    chunk solves whole blocks of ``align`` channels, so a partial block repeats their node solves).
     Raises :class:`PlanError` for plans that cannot work (no channels, no usable samples, an enormous
     grid, one channel over the budget).
     """
@@ -216,7 +219,9 @@ def make_plan(
         chunk = max(1, (usable_bytes(budget) - fixed) // per_channel_bytes(n_samples, n_pixels))
         chunk = min(chunk, MAX_AUTO_CHUNK, n_channels)
         if n_channels >= 4 * workers:
-            chunk = min(chunk, -(-n_channels // (2 * workers)))
+            chunk = min(chunk, max(-(-n_channels // (2 * workers)), min(align, chunk)))
+        if chunk >= align:
+            chunk = chunk // align * align
     blas = BLAS_THREADS  # fixed whatever the worker count: 1 vs 2 BLAS threads give other bits
     return Plan(
         n_channels=n_channels,
