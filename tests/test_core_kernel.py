@@ -6,9 +6,11 @@ from scipy import integrate
 
 from crrxr.core.kernel import (
     KernelTable,
+    cut_level,
     double_gaussian_components,
     kernel_fwhm,
     radial_kernel,
+    radius_for_level,
     seeing_at,
 )
 
@@ -140,3 +142,23 @@ def test_kernel_table_mixed_fwhm_and_range():
     assert np.allclose(table(r, fw), expect, rtol=0, atol=1e-7)
     with pytest.raises(ValueError, match="radii"):
         table(np.array([4.5]), np.array([1.0]))
+
+
+@pytest.mark.parametrize("fwhm", [0.8, 1.19, 1.5, 2.0, 2.5])
+@pytest.mark.parametrize("level", [1e-3, 2e-7, 1e-10])
+@pytest.mark.parametrize("fiber_radius", [0.5, 1.0])
+def test_radius_for_level_is_where_the_kernel_falls_to_that_level(fwhm, level, fiber_radius):
+    """The cut radius weight reuse names: the kernel (over its centre) is ``level`` there, above it
+    just inside and below it just outside (the kernel falls monotonically)."""
+    r = radius_for_level(level, fwhm, fiber_radius)
+    k0 = radial_kernel(np.array(0.0), fwhm, fiber_radius)
+    ratio = [radial_kernel(np.array(x), fwhm, fiber_radius) / k0 for x in (r - 0.01, r, r + 0.01)]
+    assert ratio[0] > level > ratio[2] and ratio[1] == pytest.approx(level, rel=1e-4)
+    assert cut_level(r, fwhm, fiber_radius) == pytest.approx(level, rel=1e-4)
+    assert r > fiber_radius
+
+
+def test_radius_for_level_refuses_levels_outside_zero_one():
+    for bad in (0.0, 1.0, -1e-3, 2.0):
+        with pytest.raises(ValueError, match="level"):
+            radius_for_level(bad, 1.2)

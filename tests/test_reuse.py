@@ -10,6 +10,7 @@ fixtures use a 6" cut, where W is smooth and most channels are interpolated (doc
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ import xarray as xr
 import zarr
 
 from crrxr.core import Grid, InputError, masks
-from crrxr.core.kernel import kernel_fwhm, seeing_at
+from crrxr.core.kernel import kernel_fwhm, radial_kernel, seeing_at
 from crrxr.core.psf import fit_kernel_fwhm
 from crrxr.core.reuse import MASK_MAX, read_range, reconstruct_block_reuse
 from crrxr.engine.build import run_build
@@ -337,12 +338,23 @@ def test_build_summary_reports_reuse_and_the_kernel_cut_it_needs(tmp_path):
         )
         cube = xr.open_zarr(path)
         n_interp = int((cube["channel_exact"].values == 0).sum())
-        assert n_interp > 0 and report.reuse[:4] == (TOL, cut, n_interp, 64)
+        assert report.reuse[:4] == (TOL, cut, n_interp, 64)
         assert report.reuse[4] == pytest.approx(float(cube["reuse_bound"].values.max()))
         line = next(x for x in report.summary().splitlines() if x.startswith("weight reuse"))
-        assert f"{n_interp}/64 channel(s) interpolated" in line and "none" not in line
-    for cut, why in ((4.0, "kernel.truncation_radius_arcsec=6"), (6.0, "none met the bound")):
-        none = dataclasses.replace(report, reuse=(TOL, cut, 0, 64, 0.0)).summary()
+        assert f"{n_interp}/64 channel(s) interpolated" in line
+        # the cut reuse needs: where the kernel at the largest seeing falls to JITTER_MAX/COND_MAX
+        seeing = seeing_at(sim["seeing_fwhm"].values.max(), sim["wavelength"].values[0])
+        need = report.reuse[5]
+        k0 = radial_kernel(np.array(0.0), seeing)
+        assert radial_kernel(np.array(need), seeing) / k0 == pytest.approx(2e-7, rel=1e-3)
+        assert 4.0 < need < 6.0
+        if cut == 4.0:  # the kernel at 4" is ~1e-4 of its peak: W jitters, nothing interpolated
+            named = float(re.search(r"kernel.truncation_radius_arcsec=([0-9.]+)", line)[1])
+            assert n_interp == 0 and need <= named < need + 0.1
+        else:
+            assert n_interp > 0 and "none" not in line and "truncation" not in line
+    for cut, why in ((4.0, "none could be; set kernel.truncation"), (6.0, "none met the bound")):
+        none = dataclasses.replace(report, reuse=(TOL, cut, 0, 64, 0.0, need)).summary()
         assert why in none and "0/64 channel(s) interpolated" in none
     exact = run_build(sim, tmp_path / "exact.zarr", wave_chunk=64, progress=False)
     assert exact.reuse is None and "weight reuse" not in exact.summary()
@@ -379,3 +391,55 @@ def test_short_reuse_cube_keeps_whole_block_chunks(tmp_path, workers, caplog):
         )
         assert report.plan.wave_chunk == (chunk or 64)
         assert ("multiple of 64" in caplog.text) == warned
+
+
+def test_large_seeing_needs_a_larger_kernel_cut(tmp_path):
+    """At 1.5" seeing the kernel at a 6" cut is ~2e-6 of its peak: pairs crossing the cut make W
+    jitter (amplified by the condition, here ~2.6e3), where the curvature bound was measured to
+    fail, so every channel is solved exactly (the fast cube is the exact one; without the rule
+    59 of 65 channels would be interpolated) and the summary names the cut that is needed. At
+    that cut channels are interpolated within their bound."""
+    sim = simulate_rss(
+        None,
+        bundle=19,
+        seeing=1.5,
+        wavelength=manga_wave(7000.0, 64),
+        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
+        noise=30,
+        dar_amplitude=1.0,
+        seed=9,
+    )
+
+    def both(cut):
+        cubes, report = [], None
+        for tol in (0.0, TOL):
+            path = tmp_path / f"cut{cut:g}-{tol:g}.zarr"
+            report = run_build(
+                sim,
+                path,
+                params={"kernel.truncation_radius_arcsec": cut, "crr.reuse_tolerance": tol},
+                wave_chunk=64,
+                scheduler="synchronous",
+                progress=False,
+            )
+            cubes.append(xr.open_zarr(path).load())
+        return (*cubes, report)
+
+    exact, fast, report = both(6.0)
+    assert np.all(fast["channel_exact"].values == 1)
+    for name in ("flux", "ivar", "mask"):
+        np.testing.assert_array_equal(fast[name].values, exact[name].values, err_msg=name)
+    line = next(x for x in report.summary().splitlines() if x.startswith("weight reuse"))
+    cut = float(re.search(r"kernel.truncation_radius_arcsec=([0-9.]+)", line)[1])
+    seeing = seeing_at(sim["seeing_fwhm"].values.max(), sim["wavelength"].values[0])
+    level = radial_kernel(np.array(cut), seeing) / radial_kernel(np.array(0.0), seeing)
+    assert 6.0 < cut < 8.0 and 1e-7 < level <= 2e-7
+    exact, fast, report = both(cut)
+    interp = fast["channel_exact"].values == 0
+    assert interp.mean() > 0.5 and "truncation" not in report.summary()
+    ok, sigma = good_sigma(exact)
+    ok &= fast["ivar"].values > 0
+    err = np.where(ok, np.abs(fast["flux"].values - exact["flux"].values) / sigma, 0.0)
+    assert np.all(err.max(axis=(1, 2)) <= fast["reuse_bound"].values * 1.001 + 1e-6)
+    assert 1e-7 < err.max() <= TOL
+    assert_masks_explained(fast, exact)

@@ -94,6 +94,46 @@ def kernel_fwhm(
     return 2.0 * r_half
 
 
+def cut_level(
+    radius: float,
+    fwhm: float,
+    fiber_radius: float = 1.0,
+    sigma_ratio: float = 2.0,
+    wing_ratio: float = 1.0 / 9.0,
+    wing: str = "flux",
+) -> float:
+    """The kernel at ``radius`` (arcsec) over its central value, for seeing ``fwhm`` (arcsec): the
+    relative step a sample-pixel pair makes when it crosses a truncation at that radius."""
+    args = (fwhm, fiber_radius, sigma_ratio, wing_ratio, wing)
+    return float(
+        radial_kernel(np.array(float(radius)), *args) / radial_kernel(np.array(0.0), *args)
+    )
+
+
+def radius_for_level(
+    level: float,
+    fwhm: float,
+    fiber_radius: float = 1.0,
+    sigma_ratio: float = 2.0,
+    wing_ratio: float = 1.0 / 9.0,
+    wing: str = "flux",
+) -> float:
+    """The radius (arcsec) beyond which the kernel stays below ``level`` (0 < level < 1) of its
+    central value, for seeing ``fwhm``: the inverse of :func:`cut_level`."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must lie in (0, 1), got {level!r}")
+    args = (fwhm, fiber_radius, sigma_ratio, wing_ratio, wing)
+    log_level = np.log(level)
+
+    def gap(r: float) -> float:
+        return np.log(max(cut_level(r, *args), np.finfo(float).tiny)) - log_level
+
+    hi = fiber_radius + fwhm
+    while gap(hi) > 0:
+        hi *= 2.0
+    return float(optimize.brentq(gap, 0.0, hi, xtol=1e-6))
+
+
 class KernelTable:
     """Exact kernel tabulated on a fine (radius, seeing) grid and evaluated by bilinear interpolation.
 

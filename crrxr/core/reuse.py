@@ -27,8 +27,10 @@ chunk boundaries fall:
   channels inside is checked at its middle channel m (a node): D = W_lin(m) - W(m), the error of
   interpolating over the whole segment (in the run's set). A segment whose nodes or middle have an
   effective condition number (of the kept modes weighted by their share of W,
-  :class:`crrxr.core.crr.CRRWeights`) above :data:`COND_MAX` is not interpolated; both halves are
-  refined. Assuming a smooth second derivative of W in wavelength, the error of interpolating
+  :class:`crrxr.core.crr.CRRWeights`) above :data:`COND_MAX`, or above :data:`JITTER_MAX` over the
+  kernel's value at the truncation radius relative to its peak (at the block's largest seeing:
+  sample-pixel pairs crossing the cut make W jitter from channel to channel, amplified by the
+  condition), is not interpolated; both halves are refined. Assuming a smooth second derivative of W in wavelength, the error of interpolating
   channel k between the nodes a < k < b of its half (m is a node) is
   E_k = D (k-a)(b-k) / ((m-i)(j-m)). The bound stored for k is
   ``SAFETY * max_pixels |D f_k| / sigma_k * (k-a)(b-k)/((m-i)(j-m))`` in units of the pixel's
@@ -66,6 +68,7 @@ from crrxr.core.config import CoreConfig
 from crrxr.core.covariance import ivar_from_variance, propagated_variance
 from crrxr.core.crr import GRAM_RTOL
 from crrxr.core.grid import Grid
+from crrxr.core.kernel import cut_level
 from crrxr.core.sample_removal import remove_samples
 from crrxr.core.slice import ChannelSolver, InputError, validate_samples
 
@@ -84,6 +87,13 @@ SAFETY = 4.0
 #: lenslets at a 1e-6 floor (condition 6e5-8e5) broke it (error up to 11 x the bound): W there is
 #: not smooth in wavelength.
 COND_MAX = 1e4
+#: Largest product of the effective condition number and the kernel's value at its truncation
+#: radius over its peak (:func:`crrxr.core.kernel.cut_level`, at the block's largest seeing) around
+#: which W is interpolated: pairs crossing the cut step A by that level, and W by ~condition x level.
+#: The bound held up to 1e-3 (the validated 1.19" cubes with a 6" cut: level <= 1.6e-7, condition
+#: <= 7.8e3 in the blue) and at 6e-3-8e-3 (1.5" seeing, 6" cut, condition 8.7e3-9.6e3), and failed
+#: from ~1e-2 (docs/benchmarks.md).
+JITTER_MAX = 2e-3
 #: Largest relative variance error accepted for an interpolated channel (0.1 %).
 IVAR_RTOL = 1e-3
 #: Most samples a channel may have masked beyond its run's usable set and still be interpolated
@@ -170,6 +180,9 @@ class _BlockPlan:
         self.masked: dict[int, tuple] = {}
         self._removals: dict[tuple, object] = {}
         self.n_solves = 0
+        self.cond_max = (
+            COND_MAX  # lower where the kernel cut is too close (:func:`condition_limit`)
+        )
 
     def _col(self, a: np.ndarray, c: int) -> np.ndarray:
         return np.ascontiguousarray(a[:, c])
@@ -209,9 +222,11 @@ class _BlockPlan:
         """Plan and solve every channel of ``lo..hi``."""
         # node eigendecompositions are kept only where some channel's usable set differs
         block_use = self.usable[:, lo : hi + 1]
-        self.solver.keep_factor = self.solver.config.variant == "code" and not np.all(
+        cfg = self.solver.config
+        self.solver.keep_factor = cfg.variant == "code" and not np.all(
             block_use == block_use[:, :1]
         )
+        self.cond_max = condition_limit(cfg, self.fw[:, lo : hi + 1][block_use])
         starts = [lo]
         prev = None
         for c in range(lo, hi + 1):
@@ -276,7 +291,7 @@ class _BlockPlan:
         m = (i + j) // 2
         ci, cj, cm = reg[i], reg[j], reg[m]
         Wi, Wj, Wm = self.nodes[ci][2], self.nodes[cj][2], self.node(cm)[2]
-        if any((self.nodes[c][5] or 0.0) > COND_MAX for c in (ci, cj, cm)):
+        if any((self.nodes[c][5] or 0.0) > self.cond_max for c in (ci, cj, cm)):
             # outside the conditioning where the bound was validated: refine (all exact at last)
             self._segment(reg, i, m)
             self._segment(reg, m, j)
@@ -472,6 +487,25 @@ class _BlockPlan:
             W = np.delete((1.0 - t) * Wa + t * Wb, drop, axis=1)
             return (node[0], np.delete(node[1], drop), W, *node[3:])
         return (*node[:2], (1.0 - t) * node[2] + t * self.nodes[cb][2], *node[3:])
+
+
+def condition_limit(config: CoreConfig, fwhm: np.ndarray) -> float:
+    """Largest effective condition number around which W is interpolated for samples of seeing
+    ``fwhm`` (arcsec, any shape; non-finite values ignored): :data:`COND_MAX`, lowered to
+    :data:`JITTER_MAX` over the kernel's relative value at the truncation radius."""
+    fwhm = np.asarray(fwhm, dtype=float)
+    fwhm = fwhm[np.isfinite(fwhm) & (fwhm > 0)]
+    if not fwhm.size:
+        return COND_MAX
+    level = cut_level(
+        config.truncation_radius,
+        float(fwhm.max()),
+        config.fiber_radius,
+        config.sigma_ratio,
+        config.wing_ratio,
+        config.wing,
+    )
+    return COND_MAX if level <= 0 else min(COND_MAX, JITTER_MAX / level)
 
 
 def _images(

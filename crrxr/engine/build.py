@@ -34,7 +34,7 @@ from crrxr.engine.integrity import add_checksum_array, bad_chunks, unmark_chunks
 from crrxr.engine.lock import StoreLock
 from crrxr.engine.memory import PeakMemory, worker_metrics
 from crrxr.engine.plan import Plan, make_plan
-from crrxr.engine.reuse import check_reuse_inputs, reuse_enabled
+from crrxr.engine.reuse import check_reuse_inputs, needed_cut, reuse_enabled
 from crrxr.executors import Executor, available_cores, make_executor
 from crrxr.executors.base import GRACE_SECONDS, Interrupted
 from crrxr.io import cube as C
@@ -73,8 +73,9 @@ class BuildReport:
     worker_peak_memory: int = 0  # bytes, the largest peak resident memory of a worker process
     worker_blas_threads: int = 0  # BLAS threads in effect inside the tasks (max over tasks)
     # weight reuse (crr.reuse_tolerance > 0): (tolerance sigma, kernel cut arcsec, interpolated
-    # channels, channels, largest bound sigma); None when every channel is solved exactly by design
-    reuse: tuple[float, float, int, int, float] | None = None
+    # channels, channels, largest bound sigma, the cut reuse needs at the RSS's largest seeing,
+    # arcsec); None when every channel is solved exactly by design
+    reuse: tuple[float, float, int, int, float, float] | None = None
 
     @property
     def channels_per_second(self) -> float:
@@ -124,15 +125,17 @@ class BuildReport:
         )
 
     def _reuse_line(self) -> str:
-        tol, cut, n_interp, n_chan, bound = self.reuse
+        tol, cut, n_interp, n_chan, bound, need = self.reuse
         line = (
             f"weight reuse (tolerance {tol:g} sigma): {n_interp}/{n_chan} channel(s) interpolated, "
             f"largest certified bound {bound:.2g} sigma"
         )
-        if n_interp == 0 and cut < 6.0:
+        fix = f"kernel.truncation_radius_arcsec={np.ceil(need * 10) / 10:g}"
+        if cut < need:
             line += (
-                f'; none could be: at a {cut:g}" kernel cut W jumps from channel to channel, set '
-                "kernel.truncation_radius_arcsec=6 to make it smooth (docs/benchmarks.md)"
+                f'; at a {cut:g}" kernel cut sample-pixel pairs crossing it make W jitter from '
+                f"channel to channel at this seeing, so {'none' if n_interp == 0 else 'fewer'} "
+                f"could be; set {fix} (docs/benchmarks.md)"
             )
         elif n_interp == 0:
             line += (
@@ -503,12 +506,18 @@ class CubeBuild:
         _echo(report.summary(), self.mode)
         return report
 
-    def _reuse_summary(self) -> tuple[float, float, int, int, float] | None:
+    def _reuse_summary(self) -> tuple[float, float, int, int, float, float] | None:
         tol = float(self.params["crr.reuse_tolerance"])
         if self.params["method"] != "crr" or tol <= 0:
             return None
         cut = float(self.params["kernel.truncation_radius_arcsec"])
-        return (tol, cut, *S.read_reuse_summary(self.store))
+        need = needed_cut(
+            settings.core_config(self.params),
+            self.source.dataset,
+            float(self.params["seeing.lambda_ref_angstrom"]),
+            float(self.params["seeing.exponent"]),
+        )
+        return (tol, cut, *S.read_reuse_summary(self.store), need)
 
     def close(self) -> None:
         """Release the lease and any temporary RSS copy (idempotent)."""

@@ -8,12 +8,14 @@ closing node), so its output does not depend on where chunk boundaries fall.
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
 
 from crrxr.core import reconstruct_block
 from crrxr.core.block import BlockResult
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
-from crrxr.core.reuse import read_range, reconstruct_block_reuse
+from crrxr.core.kernel import radius_for_level, seeing_at
+from crrxr.core.reuse import COND_MAX, JITTER_MAX, read_range, reconstruct_block_reuse
 from crrxr.io.rss import open_zarr_unchecked
 
 
@@ -35,6 +37,26 @@ def check_reuse_inputs(config: CoreConfig, rss_variables) -> None:
 
     if reuse_enabled(config) and any(v in rss_variables for v in C.LSF_VARIABLES):
         raise ValueError(reuse_lsf_message())
+
+
+def needed_cut(config: CoreConfig, rss: xr.Dataset, lambda_ref: float, exponent: float) -> float:
+    """The kernel truncation radius (arcsec) at which weight reuse may interpolate up to its
+    largest condition number (:data:`crrxr.core.reuse.COND_MAX`) at the RSS's largest seeing: the
+    kernel there is :data:`crrxr.core.reuse.JITTER_MAX` / COND_MAX of its peak."""
+    fwhm = np.asarray(rss["seeing_fwhm"].values, dtype=float)
+    wave = np.asarray(rss["wavelength"].values, dtype=float)
+    ok = np.isfinite(fwhm) & (fwhm > 0)
+    if not ok.any() or not wave.size:
+        return 0.0
+    largest = float(np.max(seeing_at(fwhm[ok].max(), wave[[0, -1]], lambda_ref, exponent)))
+    return radius_for_level(
+        JITTER_MAX / COND_MAX,
+        largest,
+        config.fiber_radius,
+        config.sigma_ratio,
+        config.wing_ratio,
+        config.wing,
+    )
 
 
 def chunk_read_range(
