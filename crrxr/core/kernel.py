@@ -85,13 +85,7 @@ def kernel_fwhm(
     wing: str = "flux",
 ) -> float:
     """Full width at half maximum (arcsec) of :func:`radial_kernel` for seeing ``fwhm``."""
-    args = (fwhm, fiber_radius, sigma_ratio, wing_ratio, wing)
-    half = 0.5 * radial_kernel(np.array(0.0), *args)
-    hi = fiber_radius + 5.0 * fwhm
-    r_half = optimize.brentq(
-        lambda r: radial_kernel(np.array(r), *args) - half, 0.0, hi, xtol=1e-12
-    )
-    return 2.0 * r_half
+    return 2.0 * radius_for_level(0.5, fwhm, fiber_radius, sigma_ratio, wing_ratio, wing)
 
 
 def cut_level(
@@ -131,7 +125,7 @@ def radius_for_level(
     hi = fiber_radius + fwhm
     while gap(hi) > 0:
         hi *= 2.0
-    return float(optimize.brentq(gap, 0.0, hi, xtol=1e-6))
+    return float(optimize.brentq(gap, 0.0, hi, xtol=1e-12))
 
 
 class KernelTable:
