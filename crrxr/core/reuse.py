@@ -30,8 +30,9 @@ chunk boundaries fall:
   :class:`crrxr.core.crr.CRRWeights`) above :data:`COND_MAX`, or above :data:`JITTER_MAX` over the
   kernel's value at the truncation radius relative to its peak (at the block's largest seeing:
   sample-pixel pairs crossing the cut make W jitter from channel to channel, amplified by the
-  condition), is not interpolated; both halves are refined. Assuming a smooth second derivative of W in wavelength, the error of interpolating
-  channel k between the nodes a < k < b of its half (m is a node) is
+  condition), is not interpolated; both halves are refined. Assuming a smooth second derivative
+  of W in wavelength, the error of interpolating channel k between the nodes a < k < b of its
+  half (m is a node) is
   E_k = D (k-a)(b-k) / ((m-i)(j-m)). The bound stored for k is
   ``SAFETY * max_pixels |D f_k| / sigma_k * (k-a)(b-k)/((m-i)(j-m))`` in units of the pixel's
   noise sigma (sigma_k from the W applied, f_k the channel's own fiber fluxes, so bright lines
@@ -182,9 +183,8 @@ class _BlockPlan:
         self.masked: dict[int, tuple] = {}
         self._removals: dict[tuple, object] = {}
         self.n_solves = 0
-        self.cond_max = (
-            COND_MAX  # lower where the kernel cut is too close (:func:`condition_limit`)
-        )
+        # COND_MAX, lowered where the kernel cut is too close (:func:`condition_limit`)
+        self.cond_max = COND_MAX
 
     def _col(self, a: np.ndarray, c: int) -> np.ndarray:
         return np.ascontiguousarray(a[:, c])
