@@ -69,7 +69,7 @@ from crrxr.core.config import CoreConfig
 from crrxr.core.covariance import ivar_from_variance, propagated_variance
 from crrxr.core.crr import GRAM_RTOL
 from crrxr.core.grid import Grid
-from crrxr.core.kernel import cut_level
+from crrxr.core.kernel import cut_level, radius_for_level
 from crrxr.core.sample_removal import remove_samples
 from crrxr.core.slice import ChannelSolver, InputError, validate_samples
 
@@ -491,6 +491,11 @@ class _BlockPlan:
         return (*node[:2], (1.0 - t) * node[2] + t * self.nodes[cb][2], *node[3:])
 
 
+def _kernel_model(config: CoreConfig) -> tuple:
+    """(fiber radius, sigma ratio, wing ratio, wing) of the config's kernel."""
+    return config.fiber_radius, config.sigma_ratio, config.wing_ratio, config.wing
+
+
 def condition_limit(config: CoreConfig, fwhm: np.ndarray) -> float:
     """Largest effective condition number around which W is interpolated for samples of seeing
     ``fwhm`` (arcsec, any shape; non-finite values ignored): :data:`COND_MAX`, lowered to
@@ -499,15 +504,14 @@ def condition_limit(config: CoreConfig, fwhm: np.ndarray) -> float:
     fwhm = fwhm[np.isfinite(fwhm) & (fwhm > 0)]
     if not fwhm.size:
         return COND_MAX
-    level = cut_level(
-        config.truncation_radius,
-        float(fwhm.max()),
-        config.fiber_radius,
-        config.sigma_ratio,
-        config.wing_ratio,
-        config.wing,
-    )
+    level = cut_level(config.truncation_radius, float(fwhm.max()), *_kernel_model(config))
     return COND_MAX if level <= 0 else min(COND_MAX, JITTER_MAX / level)
+
+
+def needed_radius(config: CoreConfig, fwhm: float) -> float:
+    """The truncation radius (arcsec) at which :func:`condition_limit` reaches :data:`COND_MAX`
+    for seeing ``fwhm`` (arcsec): the kernel there is JITTER_MAX / COND_MAX of its peak."""
+    return radius_for_level(JITTER_MAX / COND_MAX, fwhm, *_kernel_model(config))
 
 
 def _images(

@@ -14,8 +14,8 @@ from crrxr.core import reconstruct_block
 from crrxr.core.block import BlockResult
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
-from crrxr.core.kernel import radius_for_level, seeing_at
-from crrxr.core.reuse import COND_MAX, JITTER_MAX, read_range, reconstruct_block_reuse
+from crrxr.core.kernel import seeing_at
+from crrxr.core.reuse import needed_radius, read_range, reconstruct_block_reuse
 from crrxr.io.rss import open_zarr_unchecked
 
 
@@ -40,23 +40,15 @@ def check_reuse_inputs(config: CoreConfig, rss_variables) -> None:
 
 
 def needed_cut(config: CoreConfig, rss: xr.Dataset, lambda_ref: float, exponent: float) -> float:
-    """The kernel truncation radius (arcsec) at which weight reuse may interpolate up to its
-    largest condition number (:data:`crrxr.core.reuse.COND_MAX`) at the RSS's largest seeing: the
-    kernel there is :data:`crrxr.core.reuse.JITTER_MAX` / COND_MAX of its peak."""
+    """The kernel truncation radius (arcsec) weight reuse needs at the RSS's largest seeing
+    (:func:`crrxr.core.reuse.needed_radius`); 0 when the RSS has no valid seeing."""
     fwhm = np.asarray(rss["seeing_fwhm"].values, dtype=float)
     wave = np.asarray(rss["wavelength"].values, dtype=float)
     ok = np.isfinite(fwhm) & (fwhm > 0)
     if not ok.any() or not wave.size:
         return 0.0
     largest = float(np.max(seeing_at(fwhm[ok].max(), wave[[0, -1]], lambda_ref, exponent)))
-    return radius_for_level(
-        JITTER_MAX / COND_MAX,
-        largest,
-        config.fiber_radius,
-        config.sigma_ratio,
-        config.wing_ratio,
-        config.wing,
-    )
+    return needed_radius(config, largest)
 
 
 def chunk_read_range(
