@@ -11,7 +11,7 @@ Rice distribution, so no FFT grid is needed.
 from __future__ import annotations
 
 import numpy as np
-from scipy import optimize, special
+from scipy import interpolate, optimize, special
 
 FWHM_TO_SIGMA = 1.0 / 2.355
 PSF_FWHM_FACTOR = 1.05
@@ -129,14 +129,20 @@ def radius_for_level(
 
 
 class KernelTable:
-    """Exact kernel tabulated on a fine (radius, seeing) grid and evaluated by bilinear interpolation.
+    """Exact kernel tabulated on a fine (radius, seeing) grid: a cubic spline in radius, linear in
+    seeing.
 
     Rows are built with :func:`radial_kernel` on ``n_points`` radii spanning [0, ``r_max``], at seeing
     FWHM nodes spaced by the relative step ``fwhm_step`` (log-uniform; 0 = one row per distinct FWHM
     value, no interpolation in FWHM), and cached (up to ``max_rows`` rows). A block of channels whose
     seeing drifts as lambda^-0.2 (3e-5 per MaNGA channel) then pays for the special functions about
-    once per 17 channels and exposure. Defaults (4097 radii over 4", 5e-4 FWHM step) keep the
-    interpolation error below 1e-6 of the kernel peak (tested against the exact form).
+    once per 17 channels and exposure. Each row stores the values and the second derivatives of
+    their cubic spline (K'(0) = 0; not-a-knot at ``r_max``), so the kernel is C2 in radius: linear
+    interpolation put a kink into A wherever a sample-pixel distance crossed a radius node (every
+    ~7 channels per pair under DAR), and CRR at condition ~4e4 turned those kinks into channel-to-
+    channel jitter of W ~10x the curvature that weight reuse bounds (docs/benchmarks.md). The
+    interpolation error is ~1e-12 of the kernel peak in radius (tested against the exact form);
+    the seeing blend keeps it below 1e-6 at the default step.
     """
 
     def __init__(
@@ -163,13 +169,18 @@ class KernelTable:
         self._rows: dict[float, np.ndarray] = {}
 
     def row(self, fwhm: float) -> np.ndarray:
-        """Kernel values (arcsec^-2) at ``self.radii`` for seeing ``fwhm``; a trailing 0 pads the end."""
+        """(2, n_points + 1): kernel values (arcsec^-2) at ``self.radii`` for seeing ``fwhm`` and their
+        spline's second derivatives (arcsec^-4); a trailing 0 pads the end of both."""
         key = float(fwhm)
         row = self._rows.get(key)
         if row is None:
             if len(self._rows) >= self.max_rows:
                 self._rows.pop(next(iter(self._rows)))
-            row = np.append(radial_kernel(self.radii, key, *self.model), 0.0)
+            values = radial_kernel(self.radii, key, *self.model)
+            spline = interpolate.CubicSpline(self.radii, values, bc_type=((1, 0.0), "not-a-knot"))
+            row = np.zeros((2, self.radii.size + 1))
+            row[0, :-1] = values
+            row[1, :-1] = spline(self.radii, 2)
             self._rows[key] = row
         return row
 
@@ -206,22 +217,33 @@ class KernelTable:
         inverse = inverse_sample[np.asarray(sample).ravel()]
         lo, hi, w_hi = self._nodes(uniq)
         nodes, node_index = np.unique(np.concatenate([lo, hi]), return_inverse=True)
-        table = np.stack([self.row(f) for f in nodes])
+        table = np.stack([self.row(f) for f in nodes])  # (nodes, 2, ncol): values, 2nd derivatives
         i_lo, i_hi = node_index[: uniq.size], node_index[uniq.size :]
-        ncol = table.shape[1]
+        ncol = table.shape[2]
         t = r.ravel() / self.step
         i = np.minimum(t.astype(np.intp), ncol - 2)
-        frac = t - i
+        u = t - i
         if uniq.size * ncol <= 2 * r.size:
             # few seeing values: blend the two seeing nodes once per value, so one radial gather follows
-            table = table[i_lo] * (1.0 - w_hi)[:, None] + table[i_hi] * w_hi[:, None]
+            w = w_hi[:, None, None]
+            table = table[i_lo] * (1.0 - w) + table[i_hi] * w
             i_lo = i_hi = np.arange(uniq.size)
             w_hi = np.zeros(uniq.size)
-        flat = table.ravel()
+        values = table[:, 0].ravel()
+        second = table[:, 1].ravel()
+        # cubic spline between nodes i and i + 1 from their values and second derivatives
+        v = 1.0 - u
+        c_lo = (v * v - 1.0) * v * (self.step * self.step / 6.0)
+        c_hi = (u * u - 1.0) * u * (self.step * self.step / 6.0)
 
         def radial(rows: np.ndarray) -> np.ndarray:
             base = rows[inverse] * ncol + i
-            return flat[base] * (1.0 - frac) + flat[base + 1] * frac
+            return (
+                values[base] * v
+                + values[base + 1] * u
+                + second[base] * c_lo
+                + second[base + 1] * c_hi
+            )
 
         w = w_hi[inverse]
         out = radial(i_lo)
