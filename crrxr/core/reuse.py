@@ -82,14 +82,15 @@ BLOCK = 64
 SAFETY = 4.0
 #: Largest effective condition number (:class:`crrxr.core.crr.CRRWeights`: that of the kept modes
 #: weighted by their share of W; s_max / s_min for the code variant) of the exact solves around
-#: which W is interpolated. The bound held (error <= 0.90 x bound over a whole 127 x 9 cube) on
-#: MaNGA bundles (condition 1.6e3-7.8e3), on lenslets at a 1e-3 floor (~3e2-1e3) and with the paper
-#: variant on lenslets at a 1e-6 floor (effective ~1e3, error <= 0.26 x bound); the code variant on
-#: lenslets at a 1e-6 floor (condition 6e5-8e5) broke it (error up to 11 x the bound): W there is
-#: not smooth in wavelength. At 1.5" seeing (127 x 9) segments at condition 9.6e3-1e4 exceeded
-#: their bound by 11 % with a clean 7.3" kernel cut (1.6x at 3e4), while every window up to 9.6e3
-#: elsewhere held (<= 0.86): 8e3 leaves a margin below the first failure (it was 1e4).
-COND_MAX = 8e3
+#: which W is interpolated. With the kernel table linear in radius the bound failed from ~1e4 (1.5"
+#: seeing: 1.11x at 9.6e3, 1.6x at 3e4) and this was 8e3: the table's kinks, amplified by the
+#: condition, made W jitter from channel to channel. With the table cubic in radius
+#: (:class:`crrxr.core.kernel.KernelTable`) the curvature model holds to within 4 % at 4.4e4
+#: (127 x 9 at 1.5" seeing, largest error 0.26 x the bound on every window, = 1 / SAFETY), so the
+#: limit sits just above the largest condition of MaNGA bundles at typical seeing. The code
+#: variant on lenslets at a 1e-6 floor (condition 6e5-8e5) broke the bound by up to 11x (modes
+#: crossing the floor between channels): W there is not smooth in wavelength.
+COND_MAX = 5e4
 #: Largest product of the effective condition number and the kernel's value at its truncation
 #: radius over its peak (:func:`crrxr.core.kernel.cut_level`, at the block's largest seeing) around
 #: which W is interpolated: pairs crossing the cut step A by that level, and W by ~condition x level.

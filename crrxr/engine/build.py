@@ -27,6 +27,7 @@ from dask.utils import format_bytes
 
 import crrxr
 from crrxr.core.reuse import BLOCK as REUSE_BLOCK
+from crrxr.core.reuse import COND_MAX
 from crrxr.engine import settings
 from crrxr.engine import store as S
 from crrxr.engine.chunk import ChunkResult, ChunkTask, solve_chunk
@@ -34,7 +35,7 @@ from crrxr.engine.integrity import add_checksum_array, bad_chunks, unmark_chunks
 from crrxr.engine.lock import StoreLock
 from crrxr.engine.memory import PeakMemory, worker_metrics
 from crrxr.engine.plan import Plan, make_plan
-from crrxr.engine.reuse import check_reuse_inputs, needed_cut, reuse_enabled
+from crrxr.engine.reuse import check_reuse_inputs, cut_limits, reuse_enabled
 from crrxr.executors import Executor, available_cores, make_executor
 from crrxr.executors.base import GRACE_SECONDS, Interrupted
 from crrxr.io import cube as C
@@ -73,9 +74,10 @@ class BuildReport:
     worker_peak_memory: int = 0  # bytes, the largest peak resident memory of a worker process
     worker_blas_threads: int = 0  # BLAS threads in effect inside the tasks (max over tasks)
     # weight reuse (crr.reuse_tolerance > 0): (tolerance sigma, kernel cut arcsec, interpolated
-    # channels, channels, largest bound sigma, the cut reuse needs at the RSS's largest seeing,
-    # arcsec); None when every channel is solved exactly by design
-    reuse: tuple[float, float, int, int, float, float] | None = None
+    # channels, channels, largest bound sigma, the cut beyond which the kernel cut never limits
+    # reuse at the RSS's largest seeing (arcsec), the condition limit at this build's cut); None
+    # when every channel is solved exactly by design
+    reuse: tuple[float, float, int, int, float, float, float] | None = None
 
     @property
     def channels_per_second(self) -> float:
@@ -125,17 +127,18 @@ class BuildReport:
         )
 
     def _reuse_line(self) -> str:
-        tol, cut, n_interp, n_chan, bound, need = self.reuse
+        tol, cut, n_interp, n_chan, bound, need, limit = self.reuse
         line = (
             f"weight reuse (tolerance {tol:g} sigma): {n_interp}/{n_chan} channel(s) interpolated, "
             f"largest certified bound {bound:.2g} sigma"
         )
-        fix = f"kernel.truncation_radius_arcsec={np.ceil(need * 10) / 10:g}"
         if cut < need:
+            fix = f"kernel.truncation_radius_arcsec={np.ceil(need * 10) / 10:g}"
             line += (
-                f'; at a {cut:g}" kernel cut sample-pixel pairs crossing it make W jitter from '
-                f"channel to channel at this seeing, so {'none' if n_interp == 0 else 'fewer'} "
-                f"could be; set {fix} (docs/benchmarks.md)"
+                f'; at a {cut:g}" kernel cut W is interpolated only where its condition number '
+                f"stays below {limit:.2g} (sample-pixel pairs crossing the cut make W jitter from "
+                f"channel to channel, the more the larger the condition); set {fix} to lift that "
+                f"limit to {COND_MAX:.2g} (docs/benchmarks.md)"
             )
         elif n_interp == 0:
             line += (
@@ -506,18 +509,18 @@ class CubeBuild:
         _echo(report.summary(), self.mode)
         return report
 
-    def _reuse_summary(self) -> tuple[float, float, int, int, float, float] | None:
+    def _reuse_summary(self) -> tuple[float, float, int, int, float, float, float] | None:
         tol = float(self.params["crr.reuse_tolerance"])
         if self.params["method"] != "crr" or tol <= 0:
             return None
         cut = float(self.params["kernel.truncation_radius_arcsec"])
-        need = needed_cut(
+        need, limit = cut_limits(
             settings.core_config(self.params),
             self.source.dataset,
             float(self.params["seeing.lambda_ref_angstrom"]),
             float(self.params["seeing.exponent"]),
         )
-        return (tol, cut, *S.read_reuse_summary(self.store), need)
+        return (tol, cut, *S.read_reuse_summary(self.store), need, limit)
 
     def close(self) -> None:
         """Release the lease and any temporary RSS copy (idempotent)."""

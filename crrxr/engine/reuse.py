@@ -15,7 +15,13 @@ from crrxr.core.block import BlockResult
 from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
 from crrxr.core.kernel import seeing_at
-from crrxr.core.reuse import needed_radius, read_range, reconstruct_block_reuse
+from crrxr.core.reuse import (
+    COND_MAX,
+    condition_limit,
+    needed_radius,
+    read_range,
+    reconstruct_block_reuse,
+)
 from crrxr.io.rss import open_zarr_unchecked
 
 
@@ -39,16 +45,20 @@ def check_reuse_inputs(config: CoreConfig, rss_variables) -> None:
         raise ValueError(reuse_lsf_message())
 
 
-def needed_cut(config: CoreConfig, rss: xr.Dataset, lambda_ref: float, exponent: float) -> float:
-    """The kernel truncation radius (arcsec) weight reuse needs at the RSS's largest seeing
-    (:func:`crrxr.core.reuse.needed_radius`); 0 when the RSS has no valid seeing."""
+def cut_limits(
+    config: CoreConfig, rss: xr.Dataset, lambda_ref: float, exponent: float
+) -> tuple[float, float]:
+    """(need, limit) at the RSS's largest seeing: the kernel truncation radius (arcsec) beyond which
+    the cut never limits weight reuse (:func:`crrxr.core.reuse.needed_radius`), and the largest
+    condition number around which W is interpolated at the config's cut
+    (:func:`crrxr.core.reuse.condition_limit`); (0, COND_MAX) when the RSS has no valid seeing."""
     fwhm = np.asarray(rss["seeing_fwhm"].values, dtype=float)
     wave = np.asarray(rss["wavelength"].values, dtype=float)
     ok = np.isfinite(fwhm) & (fwhm > 0)
     if not ok.any() or not wave.size:
-        return 0.0
+        return 0.0, COND_MAX
     largest = float(np.max(seeing_at(fwhm[ok].max(), wave[[0, -1]], lambda_ref, exponent)))
-    return needed_radius(config, largest)
+    return needed_radius(config, largest), condition_limit(config, np.array([largest]))
 
 
 def chunk_read_range(
