@@ -35,8 +35,8 @@ def window_margin(rss, grid, cfg, start: int, width: int = 128) -> dict:
     first = {"value": 0}
     orig_half = R._BlockPlan._half
 
-    def half(self, reg, i, j, D, var_rel, cover_rel, scale):
-        ok = orig_half(self, reg, i, j, D, var_rel, cover_rel, scale)
+    def half(self, reg, i, j, D, var_rel, cover_rel, scale, *rest):
+        ok = orig_half(self, reg, i, j, D, var_rel, cover_rel, scale, *rest)
         if ok and j - i > 1:
             chans = np.array(reg[i + 1 : j])
             ratio = (chans - reg[i]) * (reg[j] - chans) / scale
@@ -83,18 +83,30 @@ def main(argv=None) -> int:
     p.add_argument("rss", help="RSS store (bench_reuse.py simulations)")
     p.add_argument("kind", choices=("code", "paper", "lens"), help="MaNGA variant, or lenslet")
     p.add_argument("starts", type=int, nargs="+", help="window starts (multiples of 64)")
+    p.add_argument("--truncation", type=float, default=6.0, help="kernel cut (arcsec)")
+    p.add_argument(
+        "--safety", type=float, default=None, help="reuse.SAFETY in this process (plans change)"
+    )
     args = p.parse_args(argv)
+    if args.safety is not None:
+        R.SAFETY = args.safety
     rss = open_rss(args.rss)
     if args.kind == "lens":
         grid, cfg = bench.grid_and_config(
-            rss, pixel=0.75, margin=1.5, truncation=6.0, variant="paper", select_radius=0.75
+            rss,
+            pixel=0.75,
+            margin=1.5,
+            truncation=args.truncation,
+            variant="paper",
+            select_radius=0.75,
         )
     else:
         grid, cfg = bench.grid_and_config(
-            rss, pixel=0.75, margin=1.0, truncation=6.0, variant=args.kind
+            rss, pixel=0.75, margin=1.0, truncation=args.truncation, variant=args.kind
         )
     for s in args.starts:
-        bench.emit({"rss": args.rss, "kind": args.kind, **window_margin(rss, grid, cfg, s)}, None)
+        row = {"rss": args.rss, "kind": args.kind, "safety": R.SAFETY, "cut": args.truncation}
+        bench.emit({**row, **window_margin(rss, grid, cfg, s)}, None)
     return 0
 
 

@@ -76,17 +76,19 @@ from crrxr.core.slice import ChannelSolver, InputError, validate_samples
 #: Channels per block (global channel grid); the largest node spacing.
 BLOCK = 64
 #: Factor on the curvature estimate (a second derivative varying within a segment), for the flux
-#: and the variance bound alike. 2 was exceeded (error up to 1.38 x the bound, 19 x 9 DAR 2"); over
-#: 16 MaNGA and lenslet windows the error reached 2.8 x the estimate without this factor, for the
-#: flux and for the variance (docs/benchmarks.md), so 4 leaves >= 1.4x margin on every window measured.
-SAFETY = 4.0
+#: and the variance bound alike. With the kernel table linear in radius the error reached 2.8x the
+#: estimate (its kinks made W jitter) and this was 4; with the cubic table the largest actual error
+#: over the estimate was 1.12 (flux) and 1.09 (variance) on 17 windows of 128 channels under this
+#: factor's own plans (19 x 9 and 127 x 9, DAR 1" and 2", code and paper variants, 1.19" and 1.5"
+#: seeing; docs/benchmarks.md), so 2 leaves >= 1.79x margin on every window measured.
+SAFETY = 2.0
 #: Largest effective condition number (:class:`crrxr.core.crr.CRRWeights`: that of the kept modes
 #: weighted by their share of W; s_max / s_min for the code variant) of the exact solves around
 #: which W is interpolated. With the kernel table linear in radius the bound failed from ~1e4 (1.5"
 #: seeing: 1.11x at 9.6e3, 1.6x at 3e4) and this was 8e3: the table's kinks, amplified by the
 #: condition, made W jitter from channel to channel. With the table cubic in radius
 #: (:class:`crrxr.core.kernel.KernelTable`) the curvature model holds to within 4 % at 4.4e4
-#: (127 x 9 at 1.5" seeing, largest error 0.26 x the bound on every window, = 1 / SAFETY), so the
+#: (127 x 9 at 1.5" seeing, largest error 0.26 x the bound on every window under SAFETY 4), so the
 #: limit sits just above the largest condition of MaNGA bundles at typical seeing. The code
 #: variant on lenslets at a 1e-6 floor (condition 6e5-8e5) broke the bound by up to 11x (modes
 #: crossing the floor between channels): W there is not smooth in wavelength.
