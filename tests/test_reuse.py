@@ -83,6 +83,34 @@ def good_sigma(exact):
     return ok, sigma
 
 
+def exact_and_fast(sim, d, cut: float):
+    """Exact and fast (tolerance TOL) builds of ``sim`` at kernel cut ``cut`` in one 64-channel
+    chunk: (exact cube, fast cube, the fast build's report)."""
+    cubes, report = [], None
+    for tol in (0.0, TOL):
+        path = d / f"cut{cut:g}-{tol:g}.zarr"
+        report = run_build(
+            sim,
+            path,
+            params={"kernel.truncation_radius_arcsec": cut, "crr.reuse_tolerance": tol},
+            wave_chunk=64,
+            scheduler="synchronous",
+            progress=False,
+        )
+        cubes.append(xr.open_zarr(path).load())
+    return (*cubes, report)
+
+
+def assert_within_bound(exact, fast):
+    """Each channel's largest flux error (sigma) within its stored bound, and at most TOL."""
+    ok, sigma = good_sigma(exact)
+    ok &= fast["ivar"].values > 0
+    err = np.where(ok, np.abs(fast["flux"].values - exact["flux"].values) / sigma, 0.0)
+    per_channel = err.max(axis=(1, 2))
+    assert np.all(per_channel <= fast["reuse_bound"].values * 1.001 + 1e-6)
+    assert 1e-7 < per_channel.max() <= TOL
+
+
 def test_fast_cube_within_certified_bound_of_exact(galaxy):
     sim, exact, fast, _, _ = galaxy
     interp = fast["channel_exact"].values == 0
@@ -421,22 +449,7 @@ def test_large_seeing_needs_a_larger_kernel_cut(tmp_path):
         seed=9,
     )
 
-    def both(cut):
-        cubes, report = [], None
-        for tol in (0.0, TOL):
-            path = tmp_path / f"cut{cut:g}-{tol:g}.zarr"
-            report = run_build(
-                sim,
-                path,
-                params={"kernel.truncation_radius_arcsec": cut, "crr.reuse_tolerance": tol},
-                wave_chunk=64,
-                scheduler="synchronous",
-                progress=False,
-            )
-            cubes.append(xr.open_zarr(path).load())
-        return (*cubes, report)
-
-    exact, fast, report = both(6.0)
+    exact, fast, report = exact_and_fast(sim, tmp_path, 6.0)
     assert np.all(fast["channel_exact"].values == 1)
     for name in ("flux", "ivar", "mask"):
         np.testing.assert_array_equal(fast[name].values, exact[name].values, err_msg=name)
@@ -445,14 +458,10 @@ def test_large_seeing_needs_a_larger_kernel_cut(tmp_path):
     seeing = seeing_at(sim["seeing_fwhm"].values.max(), sim["wavelength"].values[0])
     level = radial_kernel(np.array(cut), seeing) / radial_kernel(np.array(0.0), seeing)
     assert 6.0 < cut < 8.0 and 0.5 * JITTER_MAX / COND_MAX < level <= JITTER_MAX / COND_MAX
-    exact, fast, report = both(cut)
+    exact, fast, report = exact_and_fast(sim, tmp_path, cut)
     interp = fast["channel_exact"].values == 0
     assert interp.mean() > 0.5 and "truncation" not in report.summary()
-    ok, sigma = good_sigma(exact)
-    ok &= fast["ivar"].values > 0
-    err = np.where(ok, np.abs(fast["flux"].values - exact["flux"].values) / sigma, 0.0)
-    assert np.all(err.max(axis=(1, 2)) <= fast["reuse_bound"].values * 1.001 + 1e-6)
-    assert 1e-7 < err.max() <= TOL
+    assert_within_bound(exact, fast)
     assert_masks_explained(fast, exact)
 
 
@@ -489,28 +498,10 @@ def test_ill_conditioned_weights_are_interpolated_within_their_bound(tmp_path, s
     s = np.linalg.svd(A.toarray(), compute_uv=False)
     assert 2.5e4 < s[0] / s[s >= 1e-6][-1] < COND_MAX
 
-    cubes, report = [], None
-    for tol in (0.0, TOL):
-        path = tmp_path / f"t{tol:g}.zarr"
-        report = run_build(
-            sim,
-            path,
-            params={"kernel.truncation_radius_arcsec": cut, "crr.reuse_tolerance": tol},
-            wave_chunk=64,
-            scheduler="synchronous",
-            progress=False,
-        )
-        cubes.append(xr.open_zarr(path).load())
-    exact, fast = cubes
+    exact, fast, report = exact_and_fast(sim, tmp_path, cut)
     assert "truncation" not in report.summary()
-    interp = fast["channel_exact"].values == 0
-    assert interp.mean() > 0.5
-    ok, sigma = good_sigma(exact)
-    ok &= fast["ivar"].values > 0
-    err = np.where(ok, np.abs(fast["flux"].values - exact["flux"].values) / sigma, 0.0)
-    per_channel = err.max(axis=(1, 2))
-    assert np.all(per_channel <= fast["reuse_bound"].values * 1.001 + 1e-6)
-    assert 1e-7 < per_channel[interp].max() <= TOL
-    iv_ok = ok & (exact["ivar"].values > 0)
+    assert (fast["channel_exact"].values == 0).mean() > 0.5
+    assert_within_bound(exact, fast)
+    iv_ok = good_sigma(exact)[0] & (fast["ivar"].values > 0)
     assert np.max(np.abs(fast["ivar"].values[iv_ok] / exact["ivar"].values[iv_ok] - 1)) < 1e-3
     assert_masks_explained(fast, exact)
