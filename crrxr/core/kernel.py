@@ -141,7 +141,7 @@ class KernelTable:
     interpolation put a kink into A wherever a sample-pixel distance crossed a radius node (every
     ~7 channels per pair under DAR), and CRR at condition ~4e4 turned those kinks into channel-to-
     channel jitter of W ~10x the curvature that weight reuse bounds (docs/benchmarks.md). The
-    interpolation error is ~1e-12 of the kernel peak in radius (tested against the exact form);
+    interpolation error is <= ~1e-11 of the kernel peak in radius (tested against the exact form);
     the seeing blend keeps it below 1e-6 at the default step.
     """
 
