@@ -1,14 +1,16 @@
 """Experiment for issue #14: how close do the reuse certificate's curvature models come to the real
 errors? For every interpolated channel of 128-channel windows: the largest actual relative ivar
 error (usable pixels, against an exact build) over the variance model WITHOUT the factor
-``crrxr.core.reuse.SAFETY`` (ratio x the midpoint's relative variance error), and the largest
-actual flux error / sigma over the flux model without it (the stored bound / SAFETY). A ratio above
-SAFETY would be a broken certificate; the margin is SAFETY / the largest ratio.
+``crrxr.core.reuse.SAFETY`` (``SAFETY_QUADRATIC`` for quadratic channels: ratio x the check's
+relative variance error), and the largest actual flux error / sigma over the flux model without
+it (the stored bound / the factor). A ratio above the factor would be a broken certificate; the
+margin is the factor / the largest ratio.
 
     python scripts/measure_bound_margin.py RSS.zarr code 512 1024     # MaNGA, code variant
     python scripts/measure_bound_margin.py RSS.zarr lens 256 1024     # lenslet-0.75 geometry
 
-It wraps ``_BlockPlan._half`` in this process only (and restores it) to read the model per channel.
+It wraps ``_BlockPlan.run`` in this process only (and restores it) to read each block's plan: the
+models are its ``bound`` and ``var_bound`` over SAFETY, reported for linear and quadratic channels.
 """
 
 import argparse
@@ -30,52 +32,51 @@ from crrxr.io.rss import open_rss  # noqa: E402
 
 def window_margin(rss, grid, cfg, start: int, width: int = 128) -> dict:
     """Largest actual / model error ratios (variance, flux) over the interpolated channels of the
-    windows' 64-channel blocks."""
-    model: dict[int, tuple[float, float]] = {}
-    first = {"value": 0}
-    orig_half = R._BlockPlan._half
+    window's 64-channel blocks, for the linear (2 nodes) and the quadratic (3 nodes) model."""
+    plans = []
+    orig_run = R._BlockPlan.run
 
-    def half(self, reg, i, j, D, var_rel, cover_rel, scale, *rest):
-        ok = orig_half(self, reg, i, j, D, var_rel, cover_rel, scale, *rest)
-        if ok and j - i > 1:
-            chans = np.array(reg[i + 1 : j])
-            ratio = (chans - reg[i]) * (reg[j] - chans) / scale
-            for c, r in zip(chans, ratio):
-                model[first["value"] + int(c)] = (float(r * var_rel), self.bound[int(c)] / R.SAFETY)
-        return ok
+    def run(self, lo, hi):
+        plans.append(self)
+        return orig_run(self, lo, hi)
 
     n_chan = rss.sizes["wavelength"]
-    worst_v = worst_f = 0.0
-    n_interp = 0
-    R._BlockPlan._half = half
+    worst = {2: [0.0, 0.0, 0], 3: [0.0, 0.0, 0]}  # nodes -> [variance, flux, channels]
+    R._BlockPlan.run = run
     try:
         for b0 in range(start, start + width, R.BLOCK):
             b1 = b0 + R.BLOCK
             lo, hi = R.read_range(b0, b1, n_chan)
             arrays = bench.sample_arrays(rss.isel(wavelength=slice(lo, hi)).load())
             ex = reconstruct_block(*(a[:, : b1 - b0] for a in arrays), grid, cfg)
-            model.clear()
-            first["value"] = lo
+            plans.clear()
             rr = R.reconstruct_block_reuse(
                 *arrays, grid, cfg, first=lo, out=(b0, b1), n_chan=n_chan, tolerance=0.01
             )
+            (plan,) = plans
             fa = rr.block
             for o in np.flatnonzero(~rr.exact):
+                nodes = plan.interpolated[o][0]
+                if len(nodes) == 1:  # a node's own weights with samples removed: no model
+                    continue
                 ok = (ex.ivar[o] > 0) & (fa.ivar[o] > 0)
                 ok &= ((ex.mask[o] | fa.mask[o]) & masks.DONOTUSE) == 0
                 v = np.max(np.abs(fa.ivar[o][ok] / ex.ivar[o][ok] - 1))
                 f = np.max(np.abs(fa.flux[o][ok] - ex.flux[o][ok]) * np.sqrt(ex.ivar[o][ok]))
-                mv, mf = model[b0 + o]
-                worst_v, worst_f = max(worst_v, v / mv), max(worst_f, f / mf)
-                n_interp += 1
+                safety = R.SAFETY if len(nodes) == 2 else R.SAFETY_QUADRATIC
+                mv, mf = plan.var_bound[o] / safety, plan.bound[o] / safety
+                w = worst[len(nodes)]
+                w[0] = max(w[0], v / mv if mv > 0 else 0.0)
+                w[1] = max(w[1], f / mf if mf > 0 else 0.0)
+                w[2] += 1
     finally:
-        R._BlockPlan._half = orig_half
-    return {
-        "start": start,
-        "interpolated": n_interp,
-        "var_actual_over_model_max": round(worst_v, 3),
-        "flux_actual_over_model_max": round(worst_f, 3),
-    }
+        R._BlockPlan.run = orig_run
+    row = {"start": start}
+    for k, name in ((2, "linear"), (3, "quadratic")):
+        row[f"{name}_interpolated"] = worst[k][2]
+        row[f"{name}_var_actual_over_model_max"] = round(worst[k][0], 3)
+        row[f"{name}_flux_actual_over_model_max"] = round(worst[k][1], 3)
+    return row
 
 
 def main(argv=None) -> int:

@@ -17,17 +17,22 @@ import pytest
 import xarray as xr
 import zarr
 
-from crrxr.core import Grid, InputError, masks
+from crrxr.core import Grid, InputError, masks, reconstruct_block
 from crrxr.core.kernel import kernel_fwhm, radial_kernel, seeing_at
 from crrxr.core.psf import fit_kernel_fwhm
 from crrxr.core.reuse import (
     COND_MAX,
     JITTER_MAX,
     MASK_MAX,
+    _Check,
+    _lagrange,
     read_range,
     reconstruct_block_reuse,
 )
+from crrxr.core.slice import ChannelSolver
+from crrxr.engine import settings
 from crrxr.engine.build import run_build
+from crrxr.engine.chunk import sample_seeing
 from crrxr.simulate import simulate_rss
 from crrxr.simulate.scenes import Galaxy, PointSource
 
@@ -483,8 +488,6 @@ def test_ill_conditioned_weights_are_interpolated_within_their_bound(tmp_path, s
         dar_amplitude=1.0,
         seed=seed,
     )
-    from crrxr.core.slice import ChannelSolver
-    from crrxr.engine import settings
 
     cut = 10.0
     p = settings.resolve_params(
@@ -505,3 +508,141 @@ def test_ill_conditioned_weights_are_interpolated_within_their_bound(tmp_path, s
     iv_ok = good_sigma(exact)[0] & (fast["ivar"].values > 0)
     assert np.max(np.abs(fast["ivar"].values[iv_ok] / exact["ivar"].values[iv_ok] - 1)) < 1e-3
     assert_masks_explained(fast, exact)
+
+
+@pytest.mark.parametrize("degree", [1, 2])
+def test_interpolation_model_is_exact_for_a_constant_next_derivative(degree):
+    """The error model of linear (2 nodes) and quadratic (3 nodes) interpolation, against a dense
+    reference: for a polynomial of degree + 1 (constant next derivative), interpolation through
+    the nodes errs at k by exactly D ratio(k), with D the check's error (prediction - value) at
+    its node; the Lagrange coefficients reproduce any polynomial of the interpolant's degree."""
+
+    rng = np.random.default_rng(degree)
+    coef = rng.normal(size=degree + 2)  # highest power first
+    check_nodes = (3, 19, 35) if degree == 2 else (3, 35)
+    at = 11 if degree == 2 else 19
+    nodes = (3, 11, 19) if degree == 2 else (3, 11)
+    k = np.arange(3, 20)
+    # W(c) as a (1, 1) matrix per channel: the polynomial's value
+    value = np.polyval(coef, np.arange(40.0))
+    pred = _lagrange(check_nodes, np.array([at]))[:, 0] @ value[list(check_nodes)]
+    model = _Check(check_nodes, at, np.array([[pred - value[at]]]), 0.0, 0.0).model(nodes)
+    interp = _lagrange(nodes, k).T @ value[list(nodes)]
+    expected = np.abs(model.D[0, 0]) * model.ratio(k)
+    np.testing.assert_allclose(np.abs(interp - value[k]), expected, rtol=1e-9, atol=1e-9)
+    low = np.polyval(coef[1:], np.arange(40.0))  # degree `degree`: reproduced exactly
+    np.testing.assert_allclose(_lagrange(nodes, k).T @ low[list(nodes)], low[k], rtol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [0.0, 0.002], ids=["unmasked", "masked"])
+@pytest.mark.parametrize("dar", [1.0, 2.0])
+def test_quadratic_interpolation_holds_its_bound_near_the_dar_reference(dar, bad):
+    """Near the DAR reference wavelength (4900 A; the exposures' offsets vanish together) W curves
+    too fast for linear interpolation between the nodes the variance bound allows; the quadratic
+    through a segment's three nodes, checked against the parent segment's quadratic, takes over.
+    Every interpolated channel (linear and quadratic, with and without masked samples) against
+    its exact solve: flux within the certified bound, ivar within 0.1 %."""
+
+    sim = simulate_rss(
+        None,
+        bundle=19,
+        wavelength=manga_wave(4900.0, 65),
+        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
+        noise=30,
+        dar_amplitude=dar,
+        bad_pixel_fraction=bad,
+        seed=5,
+    ).load()
+    p = settings.resolve_params(rss_attrs=sim.attrs, overrides=CUT)
+    grid, cfg = settings.make_grid(sim, p), settings.core_config(p)
+    arrays = (sim["xpos"].values, sim["ypos"].values, sample_seeing(sim, 5400.0, -0.2))
+    arrays += tuple(sim[v].values for v in ("flux", "ivar", "mask"))
+    rr = reconstruct_block_reuse(*arrays, grid, cfg, first=0, out=(0, 64), n_chan=65, tolerance=TOL)
+    ex = reconstruct_block(*(a[:, :64] for a in arrays), grid, cfg)
+    fa = rr.block
+    quad = rr.nodes == 3
+    assert quad.sum() >= 5, np.bincount(rr.nodes)
+    if bad:
+        masked_quad = quad & np.any(~(sim["mask"].values[:, :64] == 0), axis=0)
+        assert masked_quad.any(), "a channel with masked samples interpolated quadratically"
+    for o in np.flatnonzero(~rr.exact):
+        ok = (ex.ivar[o] > 0) & (fa.ivar[o] > 0)
+        ok &= ((ex.mask[o] | fa.mask[o]) & masks.DONOTUSE) == 0
+        err = np.abs(fa.flux[o][ok] - ex.flux[o][ok]) * np.sqrt(ex.ivar[o][ok])
+        assert err.max() <= rr.bound[o] * 1.001 + 1e-7, (o, rr.nodes[o], err.max(), rr.bound[o])
+        assert np.max(np.abs(fa.ivar[o][ok] / ex.ivar[o][ok] - 1)) <= 1e-3
+    err_q = [
+        np.max(np.abs(fa.flux[o] - ex.flux[o]) * np.sqrt(ex.ivar[o])) for o in np.flatnonzero(quad)
+    ]
+    assert max(err_q) > 1e-7  # the quadratic channels really differ from the exact solves
+
+
+def test_fast_build_near_the_dar_reference_is_within_its_bound(tmp_path):
+    """The case above (DAR 1", 0.2 % masked; quadratic interpolation in use) through run_build:
+    each channel within its stored bound of the exact build, ivar within 0.1 %, masks explained."""
+    sim = simulate_rss(
+        None,
+        bundle=19,
+        wavelength=manga_wave(4900.0, 64),
+        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
+        noise=30,
+        dar_amplitude=1.0,
+        bad_pixel_fraction=0.002,
+        seed=5,
+    )
+    exact, fast, _ = exact_and_fast(sim, tmp_path, 6.0)
+    assert (fast["channel_exact"].values == 0).mean() > 0.6
+    assert_within_bound(exact, fast)
+    iv_ok = good_sigma(exact)[0] & (fast["ivar"].values > 0)
+    assert np.max(np.abs(fast["ivar"].values[iv_ok] / exact["ivar"].values[iv_ok] - 1)) < 1e-3
+    assert_masks_explained(fast, exact)
+
+
+def test_blocks_in_one_call_share_their_boundary_solve_with_the_same_bits(tmp_path):
+    """A block's closing channel is the next block's first: processed in one call (one chunk),
+    the next block takes over that solve instead of repeating it. The cube is bitwise the one
+    block-by-block calls give (core) and the one any chunking gives (engine, CLI path)."""
+
+    rss = tmp_path / "rss.zarr"
+    sim = simulate_rss(
+        rss,
+        bundle=19,
+        wavelength=manga_wave(6000.0, 200),
+        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
+        noise=30,
+        dar_amplitude=1.0,
+        bad_pixel_fraction=0.002,
+        seed=3,
+    ).load()
+
+    p = settings.resolve_params(rss_attrs=sim.attrs, overrides=CUT)
+    grid, cfg = settings.make_grid(sim, p), settings.core_config(p)
+    arrays = (sim["xpos"].values, sim["ypos"].values, sample_seeing(sim, 5400.0, -0.2))
+    arrays += tuple(sim[v].values for v in ("flux", "ivar", "mask"))
+    whole = reconstruct_block_reuse(
+        *(a[:, :193] for a in arrays), grid, cfg, first=0, out=(0, 192), n_chan=200, tolerance=TOL
+    )
+    parts = [
+        reconstruct_block_reuse(
+            *(a[:, b : b + 65] for a in arrays),
+            grid,
+            cfg,
+            first=b,
+            out=(b, b + 64),
+            n_chan=200,
+            tolerance=TOL,
+        )
+        for b in (0, 64, 128)
+    ]
+    for name in ("flux", "ivar", "mask"):
+        joined = np.concatenate([getattr(r.block, name) for r in parts])
+        np.testing.assert_array_equal(getattr(whole.block, name), joined, err_msg=name)
+    for name in ("exact", "bound", "nodes"):
+        joined = np.concatenate([getattr(r, name) for r in parts])
+        np.testing.assert_array_equal(getattr(whole, name), joined, err_msg=name)
+    assert sum(r.n_solves for r in parts) - 2 <= whole.n_solves < sum(r.n_solves for r in parts)
+
+    cubes = [build(rss, tmp_path / f"fast{c}.zarr", TOL, chunk=c) for c in (192, 64, 7)]
+    for other in cubes[1:]:
+        for name in ("flux", "ivar", "mask", "channel_exact", "reuse_bound"):
+            np.testing.assert_array_equal(other[name].values, cubes[0][name].values, err_msg=name)

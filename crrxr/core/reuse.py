@@ -5,9 +5,11 @@ Everything is defined on GLOBAL channel indices, so a cube does not depend on wh
 chunk boundaries fall:
 
 - Blocks: channel c belongs to block ``c // block``; block k is solved over the closed range
-  ``[k*block, min((k+1)*block, n_chan - 1)]`` (its last channel is also the next block's first, so
-  node solves are shared in value, never in state). Each block is processed from a fresh
-  :class:`~crrxr.core.slice.ChannelSolver`, so its results depend only on its own channels.
+  ``[k*block, min((k+1)*block, n_chan - 1)]`` (its last channel is also the next block's first).
+  Each block is processed from a fresh :class:`~crrxr.core.slice.ChannelSolver`, so its results
+  depend only on its own channels; where one call processes both, the next block takes over the
+  solve of that shared channel instead of repeating it (same inputs, same bits: a solve is a pure
+  function of its inputs and carries no state from earlier channels).
 - Runs (the interval rule): within a block, maximal runs of consecutive channels whose solved pixel
   set (the ``select_radius`` selection, from that channel's own positions) is identical. A pixel that
   enters or leaves the selection changes W discontinuously (docs/benchmarks.md), so no
@@ -82,6 +84,11 @@ BLOCK = 64
 #: factor's own plans (19 x 9 and 127 x 9, DAR 1" and 2", code and paper variants, 1.19" and 1.5"
 #: seeing; docs/benchmarks.md), so 2 leaves >= 1.79x margin on every window measured.
 SAFETY = 2.0
+#: The same factor for quadratic interpolation (a segment's three nodes, checked against its
+#: parent's quadratic: the model of a constant third derivative, taken from the parent's larger
+#: scale). The largest actual error over that model was 2.07 (flux; 1.35 variance) on ... windows
+#: (docs/benchmarks.md), above SAFETY, so it gets its own factor.
+SAFETY_QUADRATIC = 4.0
 #: Largest effective condition number (:class:`crrxr.core.crr.CRRWeights`: that of the kept modes
 #: weighted by their share of W; s_max / s_min for the code variant) of the exact solves around
 #: which W is interpolated. With the kernel table linear in radius the bound failed from ~1e4 (1.5"
@@ -118,13 +125,16 @@ class ReuseResult:
     bool: channel solved exactly. bound (n_chan,) float: certified bound on |flux - exact flux| in
     units of the pixel's noise sigma (0 for exact channels). borderline (n_chan,) int: pixels whose
     coverage lies within the certified margin of the LOWCOV threshold (0 for exact channels): the
-    only pixels whose mask may differ from the exact solve's.
+    only pixels whose mask may differ from the exact solve's. nodes (n_chan,) int: how many node
+    solves the channel's weights combine (0 exact, 1 its own node's solve with samples removed,
+    2 linear, 3 quadratic interpolation).
     """
 
     block: BlockResult
     exact: np.ndarray
     bound: np.ndarray
     borderline: np.ndarray
+    nodes: np.ndarray
     n_solves: int = 0  # exact solves done, including those outside the output range
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -158,6 +168,61 @@ def _mode_index(keys: list[bytes]) -> bytes:
     return next(k for k in keys if counts[k] == best)
 
 
+def _lagrange(nodes: tuple[int, ...], k: np.ndarray) -> np.ndarray:
+    """Lagrange coefficients (len(nodes), len(k)) of the polynomial through ``nodes`` at ``k``."""
+    k = np.asarray(k, dtype=float)
+    out = np.ones((len(nodes), k.size))
+    for a, na in enumerate(nodes):
+        for b, nb in enumerate(nodes):
+            if a != b:
+                out[a] *= (k - nb) / (na - nb)
+    return out
+
+
+def _omega(nodes: tuple[int, ...], k: np.ndarray) -> np.ndarray:
+    """|prod_n (k - n)|: the interpolation error's shape for a constant next derivative."""
+    k = np.asarray(k, dtype=float)
+    return np.abs(np.prod([k - n for n in nodes], axis=0))
+
+
+@dataclass(frozen=True)
+class _Check:
+    """The polynomial through ``nodes`` compared with the exact solve at node ``at``:
+    D = sum_n L_n(at) W_n - W(at), with var_rel and cover_rel the largest relative errors of
+    diag(W N W^T) and diag(W W^T) that D makes there."""
+
+    nodes: tuple[int, ...]
+    at: int
+    D: np.ndarray
+    var_rel: float
+    cover_rel: float
+
+    def model(self, nodes: tuple[int, ...]) -> _Model:
+        """Interpolation through ``nodes`` (as many as the check's) bounded by this check."""
+        return _Model(nodes, self.nodes, self.at, self.D, self.var_rel, self.cover_rel)
+
+
+@dataclass(frozen=True)
+class _Model:
+    """Channels interpolated through ``nodes`` (2: linear, 3: quadratic) with the error model of a
+    constant next derivative, measured by a check of the same degree (:class:`_Check`): the error
+    at channel k is D ratio(k), ratio(k) = omega_nodes(k) / omega_check_nodes(check_at)."""
+
+    nodes: tuple[int, ...]
+    check_nodes: tuple[int, ...]
+    check_at: int
+    D: np.ndarray
+    var_rel: float
+    cover_rel: float
+
+    def ratio(self, k: np.ndarray) -> np.ndarray:
+        return _omega(self.nodes, k) / _omega(self.check_nodes, np.array([self.check_at]))[0]
+
+    @property
+    def safety(self) -> float:
+        return SAFETY if len(self.nodes) == 2 else SAFETY_QUADRATIC
+
+
 class _BlockPlan:
     """Exact solves, interpolation and bounds for one block (channels ``lo..hi`` inclusive, given
     as offsets into the caller's arrays).
@@ -167,15 +232,30 @@ class _BlockPlan:
     from a few matrix products over all k at once (the expansion of the square is exact algebra).
     """
 
-    def __init__(self, arrays, grid: Grid, config: CoreConfig, tolerance: float) -> None:
+    def __init__(
+        self,
+        arrays,
+        grid: Grid,
+        config: CoreConfig,
+        tolerance: float,
+        carried: dict[int, tuple] | None = None,
+    ) -> None:
         self.x, self.y, self.fw, self.f, self.iv, self.usable, self.dead = arrays
+        # offset -> (usable set bytes, weights tuple): the previous block's solve of its closing
+        # channel, this block's first (a solve is a pure function of its inputs, so taking it
+        # over gives the same bits as solving again: chunking does not change the cube)
+        self.carried = carried or {}
+        self.closing: dict[int, tuple] = {}
+        self._last = -1
         self.solver = _Applier(grid, config)
         self.tolerance = tolerance
         # exact channel offset -> ChannelSolver's weights tuple (sel_idx, use_idx, W, route, ...)
         self.weights: dict[int, tuple] = {}
-        self.interpolated: dict[int, tuple] = {}  # offset -> (node a, node b, t, flux, var, cover)
+        # offset -> (nodes, their coefficients, flux, var, cover) of an interpolated channel
+        self.interpolated: dict[int, tuple] = {}
         self.deadpix: dict[int, np.ndarray] = {}
         self.bound: dict[int, float] = {}
+        self.var_bound: dict[int, float] = {}  # bound on |var / exact var - 1|
         self.borderline: dict[int, int] = {}
         # channel offset -> the run's usable set solved there (interpolation nodes); for a channel
         # of that set, the same tuple as its exact solve
@@ -205,15 +285,26 @@ class _BlockPlan:
         return self.weights[c]
 
     def _solve(self, c: int, usable: np.ndarray) -> tuple:
+        key = usable.tobytes()
+        taken = self.carried.get(c)
+        if (
+            taken is not None
+            and taken[0] == key
+            and (taken[1][6] is not None or not self.solver.keep_factor)
+        ):
+            return taken[1]
         self.solver.injected = None
         self.n_solves += 1
-        return self.solver._crr_weights(
+        out = self.solver._crr_weights(
             self._col(self.x, c),
             self._col(self.y, c),
             self._col(self.fw, c),
             usable,
             self._geometry(c),
         )
+        if c == self._last:
+            self.closing = {c: (key, out)}
+        return out
 
     def node(self, c: int) -> tuple:
         """The run's usable set solved at channel ``c`` (the channel's own exact solve where that is
@@ -225,6 +316,7 @@ class _BlockPlan:
 
     def run(self, lo: int, hi: int) -> None:
         """Plan and solve every channel of ``lo..hi``."""
+        self._last = hi
         # node eigendecompositions are kept only where some channel's usable set differs
         block_use = self.usable[:, lo : hi + 1]
         cfg = self.solver.config
@@ -290,122 +382,137 @@ class _BlockPlan:
         use_idx = self.nodes[c][1]
         return propagated_variance(W, self._inverse(self.iv[use_idx, c], self._drop(c, use_idx)))
 
-    def _segment(self, reg: list[int], i: int, j: int) -> None:
+    def _check(self, check_nodes: tuple[int, ...], at: int) -> _Check:
+        """The interpolant through ``check_nodes`` compared with the solve at ``at`` (a node)."""
+        Wm = self.nodes[at][2]
+        coef = _lagrange(check_nodes, np.array([at]))[:, 0]
+        D = sum(w * self.nodes[n][2] for w, n in zip(coef, check_nodes)) - Wm
+        var_rel = _max_rel(self._variance(at, Wm + D), self._variance(at, Wm))
+        cover_rel = _max_rel(np.square(Wm + D).sum(axis=1), np.square(Wm).sum(axis=1))
+        return _Check(check_nodes, at, D, var_rel, cover_rel)
+
+    def _segment(self, reg: list[int], i: int, j: int, outer: int | None = None) -> None:
+        """Interpolate the channels between reg[i] and reg[j] (nodes), refining where the bound
+        fails; ``outer``: the other end of the parent segment, whose three nodes give the
+        quadratic's check (None at the top of a run, or where the parent was refused)."""
         if j - i <= 1:
             return
         m = (i + j) // 2
         ci, cj, cm = reg[i], reg[j], reg[m]
-        Wi, Wj, Wm = self.nodes[ci][2], self.nodes[cj][2], self.node(cm)[2]
+        self.node(cm)
         if any((self.nodes[c][5] or 0.0) > self.cond_max for c in (ci, cj, cm)):
             # outside the conditioning where the bound was validated: refine (all exact at last)
             self._segment(reg, i, m)
             self._segment(reg, m, j)
             return
-        t = (cm - ci) / (cj - ci)
-        D = (1.0 - t) * Wi + t * Wj - Wm
-        var_rel = _max_rel(self._variance(cm, Wm + D), self._variance(cm, Wm))
-        cover_rel = _max_rel(np.square(Wm + D).sum(axis=1), np.square(Wm).sum(axis=1))
-        scale = (cm - ci) * (cj - cm)
-        for lo_pos, hi_pos in ((i, m), (m, j)):
-            if not self._half(reg, lo_pos, hi_pos, D, var_rel, cover_rel, scale, (ci, cm, cj)):
-                self._segment(reg, lo_pos, hi_pos)
+        lin = self._check((ci, cj), cm)
+        quad = None  # formed only where a linear half fails
+        for lo, hi, other in ((i, m, j), (m, j, i)):
+            if self._half(reg, lo, hi, lin.model((reg[lo], reg[hi]))):
+                continue
+            if outer is not None:
+                quad = quad or self._check(tuple(sorted((ci, cj, reg[outer]))), cm)
+                if self._half(reg, lo, hi, quad.model((ci, cm, cj))):
+                    continue
+            self._segment(reg, lo, hi, other)
 
-    def _half(self, reg, i, j, D, var_rel, cover_rel, scale, segment) -> bool:
-        """Interpolate the channels strictly inside reg[i]..reg[j] if all pass the bound, counting
-        for each the pixels whose coverage lies within its bound of the LOWCOV threshold; channels
-        with samples of their own masked are checked on their nodes' removed weights."""
+    def _half(self, reg: list[int], i: int, j: int, model: _Model) -> bool:
+        """Interpolate the channels strictly inside reg[i]..reg[j] by ``model`` if all pass its
+        bound, counting for each the pixels whose coverage lies within its bound of the LOWCOV
+        threshold; channels with samples of their own masked are checked on their nodes' removed
+        weights."""
         if j - i <= 1:
             return True
-        ca, cb = reg[i], reg[j]
         inside = reg[i + 1 : j]
         chans = np.array([c for c in inside if c in self._regular], dtype=np.intp)
-        ratio = (chans - ca) * (cb - chans) / scale
-        if chans.size and SAFETY * float(ratio.max()) * var_rel > IVAR_RTOL:
+        ratio = model.ratio(chans)
+        safety = model.safety
+        if chans.size and safety * float(ratio.max()) * model.var_rel > IVAR_RTOL:
             return False
-        sel_idx, use_idx, Wa = self.nodes[ca][:3]
-        Wb = self.nodes[cb][2]
-        t = (chans - ca) / (cb - ca)
+        use_idx = self.nodes[model.nodes[0]][1]
+        Ws = [self.nodes[n][2] for n in model.nodes]
+        L = _lagrange(model.nodes, chans)  # (nodes, channels)
         F = self.f[np.ix_(use_idx, chans)]
         V = 1.0 / self.iv[np.ix_(use_idx, chans)]
-        # diag(W_k N_k W_k^T) and diag(W_k W_k^T) of W_k = (1 - t) Wa + t Wb
-        ones = np.ones((use_idx.size, 1))
-        VV = np.hstack([V, ones])
-        Saa, Sbb, Sab = np.square(Wa) @ VV, np.square(Wb) @ VV, (Wa * Wb) @ VV
-        S = (
-            np.square(1.0 - t) * Saa[:, :-1]
-            + 2 * t * (1.0 - t) * Sab[:, :-1]
-            + np.square(t) * Sbb[:, :-1]
-        )
-        cover = (
-            np.square(1.0 - t) * Saa[:, -1:]
-            + 2 * t * (1.0 - t) * Sab[:, -1:]
-            + np.square(t) * Sbb[:, -1:]
-        )
-        err = np.abs(D @ F)
+        # diag(W_k N_k W_k^T) and diag(W_k W_k^T) of W_k = sum_n L_nk W_n, pair by pair
+        VV = np.hstack([V, np.ones((use_idx.size, 1))])
+        S = np.zeros((Ws[0].shape[0], chans.size))
+        cover = np.zeros_like(S)
+        for a in range(len(Ws)):
+            for b in range(a, len(Ws)):
+                P = (Ws[a] * Ws[b]) @ VV
+                w = (1.0 if a == b else 2.0) * L[a] * L[b]
+                S += w * P[:, :-1]
+                cover += w * P[:, -1:]
+        err = np.abs(model.D @ F)
         sigma = np.sqrt(np.maximum(S, 0.0))
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.where(sigma > 0, err / np.where(sigma > 0, sigma, 1.0), 0.0)
-        bounds = SAFETY * ratio * (rel.max(axis=0) if rel.size else np.zeros(chans.size))
+        bounds = safety * ratio * (rel.max(axis=0) if rel.size else np.zeros(chans.size))
         if not np.all(bounds <= self.tolerance):
             return False
         masked = {}
         for c in inside:
             if c not in self._regular:
-                res = self._masked(c, ca, cb, segment)
+                res = self._masked(c, model)
                 if res is False:
                     return False  # the bound fails on the removed weights: refine
                 if res is not None:
                     masked[c] = res
-        flux = (1.0 - t) * (Wa @ F) + t * (Wb @ F)
+        flux = sum(L[a] * (W @ F) for a, W in enumerate(Ws))
         for n, c in enumerate(chans):
             c = int(c)
-            self.interpolated[c] = (ca, cb, float(t[n]), flux[:, n], S[:, n], cover[:, n])
+            self.interpolated[c] = (model.nodes, tuple(L[:, n]), flux[:, n], S[:, n], cover[:, n])
             self.bound[c] = float(bounds[n])
-            self.borderline[c] = self._borderline(cover[:, n], ratio[n], cover_rel)
-        for c, (entry, removed, bound, near) in masked.items():
+            self.var_bound[c] = safety * float(ratio[n]) * model.var_rel
+            self.borderline[c] = self._borderline(cover[:, n], safety * ratio[n] * model.cover_rel)
+        for c, (entry, removed, bound, var_bound, near) in masked.items():
             self.interpolated[c], self.masked[c] = entry, removed
-            self.bound[c], self.borderline[c] = bound, near
+            self.bound[c], self.var_bound[c], self.borderline[c] = bound, var_bound, near
         return True
 
-    def _borderline(self, cover: np.ndarray, ratio: float, cover_rel: float) -> int:
-        """Pixels whose coverage lies within its certified margin of the LOWCOV threshold."""
+    def _borderline(self, cover: np.ndarray, cover_bound: float) -> int:
+        """Pixels whose coverage lies within its certified margin of the LOWCOV threshold
+        (``cover_bound``: the bound on the coverage's relative error)."""
         if not (cover.size and np.any(cover > 0)):
             return 0
         edge = self.solver.config.lowcov_threshold * np.median(cover[cover > 0])
-        # cover and its median each move by <= SAFETY * ratio * cover_rel (relative)
-        margin = 2 * SAFETY * ratio * cover_rel + 1e-12
+        # cover and its median each move by <= cover_bound (relative)
+        margin = 2 * cover_bound + 1e-12
         return int(np.count_nonzero(np.abs(cover - edge) <= margin * (cover + edge)))
 
-    def _masked(self, c: int, ca: int, cb: int, segment: tuple | None):
-        """Channel ``c`` (the run's set less a few samples) between nodes ``ca`` <= c <= ``cb`` of
-        the segment (i, m, j), from the nodes' weights with those samples removed
-        (:mod:`crrxr.core.sample_removal`), under the same bound as a regular channel with D
-        measured on the removed weights of i, m and j; ``segment`` None: ``c`` is a node itself
-        (ca = cb = c) and its weights are the removal alone, bounded by the quadrature's error
-        plus twice the node solve's own error estimate.
+    def _masked(self, c: int, model: _Model | None):
+        """Channel ``c`` (the run's set less a few samples) interpolated by ``model`` from its
+        nodes' weights with those samples removed (:mod:`crrxr.core.sample_removal`), under the
+        same bound as a regular channel with D measured on the removed weights of the check's
+        nodes; ``model`` None: ``c`` is a node itself and its weights are the removal alone,
+        bounded by the quadrature's error plus twice the node solve's own error estimate.
 
-        Returns ((node a, node b, t, flux, var, cover), (drop, removal at a, at b), bound,
-        borderline pixels); False where the bound fails (refine); None where removal does not
-        apply (no factor, the quadrature's estimate too large: solve ``c`` exactly)."""
-        nodes = (ca, cb) if segment is None else (ca, cb, *segment)
-        if any(self.nodes[n][6] is None for n in nodes):
+        Returns ((nodes, coefficients, flux, var, cover), (drop, removals at the nodes), bound,
+        variance bound, borderline pixels); False where the bound fails (refine); None where
+        removal does not apply (no factor, the quadrature's estimate too large: solve ``c``
+        exactly)."""
+        nodes = (c,) if model is None else model.nodes
+        checked = () if model is None else (*model.check_nodes, model.check_at)
+        involved = tuple(dict.fromkeys(nodes + checked))
+        if any(self.nodes[n][6] is None for n in involved):
             return None
-        use_idx = self.nodes[ca][1]
+        use_idx = self.nodes[nodes[0]][1]
         drop = self._drop(c, use_idx)
-        rem = {n: self._removal(n, drop) for n in nodes}
+        rem = {n: self._removal(n, drop) for n in involved}
         if not all(r.error <= GRAM_RTOL for r in rem.values()):
             return None
-        t = 0.0 if cb == ca else (c - ca) / (cb - ca)
+        coef = _lagrange(nodes, np.array([c]))[:, 0]
         fc = self.f[use_idx, c].copy()
         fc[drop] = 0.0
         ones = np.ones(use_idx.size)
         ones[drop] = 0.0
         vc = np.column_stack([self._inverse(self.iv[use_idx, c], drop), ones])
-        npix = self.nodes[ca][2].shape[0]
+        npix = self.nodes[nodes[0]][2].shape[0]
         own, flux, err = np.zeros((npix, 2)), np.zeros(npix), np.zeros(npix)
-        if segment is not None:
-            ci, cm, cj = segment
-            tau = (cm - ci) / (cj - ci)
+        if model is not None:
+            cm = model.check_at
+            pred = _lagrange(model.check_nodes, np.array([cm]))[:, 0]
             # the variance model at m: without c's removed samples nor those masked at m itself
             drop_m = np.union1d(drop, self._drop(cm, use_idx))
             vm = np.column_stack([self._inverse(self.iv[use_idx, cm], drop_m), ones])
@@ -414,27 +521,28 @@ class _BlockPlan:
         # row blocks: the nodes' removed weights are formed a few rows at a time, never whole
         for lo in range(0, npix, ROW_BLOCK):
             hi = min(lo + ROW_BLOCK, npix)
-            B = {n: rem[n].rows(self.nodes[n][2], lo, hi) for n in nodes}
-            Wc = (1.0 - t) * B[ca] + t * B[cb]
+            B = {n: rem[n].rows(self.nodes[n][2], lo, hi) for n in involved}
+            Wc = sum(w * B[n] for w, n in zip(coef, nodes))
             flux[lo:hi] = Wc @ fc
             own[lo:hi] = np.square(Wc) @ vc
-            if segment is None:
+            if model is None:
                 wmax = max(wmax, float(np.abs(Wc).max(initial=0.0)))
                 continue
-            L = (1.0 - tau) * B[ci] + tau * B[cj]  # W_lin(m) = W(m) + D
-            err[lo:hi] = np.abs(L @ fc - B[cm] @ fc)  # |D f_c|
-            lin[lo:hi] = np.square(L) @ vm
+            P = sum(w * B[n] for w, n in zip(pred, model.check_nodes))  # W(m) + D
+            err[lo:hi] = np.abs(P @ fc - B[cm] @ fc)  # |D f_c|
+            lin[lo:hi] = np.square(P) @ vm
             mid[lo:hi] = np.square(B[cm]) @ vm
-        ratio, cover_rel = 0.0, 0.0
-        if segment is None:
+        ratio, cover_rel, var_bound = 0.0, 0.0, 0.0
+        safety = SAFETY if model is None else model.safety
+        if model is None:
             # relative to max|W|: the quadrature's error, and the node solve's own (an exact solve
             # of the channel differs from the truth, and so from this, by up to the same again)
-            rel_w = rem[ca].error + 2 * float(self.nodes[ca][4] or 0.0)
+            rel_w = rem[c].error + 2 * float(self.nodes[c][4] or 0.0)
             err[:] = rel_w * wmax * float(np.abs(fc).sum())
         else:
-            var_rel = _max_rel(lin[:, 0], mid[:, 0])
-            ratio = (c - ca) * (cb - c) / ((cm - ci) * (cj - cm))
-            if SAFETY * ratio * var_rel > IVAR_RTOL:
+            ratio = float(model.ratio(np.array([c]))[0])
+            var_bound = safety * ratio * _max_rel(lin[:, 0], mid[:, 0])
+            if var_bound > IVAR_RTOL:
                 return False
             cover_rel = _max_rel(lin[:, 1], mid[:, 1])
         var, cover = own[:, 0], own[:, 1]
@@ -442,18 +550,20 @@ class _BlockPlan:
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.where(sigma > 0, err / np.where(sigma > 0, sigma, 1.0), 0.0)
         worst = float(rel.max()) if rel.size else 0.0
-        bound = SAFETY * (worst if segment is None else ratio * worst)
+        bound = safety * (worst if model is None else ratio * worst)
         if not bound <= self.tolerance:
             return False
-        entry = (ca, cb, float(t), flux, var, cover)
-        return entry, (drop, rem[ca], rem[cb]), bound, self._borderline(cover, ratio, cover_rel)
+        entry = (nodes, tuple(float(w) for w in coef), flux, var, cover)
+        removed = (drop, tuple(rem[n] for n in nodes))
+        return entry, removed, bound, var_bound, self._borderline(cover, safety * ratio * cover_rel)
 
     def _own_at_node(self, c: int) -> bool:
         """Node ``c``'s own weights: its solve of the run's set less its masked samples."""
-        res = self._masked(c, c, c, None)
+        res = self._masked(c, None)
         if not res:
             return False
-        self.interpolated[c], self.masked[c], self.bound[c], self.borderline[c] = res
+        entry, self.masked[c], self.bound[c], self.var_bound[c], self.borderline[c] = res
+        self.interpolated[c] = entry
         return True
 
     def _removal(self, node: int, drop: np.ndarray):
@@ -472,26 +582,25 @@ class _BlockPlan:
         return ivar_from_variance(iv)  # 1/x where x > 0, else 0: the same reciprocal
 
     def weights_of_node(self, c: int) -> tuple:
-        """The left node's weights tuple (sel_idx, use_idx, W, route, ...) of channel ``c``, with
+        """The first node's weights tuple (sel_idx, use_idx, W, route, ...) of channel ``c``, with
         ``c``'s own usable samples where some were removed."""
-        node = self.nodes[self.interpolated[c][0]]
+        node = self.nodes[self.interpolated[c][0][0]]
         if c in self.masked:
             return (node[0], np.delete(node[1], self.masked[c][0]), *node[2:])
         return node
 
     def weights_of(self, c: int) -> tuple:
         """Weights tuple applied to channel ``c`` (W formed here for interpolated ones; the other
-        fields are the left node's)."""
+        fields are the first node's)."""
         if c in self.weights:
             return self.weights[c]
-        ca, cb, t = self.interpolated[c][:3]
-        node = self.nodes[ca]  # (sel_idx, use_idx, W, route, ...) as ChannelSolver returns it
+        nodes, coef = self.interpolated[c][:2]
+        node = self.nodes[nodes[0]]  # (sel_idx, use_idx, W, route, ...) as ChannelSolver returns
         if c in self.masked:
-            drop, rem_a, rem_b = self.masked[c]
-            Wa, Wb = rem_a.rows(node[2]), rem_b.rows(self.nodes[cb][2])
-            W = np.delete((1.0 - t) * Wa + t * Wb, drop, axis=1)
-            return (node[0], np.delete(node[1], drop), W, *node[3:])
-        return (*node[:2], (1.0 - t) * node[2] + t * self.nodes[cb][2], *node[3:])
+            drop, rems = self.masked[c]
+            W = sum(w * r.rows(self.nodes[n][2]) for w, n, r in zip(coef, nodes, rems))
+            return (node[0], np.delete(node[1], drop), np.delete(W, drop, axis=1), *node[3:])
+        return (*node[:2], sum(w * self.nodes[n][2] for w, n in zip(coef, nodes)), *node[3:])
 
 
 def _kernel_model(config: CoreConfig) -> tuple:
@@ -600,15 +709,18 @@ def reconstruct_block_reuse(
     exact = np.zeros(n_out, dtype=bool)
     bound = np.zeros(n_out)
     borderline = np.zeros(n_out, dtype=np.int64)
+    n_nodes = np.zeros(n_out, dtype=np.int64)
     rho: dict[int, np.ndarray] = {}
     psf: dict[int, np.ndarray] = {}
     n_solves = 0
     x, y, fw, f, iv, usable, dead = arrays
     last = first + n - 1
+    carry: dict[int, tuple] = {}  # the last block's closing solve, this block's first channel
     for k in range(start // block, (stop - 1) // block + 1):
         lo, hi = k * block, min((k + 1) * block, last)
         own = range(max(lo, start), min(lo + block, stop))  # output channels this block owns
-        plan = _BlockPlan(arrays, grid, config, tolerance)
+        plan = _BlockPlan(arrays, grid, config, tolerance, carried=carry)
+        carry = {}
         try:
             plan.run(lo - first, hi - first)
         except InputError:
@@ -639,6 +751,7 @@ def reconstruct_block_reuse(
             n_solves += len(own)
             continue
         n_solves += plan.n_solves
+        carry = plan.closing
         applier = plan.solver
         for c in own:
             o, a = c - start, c - first
@@ -646,8 +759,9 @@ def reconstruct_block_reuse(
             exact[o] = a in plan.weights
             bound[o] = plan.bound[a]
             borderline[o] = plan.borderline.get(a, 0)
+            n_nodes[o] = len(plan.interpolated[a][0]) if a in plan.interpolated else 0
             if a in plan.interpolated and not wanted:
-                _, _, _, fl, var, cover = plan.interpolated[a]
+                fl, var, cover = plan.interpolated[a][2:]
                 sel_idx, use_idx, _, route = plan.weights_of_node(a)[:4]
                 out_flux[o], out_ivar[o], out_mask[o] = _images(
                     applier, sel_idx, use_idx, fl, var, cover, plan.deadpix[a]
@@ -679,4 +793,4 @@ def reconstruct_block_reuse(
     res = BlockResult(
         out_flux, out_ivar, out_mask, failed, tuple(messages), rho, psf, tuple(solvers)
     )
-    return ReuseResult(res, exact, bound, borderline, n_solves)
+    return ReuseResult(res, exact, bound, borderline, n_nodes, n_solves)

@@ -35,6 +35,7 @@ from crrxr.engine.integrity import add_checksum_array, bad_chunks, unmark_chunks
 from crrxr.engine.lock import StoreLock
 from crrxr.engine.memory import PeakMemory, worker_metrics
 from crrxr.engine.plan import Plan, make_plan
+from crrxr.engine.reuse import CHUNK_BLOCKS as REUSE_CHUNK_BLOCKS
 from crrxr.engine.reuse import check_reuse_inputs, cut_limits, reuse_enabled
 from crrxr.executors import Executor, available_cores, make_executor
 from crrxr.executors.base import GRACE_SECONDS, Interrupted
@@ -229,7 +230,10 @@ def prepare(
     if wave_chunk is None and max_memory is None:
         wave_chunk = int(pstore["engine.wave_chunk"]) or None
         if wave_chunk is not None and wave_chunk == settings.default_wave_chunk():
-            # the untouched default: keep every worker busy on short cubes (>= 4 chunks each)
+            # the untouched default: reuse blocks share their boundary solves within a chunk;
+            # keep every worker busy on short cubes (>= 4 chunks each)
+            if align > 1:
+                wave_chunk = max(wave_chunk, REUSE_CHUNK_BLOCKS * align)
             n_chan = int(rss.sizes["wavelength"])
             short = max(1, -(-n_chan // (4 * n_workers)))
             wave_chunk = min(wave_chunk, max(align, short // align * align))

@@ -24,6 +24,11 @@ from crrxr.core.reuse import (
 )
 from crrxr.io.rss import open_zarr_unchecked
 
+#: Reuse blocks per chunk when ``engine.wave_chunk`` is left at its default: blocks in one chunk
+#: take over each other's shared closing solve (one exact solve per block boundary saved;
+#: :mod:`crrxr.core.reuse`), which a chunk of one block cannot.
+CHUNK_BLOCKS = 4
+
 
 def reuse_enabled(config: CoreConfig) -> bool:
     """Weights are reused for CRR with a positive ``reuse_tolerance``."""
