@@ -1,8 +1,9 @@
 """Benchmark weight reuse across wavelength (crrxr.core.reuse) against exact per-channel solves.
 
 For each window of output channels the exact solve (``reconstruct_block``) and the reuse solve
-(``reconstruct_block_reuse``) and Shepard's method run back to back, block by block (64 channels each), in ONE process
-with one BLAS thread, so machine load hits both alike; times are CPU seconds (``process_time``).
+(``reconstruct_block_reuse``) and Shepard's method run back to back, chunk by chunk (``--chunk``,
+default 256 channels: the engine's default chunk of a reuse build), in ONE process with one BLAS
+thread, so machine load hits both alike; times are CPU seconds (``process_time``).
 Accuracy is measured against the exact solve over spaxel-channels unmasked in both (mask without
 DONOTUSE, ivar > 0): |flux - exact| / sigma (max, 99.9 %, share > 0.01), max |ivar / exact - 1|,
 whether each channel's actual error stays within its stored bound, and mask differences, with those
@@ -35,6 +36,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from crrxr.core import CoreConfig, Grid, masks, reconstruct_block  # noqa: E402
 from crrxr.core.reuse import BLOCK, read_range, reconstruct_block_reuse  # noqa: E402
 from crrxr.engine.chunk import sample_seeing  # noqa: E402
+from crrxr.engine.reuse import CHUNK_BLOCKS  # noqa: E402
 from crrxr.io.names import ATTR_FIBER_RADIUS  # noqa: E402
 from crrxr.io.rss import open_rss  # noqa: E402
 from crrxr.simulate import simulate_rss  # noqa: E402
@@ -80,14 +82,17 @@ def manga_sim_args(dar: float, seed: int) -> types.SimpleNamespace:
     )
 
 
-def run_fast_only(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: float) -> dict:
-    """Reuse solve alone over ``start:stop`` (whole-cube solve counts; no exact reference)."""
+def run_fast_only(
+    rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: float, chunk: int = BLOCK
+) -> dict:
+    """Reuse solve alone over ``start:stop`` in calls of ``chunk`` channels (whole-cube solve
+    counts; no exact reference)."""
     n_chan = rss.sizes["wavelength"]
     cpu = 0.0
     exact = solves = 0
     bounds = []
-    for b0 in range(start, stop, BLOCK):
-        b1 = min(b0 - b0 % BLOCK + BLOCK, stop)
+    for b0 in range(start, stop, chunk):
+        b1 = min(b0 - b0 % BLOCK + chunk, stop)
         blo, bhi = read_range(b0, b1, n_chan)
         arrays = sample_arrays(rss.isel(wavelength=slice(blo, bhi)).load())
         t0 = time.process_time()
@@ -107,7 +112,11 @@ def run_fast_only(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: 
     }
 
 
-def run_window(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: float) -> dict:
+def run_window(
+    rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: float, chunk: int = BLOCK
+) -> dict:
+    """Exact, reuse and Shepard over ``start:stop`` back to back, in calls of ``chunk`` channels
+    (a multiple of BLOCK: the engine's chunks, whose blocks share their boundary solves)."""
     n_chan = rss.sizes["wavelength"]
     lo, hi = read_range(start, stop, n_chan)
     arrays = sample_arrays(rss.isel(wavelength=slice(lo, hi)).load())
@@ -119,8 +128,8 @@ def run_window(rss, grid: Grid, cfg: CoreConfig, start: int, stop: int, tol: flo
     exact_err = ratio_max = 0.0
     masked_interp, masked_ratio = 0, 0.0  # channels with more samples masked than the window's best
     n_bad = (arrays[5] != 0).sum(axis=0)
-    for b0 in range(start, stop, BLOCK):
-        b1 = min(b0 - b0 % BLOCK + BLOCK, stop)
+    for b0 in range(start, stop, chunk):
+        b1 = min(b0 - b0 % BLOCK + chunk, stop)
         sl = slice(b0 - lo, b1 - lo)
         t0 = time.process_time()
         ex = reconstruct_block(*(a[:, sl] for a in arrays), grid, cfg)
@@ -267,6 +276,12 @@ def main(argv=None) -> int:
     p.add_argument("--rss", default=None, help="existing RSS store (else simulated)")
     p.add_argument("--json", default=None, help="append results here")
     p.add_argument(
+        "--chunk",
+        type=int,
+        default=CHUNK_BLOCKS * BLOCK,
+        help="channels per reuse call (multiple of 64; default: the engine's default reuse chunk)",
+    )
+    p.add_argument(
         "--fast-only",
         action="store_true",
         help="reuse solve only (no exact reference, no accuracy)",
@@ -290,9 +305,8 @@ def main(argv=None) -> int:
         for w in args.windows:
             with threadpool_limits(1):
                 run = run_fast_only if args.fast_only else run_window
-                res = run(
-                    rss, grid, cfg, w, min(w + args.window, rss.sizes["wavelength"]), args.tolerance
-                )
+                stop = min(w + args.window, rss.sizes["wavelength"])
+                res = run(rss, grid, cfg, w, stop, args.tolerance, chunk=args.chunk)
             emit({"config": config, **res}, args.json)
     return 0
 
