@@ -58,18 +58,33 @@ def build(rss, path, tol, chunk=32, profile=None, **extra):
     return xr.open_zarr(path).load()
 
 
-def simulate_galaxy(rss, bad_pixel_fraction: float = 0.0):
-    """19 x 9 galaxy + star, S/N 30, DAR 2", 64 channels from 7000 A."""
+def galaxy19(path, start: float, n: int, *, dar: float, bad: float = 0.0, seed: int = 5, **kw):
+    """19 x 9 galaxy + star, S/N 30, ``n`` channels from ``start`` A (``path`` None: in memory)."""
     return simulate_rss(
-        rss,
+        path,
         bundle=19,
-        wavelength=manga_wave(7000.0, 64),
+        wavelength=manga_wave(start, n),
         scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
         noise=30,
-        dar_amplitude=2.0,
-        bad_pixel_fraction=bad_pixel_fraction,
-        seed=5,
+        dar_amplitude=dar,
+        bad_pixel_fraction=bad,
+        seed=seed,
+        **kw,
     )
+
+
+def simulate_galaxy(rss, bad_pixel_fraction: float = 0.0):
+    """19 x 9 galaxy + star, S/N 30, DAR 2", 64 channels from 7000 A."""
+    return galaxy19(rss, 7000.0, 64, dar=2.0, bad=bad_pixel_fraction)
+
+
+def core_inputs(sim, overrides=CUT):
+    """(grid, core config, (xpos, ypos, fwhm, flux, ivar, mask)) of a loaded RSS as the engine
+    builds them."""
+    p = settings.resolve_params(rss_attrs=sim.attrs, overrides=overrides)
+    arrays = (sim["xpos"].values, sim["ypos"].values, sample_seeing(sim, 5400.0, -0.2))
+    arrays += tuple(sim[v].values for v in ("flux", "ivar", "mask"))
+    return settings.make_grid(sim, p), settings.core_config(p), arrays
 
 
 @pytest.fixture(scope="module", params=[0.0, 0.002], ids=["unmasked", "masked"])
@@ -443,17 +458,7 @@ def test_large_seeing_needs_a_larger_kernel_cut(tmp_path):
     fail, so every channel is solved exactly (the fast cube is the exact one; without the rule
     59 of 65 channels would be interpolated) and the summary names the cut that is needed. At
     that cut channels are interpolated within their bound."""
-    sim = simulate_rss(
-        None,
-        bundle=19,
-        seeing=1.5,
-        wavelength=manga_wave(7000.0, 64),
-        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
-        noise=30,
-        dar_amplitude=1.0,
-        seed=9,
-    )
-
+    sim = galaxy19(None, 7000.0, 64, dar=1.0, seed=9, seeing=1.5)
     exact, fast, report = exact_and_fast(sim, tmp_path, 6.0)
     assert np.all(fast["channel_exact"].values == 1)
     for name in ("flux", "ivar", "mask"):
@@ -478,22 +483,10 @@ def test_ill_conditioned_weights_are_interpolated_within_their_bound(tmp_path, s
     broke the bound). With the cubic table and the cut the summary names, most channels are
     interpolated and each stays within its certified bound of the exact build (CLI-equivalent
     path: run_build)."""
-    sim = simulate_rss(
-        None,
-        bundle=19,
-        seeing=2.0,
-        wavelength=manga_wave(start, 64),
-        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
-        noise=30,
-        dar_amplitude=1.0,
-        seed=seed,
-    )
-
+    sim = galaxy19(None, start, 64, dar=1.0, seed=seed, seeing=2.0)
     cut = 10.0
-    p = settings.resolve_params(
-        rss_attrs=sim.attrs, overrides={"kernel.truncation_radius_arcsec": cut}
-    )
-    solver = ChannelSolver(settings.make_grid(sim, p), settings.core_config(p))
+    grid, cfg, _ = core_inputs(sim, {"kernel.truncation_radius_arcsec": cut})
+    solver = ChannelSolver(grid, cfg)
     fw = seeing_at(sim["seeing_fwhm"].values[sim["exposure_index"].values], start)
     A = solver.kernel_matrix(
         sim["xpos"].values[:, 0].copy(), sim["ypos"].values[:, 0].copy(), fw, sim["ivar"][:, 0] > 0
@@ -543,20 +536,8 @@ def test_quadratic_interpolation_holds_its_bound_near_the_dar_reference(dar, bad
     Every interpolated channel (linear and quadratic, with and without masked samples) against
     its exact solve: flux within the certified bound, ivar within 0.1 %."""
 
-    sim = simulate_rss(
-        None,
-        bundle=19,
-        wavelength=manga_wave(4900.0, 65),
-        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
-        noise=30,
-        dar_amplitude=dar,
-        bad_pixel_fraction=bad,
-        seed=5,
-    ).load()
-    p = settings.resolve_params(rss_attrs=sim.attrs, overrides=CUT)
-    grid, cfg = settings.make_grid(sim, p), settings.core_config(p)
-    arrays = (sim["xpos"].values, sim["ypos"].values, sample_seeing(sim, 5400.0, -0.2))
-    arrays += tuple(sim[v].values for v in ("flux", "ivar", "mask"))
+    sim = galaxy19(None, 4900.0, 65, dar=dar, bad=bad).load()
+    grid, cfg, arrays = core_inputs(sim)
     rr = reconstruct_block_reuse(*arrays, grid, cfg, first=0, out=(0, 64), n_chan=65, tolerance=TOL)
     ex = reconstruct_block(*(a[:, :64] for a in arrays), grid, cfg)
     fa = rr.block
@@ -580,16 +561,7 @@ def test_quadratic_interpolation_holds_its_bound_near_the_dar_reference(dar, bad
 def test_fast_build_near_the_dar_reference_is_within_its_bound(tmp_path):
     """The case above (DAR 1", 0.2 % masked; quadratic interpolation in use) through run_build:
     each channel within its stored bound of the exact build, ivar within 0.1 %, masks explained."""
-    sim = simulate_rss(
-        None,
-        bundle=19,
-        wavelength=manga_wave(4900.0, 64),
-        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
-        noise=30,
-        dar_amplitude=1.0,
-        bad_pixel_fraction=0.002,
-        seed=5,
-    )
+    sim = galaxy19(None, 4900.0, 64, dar=1.0, bad=0.002)
     exact, fast, _ = exact_and_fast(sim, tmp_path, 6.0)
     assert (fast["channel_exact"].values == 0).mean() > 0.6
     assert_within_bound(exact, fast)
@@ -604,21 +576,8 @@ def test_blocks_in_one_call_share_their_boundary_solve_with_the_same_bits(tmp_pa
     block-by-block calls give (core) and the one any chunking gives (engine, CLI path)."""
 
     rss = tmp_path / "rss.zarr"
-    sim = simulate_rss(
-        rss,
-        bundle=19,
-        wavelength=manga_wave(6000.0, 200),
-        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
-        noise=30,
-        dar_amplitude=1.0,
-        bad_pixel_fraction=0.002,
-        seed=3,
-    ).load()
-
-    p = settings.resolve_params(rss_attrs=sim.attrs, overrides=CUT)
-    grid, cfg = settings.make_grid(sim, p), settings.core_config(p)
-    arrays = (sim["xpos"].values, sim["ypos"].values, sample_seeing(sim, 5400.0, -0.2))
-    arrays += tuple(sim[v].values for v in ("flux", "ivar", "mask"))
+    sim = galaxy19(rss, 6000.0, 200, dar=1.0, bad=0.002, seed=3).load()
+    grid, cfg, arrays = core_inputs(sim)
     whole = reconstruct_block_reuse(
         *(a[:, :193] for a in arrays), grid, cfg, first=0, out=(0, 192), n_chan=200, tolerance=TOL
     )
