@@ -93,9 +93,10 @@ BLOCK = 64
 SAFETY = 2.0
 #: The same factor for quadratic interpolation (a segment's three nodes, checked against its
 #: parent's quadratic: a constant third derivative, estimated at the parent's larger scale). The
-#: largest actual error over that model was 2.07 for the flux and 1.41 for the variance on 9
-#: windows of 128 channels (127 x 9; 1.19" and 1.5" seeing, DAR 1" and 2", 0 and 0.1 % masked;
-#: docs/benchmarks.md), above SAFETY, so it gets its own factor (>= 1.93x margin).
+#: largest actual error over that model was 2.07 for the flux and 1.41 for the variance on the 8
+#: of 10 windows of 128 channels that used it (127 x 9; 1.19" and 1.5" seeing, DAR 1" and 2", 0
+#: and 0.1 % masked; docs/benchmarks.md), above SAFETY, so it gets its own factor (>= 1.93x
+#: margin).
 SAFETY_QUADRATIC = 4.0
 #: Largest effective condition number (:class:`crrxr.core.crr.CRRWeights`: that of the kept modes
 #: weighted by their share of W; s_max / s_min for the code variant) of the exact solves around
@@ -235,9 +236,10 @@ class _BlockPlan:
     """Exact solves, interpolation and bounds for one block (channels ``lo..hi`` inclusive, given
     as offsets into the caller's arrays).
 
-    Interpolated channels are never formed one by one: for the channels k of a half between nodes
-    a and b, W_k = (1 - t_k) W_a + t_k W_b, so W_k f_k, diag(W_k N_k W_k^T) and diag(W_k W_k^T) come
-    from a few matrix products over all k at once (the expansion of the square is exact algebra).
+    Interpolated channels are never formed one by one: for the channels k of a half,
+    W_k = sum_n L_n(k) W_n over its 2 or 3 nodes (Lagrange coefficients L), so W_k f_k,
+    diag(W_k N_k W_k^T) and diag(W_k W_k^T) come from a few matrix products over all k at once
+    (the expansion of the square, node pair by node pair, is exact algebra).
     """
 
     def __init__(
@@ -270,7 +272,7 @@ class _BlockPlan:
         self.nodes: dict[int, tuple] = {}
         self._regular: set[int] = set()
         self._base = np.zeros(0, dtype=bool)
-        # offset -> (removed positions in the nodes' use_idx, removal at node a, at node b)
+        # offset -> (removed positions in the nodes' use_idx, the removal at each of its nodes)
         self.masked: dict[int, tuple] = {}
         self._removals: dict[tuple, object] = {}
         self.n_solves = 0
