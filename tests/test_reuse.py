@@ -31,8 +31,9 @@ from crrxr.core.reuse import (
 )
 from crrxr.core.slice import ChannelSolver
 from crrxr.engine import settings
-from crrxr.engine.build import run_build
+from crrxr.engine.build import prepare, run_build
 from crrxr.engine.chunk import sample_seeing
+from crrxr.engine.reuse import CHUNK_BLOCKS
 from crrxr.simulate import simulate_rss
 from crrxr.simulate.scenes import Galaxy, PointSource
 
@@ -450,6 +451,25 @@ def test_short_reuse_cube_keeps_whole_block_chunks(tmp_path, workers, caplog):
         )
         assert report.plan.wave_chunk == (chunk or 64)
         assert ("multiple of 64" in caplog.text) == warned
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_long_reuse_cube_defaults_to_four_block_chunks(workers):
+    """Where ``engine.wave_chunk`` is left at its default, a reuse build takes chunks of
+    CHUNK_BLOCKS whole blocks (their boundary solves shared), unless >= 4 chunks per worker need
+    smaller ones; an exact build keeps the default, and an explicit chunk is kept as asked."""
+    sim = simulate_rss(
+        None, bundle=7, wavelength=manga_wave(3700.0, 2100), noise=30, dar_amplitude=1.0, seed=8
+    )
+    chunk = {
+        tol: prepare(sim, {**CUT, "crr.reuse_tolerance": tol}, workers=workers)[2].wave_chunk
+        for tol in (0.0, TOL)
+    }
+    assert chunk[0.0] == settings.default_wave_chunk() == 64
+    # 2100 channels: >= 4 chunks of 256 per worker for 1 and 2 workers
+    assert chunk[TOL] == CHUNK_BLOCKS * 64 == 256
+    explicit = prepare(sim, {**CUT, "crr.reuse_tolerance": TOL}, wave_chunk=64, workers=workers)
+    assert explicit[2].wave_chunk == 64
 
 
 def test_large_seeing_needs_a_larger_kernel_cut(tmp_path):
