@@ -89,7 +89,7 @@ def run_fast_only(
     counts; no exact reference)."""
     n_chan = rss.sizes["wavelength"]
     cpu = 0.0
-    exact = solves = 0
+    exact = solves = moves = 0
     bounds = []
     for b0 in range(start, stop, chunk):
         b1 = min(b0 - b0 % BLOCK + chunk, stop)
@@ -102,12 +102,14 @@ def run_fast_only(
         cpu += time.process_time() - t0
         exact += int(rr.exact.sum())
         solves += rr.n_solves
+        moves += rr.n_moves
         bounds.append(rr.bound)
     return {
         "window": [start, stop],
         "cpu_fast_s": round(cpu, 2),
         "exact_channels": exact,
         "solves": solves,
+        "moves": moves,
         "bound_max": float(np.concatenate(bounds).max()),
     }
 
@@ -122,7 +124,7 @@ def run_window(
     arrays = sample_arrays(rss.isel(wavelength=slice(lo, hi)).load())
     t_exact = t_fast = t_shepard = 0.0
     shepard = dataclasses.replace(cfg, method="shepard")
-    stats = {"exact_channels": 0, "solves": 0}
+    stats = {"exact_channels": 0, "solves": 0, "moves": 0}
     errs, ivrel, mask_diff, violations, bounds = [], [], 0, 0, []
     unexplained = borderline = 0
     exact_err = ratio_max = 0.0
@@ -188,6 +190,7 @@ def run_window(
         bounds.append(rr.bound)
         stats["exact_channels"] += int(rr.exact.sum())
         stats["solves"] += rr.n_solves
+        stats["moves"] += rr.n_moves
     err = np.concatenate(errs)
     iv = np.concatenate(ivrel)
     bnd = np.concatenate(bounds)

@@ -79,6 +79,7 @@ from crrxr.core.covariance import ivar_from_variance, propagated_variance
 from crrxr.core.crr import GRAM_RTOL
 from crrxr.core.grid import Grid
 from crrxr.core.kernel import cut_level, radius_for_level
+from crrxr.core.pixel_update import change_pixels
 from crrxr.core.sample_removal import remove_samples
 from crrxr.core.slice import ChannelSolver, InputError, validate_samples
 
@@ -145,6 +146,7 @@ class ReuseResult:
     borderline: np.ndarray
     nodes: np.ndarray
     n_solves: int = 0  # exact solves done, including those outside the output range
+    n_moves: int = 0  # node solves moved to another pixel selection (crrxr.core.pixel_update)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -275,7 +277,14 @@ class _BlockPlan:
         # offset -> (removed positions in the nodes' use_idx, the removal at each of its nodes)
         self.masked: dict[int, tuple] = {}
         self._removals: dict[tuple, object] = {}
+        # offset -> its selection's key; key -> the selection (grid.size,) bool
+        self.sel_key: dict[int, bytes] = {}
+        self._sel: dict[bytes, np.ndarray] = {}
+        # (node offset, selection key) -> the node's weights tuple moved to that selection (None
+        # where the update does not apply); kept for the block's lifetime (weights_of uses them)
+        self._moved: dict[tuple, tuple | None] = {}
         self.n_solves = 0
+        self.n_moves = 0
         # COND_MAX, lowered where the kernel cut is too close (:func:`condition_limit`)
         self.cond_max = COND_MAX
 
@@ -327,21 +336,28 @@ class _BlockPlan:
     def run(self, lo: int, hi: int) -> None:
         """Plan and solve every channel of ``lo..hi``."""
         self._last = hi
-        # node eigendecompositions are kept only where some channel's usable set differs
         block_use = self.usable[:, lo : hi + 1]
         cfg = self.solver.config
-        self.solver.keep_factor = cfg.variant == "code" and not np.all(
-            block_use == block_use[:, :1]
-        )
         self.cond_max = condition_limit(cfg, self.fw[:, lo : hi + 1][block_use])
         starts = [lo]
-        prev = None
         for c in range(lo, hi + 1):
             geom = self._geometry(c)
             self.deadpix[c] = geom[4].copy()
-            if prev is not None and not np.array_equal(geom[3], prev):
+            key = np.packbits(geom[3]).tobytes()
+            if key not in self._sel:
+                self._sel[key] = geom[3].copy()
+            if c > lo and key != self.sel_key[c - 1]:
                 starts.append(c)
-            prev = geom[3].copy()
+            self.sel_key[c] = key
+        masked = not np.all(block_use == block_use[:, :1])
+        # one run over selection changes (nodes moved to each channel's selection) where no
+        # sample is masked; else runs of one selection each (removals need the node's own set)
+        across = cfg.variant == "code" and not masked and len(starts) > 1
+        # node eigendecompositions are kept only where removals or moves may use them
+        self.solver.keep_factor = cfg.variant == "code" and (masked or across)
+        if across:
+            self._run(lo, hi)
+            return
         ends = [s - 1 for s in starts[1:]] + [hi]
         for a, b in zip(starts, ends):
             self._run(a, b)
@@ -392,11 +408,48 @@ class _BlockPlan:
         use_idx = self.nodes[c][1]
         return propagated_variance(W, self._inverse(self.iv[use_idx, c], self._drop(c, use_idx)))
 
-    def _check(self, check_nodes: tuple[int, ...], at: int) -> _Check:
-        """The interpolant through ``check_nodes`` compared with the solve at ``at`` (a node)."""
-        Wm = self.nodes[at][2]
+    def _w(self, n: int, key: bytes) -> tuple | None:
+        """Node ``n``'s weights tuple on the selection ``key``: its own solve where that is its
+        selection, else the solve moved to ``key`` by :func:`crrxr.core.pixel_update.change_pixels`
+        (None where that does not apply, its quadrature estimate exceeds GRAM_RTOL or its
+        condition the interpolation limit)."""
+        node = self.nodes[n]
+        if key == self.sel_key[n]:
+            return node
+        if (n, key) not in self._moved:
+            self._moved[n, key] = self._move(n, key)
+        return self._moved[n, key]
+
+    def _move(self, n: int, key: bytes) -> tuple | None:
+        node = self.nodes[n]
+        if node[6] is None:
+            return None
+        s, p, d, _, dp = self._geometry(n)
+        A, sel_idx, use_idx = self.solver.kernel_matrix(
+            self._col(self.x, n),
+            self._col(self.y, n),
+            self._col(self.fw, n),
+            self._base,
+            (s, p, d, self._sel[key], dp),
+        )
+        pos = np.full(self.solver.grid.size, -1, dtype=np.intp)
+        pos[node[0]] = np.arange(node[0].size)
+        self.n_moves += 1
+        moved = change_pixels(node[6], node[2], A, pos[sel_idx])
+        if moved is None or moved.error > GRAM_RTOL or moved.condition > self.cond_max:
+            return None
+        error = float(node[4] or 0.0) + moved.error
+        return (sel_idx, use_idx, moved.weights, node[3], error, moved.condition, None)
+
+    def _check(self, check_nodes: tuple[int, ...], at: int, key: bytes) -> _Check | None:
+        """The interpolant through ``check_nodes`` compared with the solve at ``at`` (a node), all
+        on the selection ``key`` (None where a node cannot be moved there)."""
+        ws = {n: self._w(n, key) for n in (*check_nodes, at)}
+        if any(v is None for v in ws.values()):
+            return None
+        Wm = ws[at][2]
         coef = _lagrange(check_nodes, np.array([at]))[:, 0]
-        D = sum(w * self.nodes[n][2] for w, n in zip(coef, check_nodes)) - Wm
+        D = sum(w * ws[n][2] for w, n in zip(coef, check_nodes)) - Wm
         var_rel = _max_rel(self._variance(at, Wm + D), self._variance(at, Wm))
         cover_rel = _max_rel(np.square(Wm + D).sum(axis=1), np.square(Wm).sum(axis=1))
         return _Check(check_nodes, at, D, var_rel, cover_rel)
@@ -415,32 +468,98 @@ class _BlockPlan:
             self._segment(reg, i, m)
             self._segment(reg, m, j)
             return
-        lin = self._check((ci, cj), cm)
-        quad = None  # formed only where a linear half fails
+        # checks per selection, formed where a half has channels of that selection; the
+        # quadratic's only where a linear half fails
+        lin: dict[bytes, _Check | None] = {}
+        quad: dict[bytes, _Check | None] = {}
+
+        def check(kind: dict, nodes: tuple[int, ...], key: bytes) -> _Check | None:
+            if key not in kind:
+                kind[key] = self._check(nodes, cm, key)
+            return kind[key]
+
+        def linear(lo: int, hi: int):
+            def model(key: bytes) -> _Model | None:
+                c = check(lin, (ci, cj), key)
+                return None if c is None else c.model((reg[lo], reg[hi]))
+
+            return model
+
+        def quadratic(key: bytes) -> _Model | None:
+            c = check(quad, tuple(sorted((ci, cj, reg[outer]))), key)
+            return None if c is None else c.model((ci, cm, cj))
+
         for lo, hi, other in ((i, m, j), (m, j, i)):
-            if self._half(reg, lo, hi, lin.model((reg[lo], reg[hi]))):
+            if self._half(reg, lo, hi, linear(lo, hi), cm):
                 continue
-            if outer is not None:
-                quad = quad or self._check(tuple(sorted((ci, cj, reg[outer]))), cm)
-                if self._half(reg, lo, hi, quad.model((ci, cm, cj))):
-                    continue
+            if outer is not None and self._half(reg, lo, hi, quadratic, cm):
+                continue
             self._segment(reg, lo, hi, other)
 
-    def _half(self, reg: list[int], i: int, j: int, model: _Model) -> bool:
-        """Interpolate the channels strictly inside reg[i]..reg[j] by ``model`` if all pass its
-        bound, counting for each the pixels whose coverage lies within its bound of the LOWCOV
-        threshold; channels with samples of their own masked are checked on their nodes' removed
-        weights."""
+    def _half(self, reg: list[int], i: int, j: int, model_for, first: int) -> bool:
+        """Interpolate the channels strictly inside reg[i]..reg[j] if all pass their bound
+        (``model_for(key)``: the interpolation and its check on selection ``key``, None where it
+        cannot be formed), counting for each the pixels whose coverage lies within its bound of
+        the LOWCOV threshold; channels with samples of their own masked are checked on their
+        nodes' removed weights. Selections are tried from node ``first``'s own, so that a failing
+        half is refused before nodes are moved to the others."""
         if j - i <= 1:
             return True
         inside = reg[i + 1 : j]
-        chans = np.array([c for c in inside if c in self._regular], dtype=np.intp)
+        groups: dict[bytes, list[int]] = {}
+        for c in inside:
+            if c in self._regular:
+                groups.setdefault(self.sel_key[c], []).append(c)
+        order = sorted(groups, key=lambda key: key != self.sel_key[first])
+        done = []
+        for key in order:
+            model = model_for(key)
+            if model is None:
+                return False
+            res = self._group(np.array(groups[key], dtype=np.intp), key, model)
+            if res is None:
+                return False
+            done.append(res)
+        masked = {}
+        for c in inside:
+            if c not in self._regular:
+                model = model_for(self.sel_key[c])
+                res = None if model is None else self._masked(c, model)
+                if res is False:
+                    return False  # the bound fails on the removed weights: refine
+                if res is not None:
+                    masked[c] = res
+        for model, chans, L, flux, S, cover, bounds, ratio in done:
+            safety = model.safety
+            for n, c in enumerate(chans):
+                c = int(c)
+                self.interpolated[c] = (
+                    model.nodes,
+                    tuple(L[:, n]),
+                    flux[:, n],
+                    S[:, n],
+                    cover[:, n],
+                )
+                self.bound[c] = float(bounds[n])
+                self.var_bound[c] = safety * float(ratio[n]) * model.var_rel
+                self.borderline[c] = self._borderline(
+                    cover[:, n], safety * ratio[n] * model.cover_rel
+                )
+        for c, (entry, removed, bound, var_bound, near) in masked.items():
+            self.interpolated[c], self.masked[c] = entry, removed
+            self.bound[c], self.var_bound[c], self.borderline[c] = bound, var_bound, near
+        return True
+
+    def _group(self, chans: np.ndarray, key: bytes, model: _Model):
+        """Flux, variance, coverage and bounds of regular channels ``chans`` of one selection
+        interpolated by ``model``; None where a bound fails."""
         ratio = model.ratio(chans)
         safety = model.safety
-        if chans.size and safety * float(ratio.max()) * model.var_rel > IVAR_RTOL:
-            return False
-        use_idx = self.nodes[model.nodes[0]][1]
-        Ws = [self.nodes[n][2] for n in model.nodes]
+        if safety * float(ratio.max()) * model.var_rel > IVAR_RTOL:
+            return None
+        nodes = [self._w(n, key) for n in model.nodes]
+        use_idx = nodes[0][1]
+        Ws = [node[2] for node in nodes]
         L = _lagrange(model.nodes, chans)  # (nodes, channels)
         F = self.f[np.ix_(use_idx, chans)]
         V = 1.0 / self.iv[np.ix_(use_idx, chans)]
@@ -460,26 +579,9 @@ class _BlockPlan:
             rel = np.where(sigma > 0, err / np.where(sigma > 0, sigma, 1.0), 0.0)
         bounds = safety * ratio * (rel.max(axis=0) if rel.size else np.zeros(chans.size))
         if not np.all(bounds <= self.tolerance):
-            return False
-        masked = {}
-        for c in inside:
-            if c not in self._regular:
-                res = self._masked(c, model)
-                if res is False:
-                    return False  # the bound fails on the removed weights: refine
-                if res is not None:
-                    masked[c] = res
+            return None
         flux = sum(L[a] * (W @ F) for a, W in enumerate(Ws))
-        for n, c in enumerate(chans):
-            c = int(c)
-            self.interpolated[c] = (model.nodes, tuple(L[:, n]), flux[:, n], S[:, n], cover[:, n])
-            self.bound[c] = float(bounds[n])
-            self.var_bound[c] = safety * float(ratio[n]) * model.var_rel
-            self.borderline[c] = self._borderline(cover[:, n], safety * ratio[n] * model.cover_rel)
-        for c, (entry, removed, bound, var_bound, near) in masked.items():
-            self.interpolated[c], self.masked[c] = entry, removed
-            self.bound[c], self.var_bound[c], self.borderline[c] = bound, var_bound, near
-        return True
+        return model, chans, L, flux, S, cover, bounds, ratio
 
     def _borderline(self, cover: np.ndarray, cover_bound: float) -> int:
         """Pixels whose coverage lies within its certified margin of the LOWCOV threshold
@@ -594,10 +696,10 @@ class _BlockPlan:
     def weights_of_node(self, c: int) -> tuple:
         """The first node's weights tuple (sel_idx, use_idx, W, route, ...) of channel ``c``, with
         ``c``'s own usable samples where some were removed."""
-        node = self.nodes[self.interpolated[c][0][0]]
         if c in self.masked:
+            node = self.nodes[self.interpolated[c][0][0]]
             return (node[0], np.delete(node[1], self.masked[c][0]), *node[2:])
-        return node
+        return self._w(self.interpolated[c][0][0], self.sel_key[c])
 
     def weights_of(self, c: int) -> tuple:
         """Weights tuple applied to channel ``c`` (W formed here for interpolated ones; the other
@@ -605,12 +707,16 @@ class _BlockPlan:
         if c in self.weights:
             return self.weights[c]
         nodes, coef = self.interpolated[c][:2]
-        node = self.nodes[nodes[0]]  # (sel_idx, use_idx, W, route, ...) as ChannelSolver returns
         if c in self.masked:
+            node = self.nodes[
+                nodes[0]
+            ]  # (sel_idx, use_idx, W, route, ...) as ChannelSolver returns
             drop, rems = self.masked[c]
             W = sum(w * r.rows(self.nodes[n][2]) for w, n, r in zip(coef, nodes, rems))
             return (node[0], np.delete(node[1], drop), np.delete(W, drop, axis=1), *node[3:])
-        return (*node[:2], sum(w * self.nodes[n][2] for w, n in zip(coef, nodes)), *node[3:])
+        moved = [self._w(n, self.sel_key[c]) for n in nodes]
+        W = sum(w * node[2] for w, node in zip(coef, moved))
+        return (*moved[0][:2], W, *moved[0][3:])
 
 
 def _kernel_model(config: CoreConfig) -> tuple:
@@ -722,7 +828,7 @@ def reconstruct_block_reuse(
     n_nodes = np.zeros(n_out, dtype=np.int64)
     rho: dict[int, np.ndarray] = {}
     psf: dict[int, np.ndarray] = {}
-    n_solves = 0
+    n_solves = n_moves = 0
     x, y, fw, f, iv, usable, dead = arrays
     last = first + n - 1
     carry: dict[int, tuple] = {}  # the last block's closing solve, this block's first channel
@@ -761,6 +867,7 @@ def reconstruct_block_reuse(
             n_solves += len(own)
             continue
         n_solves += plan.n_solves
+        n_moves += plan.n_moves
         carry = plan.closing
         applier = plan.solver
         for c in own:
@@ -803,4 +910,4 @@ def reconstruct_block_reuse(
     res = BlockResult(
         out_flux, out_ivar, out_mask, failed, tuple(messages), rho, psf, tuple(solvers)
     )
-    return ReuseResult(res, exact, bound, borderline, n_nodes, n_solves)
+    return ReuseResult(res, exact, bound, borderline, n_nodes, n_solves, n_moves)

@@ -65,10 +65,15 @@ class GramFactor:
     lam: float
 
 
+def log_nodes(w_min: float, w_max: float, step: float = STEP) -> np.ndarray:
+    """Nodes u = log t of the trapezoidal rule for int_0^inf dt / (x + t^2) over the spectrum
+    [w_min, w_max] of x, TAIL e-folds beyond it at each end."""
+    return np.arange(0.5 * np.log(w_min) - TAIL, 0.5 * np.log(w_max) + TAIL + step / 2, step)
+
+
 def _correction(E_J: np.ndarray, w: np.ndarray, step: float) -> np.ndarray:
     """Y (m, N k) with Y Y^T the quadrature of (2/pi) int F R_JJ^{-1} F^T dt (module docstring)."""
-    half = 0.5 * np.log(w[[0, -1]])
-    u = np.arange(half[0] - TAIL, half[1] + TAIL + step / 2, step)
+    u = log_nodes(float(w[0]), float(w[-1]), step)
     F = E_J.T[None, :, :] / (w[None, :, None] + np.exp(2.0 * u)[:, None, None])  # (N, m, k)
     R = E_J[None, :, :] @ F  # (N, k, k), R_JJ(t): positive definite
     inv_l = np.linalg.inv(np.linalg.cholesky(R))  # (N, k, k)
@@ -77,10 +82,11 @@ def _correction(E_J: np.ndarray, w: np.ndarray, step: float) -> np.ndarray:
     return Yt.reshape(-1, w.size).T
 
 
-def _compress(Y: np.ndarray, k: int) -> np.ndarray:
-    """Z (m, r) with Z Z^T = Y Y^T to ~RANK_RTOL^2 of its norm, r <= RANK_PER_SAMPLE * k + 8 at
-    first (more if the sketch shows rank beyond it): a randomized range finder with a fixed seed,
-    so the result is reproducible."""
+def compressed_range(Y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Q, lam, V): Q (m, p) orthonormal with Y Y^T = Q (B B^T) Q^T to ~RANK_RTOL^2 of its norm,
+    B = Q^T Y, and the eigendecomposition B B^T = V diag(lam) V^T (ascending). p starts at
+    RANK_PER_SAMPLE * k + 8 (k: the update's rank) and doubles while the sketch shows rank beyond
+    it: a randomized range finder with a fixed seed, so the result is reproducible."""
     m, cols = Y.shape
     p = min(RANK_PER_SAMPLE * k + 8, cols, m)
     rng = np.random.default_rng(0)
@@ -89,8 +95,13 @@ def _compress(Y: np.ndarray, k: int) -> np.ndarray:
         B = Q.T @ Y  # (p, cols)
         lam, V = np.linalg.eigh(B @ B.T)
         if p >= min(cols, m) or lam[0] <= RANK_RTOL**2 * lam[-1]:
-            break
+            return Q, lam, V
         p = min(2 * p, cols, m)
+
+
+def _compress(Y: np.ndarray, k: int) -> np.ndarray:
+    """Z (m, r) with Z Z^T = Y Y^T to ~RANK_RTOL^2 of its norm (:func:`compressed_range`)."""
+    Q, lam, V = compressed_range(Y, k)
     keep = lam > RANK_RTOL**2 * lam[-1]
     return Q @ (V[:, keep] * np.sqrt(lam[keep]))
 
