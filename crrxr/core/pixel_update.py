@@ -78,14 +78,20 @@ def _smallest_eigenvalue(w: np.ndarray, Zw: np.ndarray, S0: np.ndarray) -> float
 
 
 def change_pixels(
-    factor: GramFactor, W: np.ndarray, A_new: sparse.csr_matrix, old: np.ndarray
+    factor: GramFactor,
+    W: np.ndarray,
+    A_new: sparse.csr_matrix,
+    old: np.ndarray,
+    floor: float = 1e-6,
 ) -> PixelChange | None:
     """The factor's solve moved to another pixel set.
 
     factor: the exact solve on the old set (its A (m, n_old)); W (n_old, m) its weights;
     A_new (m, n_new) the kernel matrix of the same samples, positions and seeing over the new set;
-    old (n_new,) each new pixel's column in the old set, -1 for a pixel that enters. Returns None
-    where the update does not apply (G' not positive definite).
+    old (n_new,) each new pixel's column in the old set, -1 for a pixel that enters; floor: the
+    solve's singular-value floor. Returns None where the update does not apply: G' not positive
+    definite, or its smallest eigenvalue within POWER_MARGIN of where the exact solve would drop a
+    mode (below floor^2, or within rounding of 0).
     """
     A, w, E, s, lam = factor.A, factor.w, factor.E, factor.s, factor.lam
     m = w.size
@@ -104,7 +110,7 @@ def change_pixels(
         return None  # G' is not positive definite
     w_min = _smallest_eigenvalue(w, Zw, S0) if r else float(w[0])
     w_max = float(w[-1]) + float(np.square(Z[:, : added.size]).sum())  # Weyl
-    if not w_min > 0:
+    if not w_min > POWER_MARGIN * max(floor * floor, 16.0 * np.finfo(float).eps * w_max):
         return None
     phi = 1.0 / np.sqrt(w)
 

@@ -435,7 +435,7 @@ class _BlockPlan:
         pos = np.full(self.solver.grid.size, -1, dtype=np.intp)
         pos[node[0]] = np.arange(node[0].size)
         self.n_moves += 1
-        moved = change_pixels(node[6], node[2], A, pos[sel_idx])
+        moved = change_pixels(node[6], node[2], A, pos[sel_idx], self.solver.config.sv_floor)
         if moved is None or moved.error > GRAM_RTOL or moved.condition > self.cond_max:
             return None
         error = float(node[4] or 0.0) + moved.error
