@@ -10,10 +10,16 @@ chunk boundaries fall:
   depend only on its own channels; where one call processes both, the next block takes over the
   solve of that shared channel instead of repeating it (same inputs, same bits: a solve is a pure
   function of its inputs and carries no state from earlier channels).
-- Runs (the interval rule): within a block, maximal runs of consecutive channels whose solved pixel
-  set (the ``select_radius`` selection, from that channel's own positions) is identical. A pixel that
-  enters or leaves the selection changes W discontinuously (docs/benchmarks.md), so no
-  interpolation crosses a selection change; both sides get their own nodes.
+- Selections (the interval rule): every channel keeps its own solved pixel set (the
+  ``select_radius`` selection, from that channel's own positions, as in an exact build). A pixel
+  that enters or leaves the selection changes W discontinuously (docs/benchmarks.md), so W is
+  interpolated only between node weights on the channel's own selection. In a block where no
+  sample is masked (code variant), the whole block is one run: a node solved on its own
+  selection is moved to each other selection its segments need by an exact low-rank update
+  (:func:`crrxr.core.pixel_update.change_pixels`, ~1e-10 relative, as good as a solve; cached
+  per node and selection), and each selection's channels get their own check and bound. Elsewhere
+  (masked samples: their removals need the node's own eigendecomposition; the paper variant)
+  runs are maximal runs of one selection, each with its own nodes.
 - Regular channels: within a run, the usable-sample set shared by most channels (ties: the one
   seen first) is the run's set. Channels whose usable set is the run's less 1 to :data:`MASK_MAX`
   samples (a cosmic ray, a bad column; positions and seeing finite) take part too, with the code
@@ -71,6 +77,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import sparse
 
 from crrxr.core import masks
 from crrxr.core.block import BlockResult, reconstruct_block
@@ -424,22 +431,30 @@ class _BlockPlan:
         node = self.nodes[n]
         if node[6] is None:
             return None
+        sel_idx = np.flatnonzero(self._sel[key])
+        pos = np.full(self.solver.grid.size, -1, dtype=np.intp)
+        pos[node[0]] = np.arange(node[0].size)
+        old = pos[sel_idx]
+        # kernel columns of the entering pixels only; the others are the node's own
+        entering = np.zeros(self.solver.grid.size, dtype=bool)
+        entering[sel_idx[old < 0]] = True
         s, p, d, _, dp = self._geometry(n)
-        A, sel_idx, use_idx = self.solver.kernel_matrix(
+        A_in = self.solver.kernel_matrix(
             self._col(self.x, n),
             self._col(self.y, n),
             self._col(self.fw, n),
             self._base,
-            (s, p, d, self._sel[key], dp),
-        )
-        pos = np.full(self.solver.grid.size, -1, dtype=np.intp)
-        pos[node[0]] = np.arange(node[0].size)
+            (s, p, d, entering, dp),
+        )[0]
+        A_old = node[6].A
+        cols = np.where(old >= 0, old, A_old.shape[1] + np.cumsum(old < 0) - 1)
+        A = sparse.hstack([A_old, A_in], format="csr")[:, cols]
         self.n_moves += 1
-        moved = change_pixels(node[6], node[2], A, pos[sel_idx], self.solver.config.sv_floor)
+        moved = change_pixels(node[6], node[2], A, old, self.solver.config.sv_floor)
         if moved is None or moved.error > GRAM_RTOL or moved.condition > self.cond_max:
             return None
         error = float(node[4] or 0.0) + moved.error
-        return (sel_idx, use_idx, moved.weights, node[3], error, moved.condition, None)
+        return (sel_idx, node[1], moved.weights, node[3], error, moved.condition, None)
 
     def _check(self, check_nodes: tuple[int, ...], at: int, key: bytes) -> _Check | None:
         """The interpolant through ``check_nodes`` compared with the solve at ``at`` (a node), all

@@ -82,19 +82,21 @@ def _correction(E_J: np.ndarray, w: np.ndarray, step: float) -> np.ndarray:
     return Yt.reshape(-1, w.size).T
 
 
-def compressed_range(Y: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(Q, lam, V): Q (m, p) orthonormal with Y Y^T = Q (B B^T) Q^T to ~RANK_RTOL^2 of its norm,
+def compressed_range(
+    Y: np.ndarray, k: int, rtol: float = RANK_RTOL, per: int = RANK_PER_SAMPLE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Q, lam, V): Q (m, p) orthonormal with Y Y^T = Q (B B^T) Q^T to ~rtol^2 of its norm,
     B = Q^T Y, and the eigendecomposition B B^T = V diag(lam) V^T (ascending). p starts at
-    RANK_PER_SAMPLE * k + 8 (k: the update's rank) and doubles while the sketch shows rank beyond
-    it: a randomized range finder with a fixed seed, so the result is reproducible."""
+    per * k + 8 (k: the update's rank) and doubles while the sketch shows rank beyond it: a
+    randomized range finder with a fixed seed, so the result is reproducible."""
     m, cols = Y.shape
-    p = min(RANK_PER_SAMPLE * k + 8, cols, m)
+    p = min(per * k + 8, cols, m)
     rng = np.random.default_rng(0)
     while True:
         Q = np.linalg.qr(Y @ rng.standard_normal((cols, p)))[0]  # (m, p): range of Y
         B = Q.T @ Y  # (p, cols)
         lam, V = np.linalg.eigh(B @ B.T)
-        if p >= min(cols, m) or lam[0] <= RANK_RTOL**2 * lam[-1]:
+        if p >= min(cols, m) or lam[0] <= rtol**2 * lam[-1]:
             return Q, lam, V
         p = min(2 * p, cols, m)
 
