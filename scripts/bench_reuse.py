@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -310,7 +311,9 @@ def main(argv=None) -> int:
                 run = run_fast_only if args.fast_only else run_window
                 stop = min(w + args.window, rss.sizes["wavelength"])
                 res = run(rss, grid, cfg, w, stop, args.tolerance, chunk=args.chunk)
-            emit({"config": config, **res}, args.json)
+            # peak resident memory of this process so far (exact and reuse alike), MiB
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            emit({"config": config, **res, "peak_rss_mib": round(peak)}, args.json)
     return 0
 
 
