@@ -639,15 +639,19 @@ def selection_runs(grid, cfg, arrays, n: int) -> list[int]:
     return list(np.diff(starts + [n]))
 
 
-@pytest.mark.parametrize(("start", "dar"), [(3650.0, 2.0), (3650.0, 1.5), (5500.0, 2.0)])
-def test_unmasked_blocks_interpolate_across_selection_changes(start, dar):
+@pytest.mark.parametrize(
+    ("start", "dar", "bad", "seed"),
+    [(3650.0, 2.0, 0.0, 5), (3650.0, 1.5, 0.0, 5), (5500.0, 2.0, 0.0, 5), (3650.0, 2.0, 5e-4, 7)],
+)
+def test_blocks_interpolate_across_selection_changes(start, dar, bad, seed):
     """Pixels entering and leaving the selection (DAR in the blue) no longer end the interpolation:
     node solves are moved to each channel's selection (crrxr.core.pixel_update), so a block needs
-    fewer exact channels than runs of one selection each would (every run had its own nodes). Every
-    interpolated channel against its exact solve: flux within its bound, ivar within 0.1 %, masks
-    equal but for borderline pixels; PSF images of channels in every selection within 1e-3 of the
-    peak."""
-    sim = galaxy19(None, start, 65, dar=dar).load()
+    fewer exact channels than runs of one selection each would (every run had its own nodes); also
+    with a few channels with masked samples (no more than runs; solved exactly where their nodes
+    lie on other selections). Every interpolated channel against its exact solve: flux within its
+    bound, ivar within 0.1 %, masks equal but for borderline pixels; PSF images of channels in
+    every selection within 1e-3 of the peak."""
+    sim = galaxy19(None, start, 65, dar=dar, bad=bad, seed=seed).load()
     grid, cfg, arrays = core_inputs(sim)
     runs = selection_runs(grid, cfg, arrays, 65)
     assert len(runs) >= 3
@@ -661,6 +665,7 @@ def test_unmasked_blocks_interpolate_across_selection_changes(start, dar):
     ex = reconstruct_block(*(a[:, :64] for a in arrays), grid, cfg, want=want)
     assert rr.n_moves > 0
     assert rr.exact.sum() < per_run, (rr.exact.sum(), runs)
+    assert not bad or np.any(sim["mask"].values[:, :64] != 0), "channels with masked samples"
     fa = rr.block
     for o in np.flatnonzero(~rr.exact):
         ok = (ex.ivar[o] > 0) & (fa.ivar[o] > 0)

@@ -13,13 +13,15 @@ chunk boundaries fall:
 - Selections (the interval rule): every channel keeps its own solved pixel set (the
   ``select_radius`` selection, from that channel's own positions, as in an exact build). A pixel
   that enters or leaves the selection changes W discontinuously (docs/benchmarks.md), so W is
-  interpolated only between node weights on the channel's own selection. In a block where no
-  sample is masked (code variant), the whole block is one run: a node solved on its own
+  interpolated only between node weights on the channel's own selection. In a block whose
+  selection changes (code variant), the whole block is one run: a node solved on its own
   selection is moved to each other selection its segments need by an exact low-rank update
   (:func:`crrxr.core.pixel_update.change_pixels`, ~1e-10 relative, as good as a solve; cached
-  per node and selection), and each selection's channels get their own check and bound. Elsewhere
-  (masked samples: their removals need the node's own eigendecomposition; the paper variant)
-  runs are maximal runs of one selection, each with its own nodes.
+  per node and selection), and each selection's channels get their own check and bound. A
+  channel with samples of its own masked needs its nodes' own solves on its selection (the
+  removal works on their eigendecomposition), so it is solved exactly where they lie on others;
+  a block with more such channels than runs of one selection, and the paper variant, keep one
+  run per selection instead, each with its own nodes.
 - Regular channels: within a run, the usable-sample set shared by most channels (ties: the one
   seen first) is the run's set. Channels whose usable set is the run's less 1 to :data:`MASK_MAX`
   samples (a cosmic ray, a bad column; positions and seeing finite) take part too, with the code
@@ -356,10 +358,13 @@ class _BlockPlan:
             if c > lo and key != self.sel_key[c - 1]:
                 starts.append(c)
             self.sel_key[c] = key
-        masked = not np.all(block_use == block_use[:, :1])
-        # one run over selection changes (nodes moved to each channel's selection) where no
-        # sample is masked; else runs of one selection each (removals need the node's own set)
-        across = cfg.variant == "code" and not masked and len(starts) > 1
+        keys = [np.packbits(block_use[:, c]).tobytes() for c in range(block_use.shape[1])]
+        masked = len(set(keys)) > 1
+        off = len(keys) - keys.count(_mode_index(keys))  # channels with samples of their own masked
+        # one run over selection changes (nodes moved to each channel's selection) unless more
+        # channels have samples of their own masked than there are runs: their removals need
+        # the node's own selection, so there each run of one selection gets its own nodes
+        across = cfg.variant == "code" and 1 < len(starts) and off <= len(starts)
         # node eigendecompositions are kept only where removals or moves may use them
         self.solver.keep_factor = cfg.variant == "code" and (masked or across)
         if across:
@@ -505,19 +510,21 @@ class _BlockPlan:
             return None if c is None else c.model((ci, cm, cj))
 
         for lo, hi, other in ((i, m, j), (m, j, i)):
-            if self._half(reg, lo, hi, linear(lo, hi), cm):
+            if self._half(reg, lo, hi, linear(lo, hi), (cm, ci, cj)):
                 continue
-            if outer is not None and self._half(reg, lo, hi, quadratic, cm):
+            if outer is not None and self._half(reg, lo, hi, quadratic, (cm, ci, cj, reg[outer])):
                 continue
             self._segment(reg, lo, hi, other)
 
-    def _half(self, reg: list[int], i: int, j: int, model_for, first: int) -> bool:
+    def _half(self, reg: list[int], i: int, j: int, model_for, involved: tuple[int, ...]) -> bool:
         """Interpolate the channels strictly inside reg[i]..reg[j] if all pass their bound
         (``model_for(key)``: the interpolation and its check on selection ``key``, None where it
-        cannot be formed), counting for each the pixels whose coverage lies within its bound of
-        the LOWCOV threshold; channels with samples of their own masked are checked on their
-        nodes' removed weights. Selections are tried from node ``first``'s own, so that a failing
-        half is refused before nodes are moved to the others."""
+        cannot be formed; ``involved``: every node it uses, the check's middle first), counting
+        for each the pixels whose coverage lies within its bound of the LOWCOV threshold. Channels
+        with samples of their own masked are checked on their nodes' removed weights where every
+        involved node has their selection (else left to be solved exactly). Selections are tried
+        from the middle node's own, so that a failing half is refused before nodes are moved to
+        the others."""
         if j - i <= 1:
             return True
         inside = reg[i + 1 : j]
@@ -525,7 +532,7 @@ class _BlockPlan:
         for c in inside:
             if c in self._regular:
                 groups.setdefault(self.sel_key[c], []).append(c)
-        order = sorted(groups, key=lambda key: key != self.sel_key[first])
+        order = sorted(groups, key=lambda key: key != self.sel_key[involved[0]])
         done = []
         for key in order:
             model = model_for(key)
@@ -538,6 +545,8 @@ class _BlockPlan:
         masked = {}
         for c in inside:
             if c not in self._regular:
+                if any(self.sel_key[n] != self.sel_key[c] for n in involved):
+                    continue  # removals need the nodes' own solves on c's selection
                 model = model_for(self.sel_key[c])
                 res = None if model is None else self._masked(c, model)
                 if res is False:
