@@ -140,8 +140,7 @@ def change_pixels(
         sign = np.sign(lam_m)  # (N + 1, r)
         Y3 = np.ascontiguousarray(np.transpose(Y, (1, 0, 2)))  # (m, N + 1, r)
         Y, sign = Y3.reshape(m, -1), sign.ravel()
-        Q, _, _ = compressed_range(Y, r, RANGE_RTOL, RANK_PER_PIXEL)
-        B = Q.T @ Y
+        Q, B, _, _ = compressed_range(Y, r, RANGE_RTOL, RANK_PER_PIXEL)
         lam_k, V = np.linalg.eigh((B * sign) @ B.T)
         keep = np.abs(lam_k) > KEEP_RTOL * np.abs(lam_k).max(initial=0.0)
         Qe, lam_k = Q @ V[:, keep], lam_k[keep]  # K = Qe diag(lam_k) Qe^T
@@ -162,9 +161,10 @@ def change_pixels(
     scale = np.zeros(n_new)
     scale[ok] = 1.0 / s_new[ok]
     # A_new^T G^{-1/2}: kept pixels' rows are s W of the old solve, the others from E directly
-    H = np.empty((n_new, m))
-    direct = ~kept | (s[np.where(kept, old, 0)] == 0)
-    H[~direct] = W[old[~direct]] * s[old[~direct]][:, None]
+    rows = np.where(kept, old, 0)
+    direct = ~kept | (s[rows] == 0)
+    H = W[rows]  # a gather of whole rows, then fixed where direct
+    H *= s[rows][:, None]
     if direct.any():
         H[direct] = ((A_new[:, np.flatnonzero(direct)].T @ E) * phi) @ E.T
     T = E @ Qe  # (m, q)

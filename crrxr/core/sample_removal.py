@@ -84,8 +84,8 @@ def _correction(E_J: np.ndarray, w: np.ndarray, step: float) -> np.ndarray:
 
 def compressed_range(
     Y: np.ndarray, k: int, rtol: float = RANK_RTOL, per: int = RANK_PER_SAMPLE
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(Q, lam, V): Q (m, p) orthonormal with Y Y^T = Q (B B^T) Q^T to ~rtol^2 of its norm,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(Q, B, lam, V): Q (m, p) orthonormal with Y Y^T = Q (B B^T) Q^T to ~rtol^2 of its norm,
     B = Q^T Y, and the eigendecomposition B B^T = V diag(lam) V^T (ascending). p starts at
     per * k + 8 (k: the update's rank) and doubles while the sketch shows rank beyond it: a
     randomized range finder with a fixed seed, so the result is reproducible."""
@@ -97,13 +97,13 @@ def compressed_range(
         B = Q.T @ Y  # (p, cols)
         lam, V = np.linalg.eigh(B @ B.T)
         if p >= min(cols, m) or lam[0] <= rtol**2 * lam[-1]:
-            return Q, lam, V
+            return Q, B, lam, V
         p = min(2 * p, cols, m)
 
 
 def _compress(Y: np.ndarray, k: int) -> np.ndarray:
     """Z (m, r) with Z Z^T = Y Y^T to ~RANK_RTOL^2 of its norm (:func:`compressed_range`)."""
-    Q, lam, V = compressed_range(Y, k)
+    Q, _, lam, V = compressed_range(Y, k)
     keep = lam > RANK_RTOL**2 * lam[-1]
     return Q @ (V[:, keep] * np.sqrt(lam[keep]))
 
