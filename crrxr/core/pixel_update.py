@@ -24,8 +24,9 @@ definite exactly when M(0) has as many negative eigenvalues as pixels leave (Hay
 additivity); its smallest eigenvalue (by power iteration on (G')^{-1}, diagonal plus rank r in the
 eigenbasis of G) sets the quadrature's lower end and the condition reported.
 
-Measured against exact solves on the new set (127 x 9 MaNGA channels, 1-6 pixels changing):
-docs/benchmarks.md.
+Measured against exact solves on the new set (127 x 9 MaNGA channels, condition 6e3, 1-8 pixels
+changed): W within 3e-11 to 1.4e-10 relative, 18-99 ms against ~350 ms for a solve
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
