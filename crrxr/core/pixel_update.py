@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
-from crrxr.core.sample_removal import STEP, GramFactor, compressed_range
+from crrxr.core.sample_removal import STEP, GramFactor, compressed_range, log_nodes
 
 #: Power iterations for the smallest eigenvalue of G' (its estimate only sets the quadrature's lower
 #: end, with a factor POWER_MARGIN to spare, and the condition reported).
@@ -121,11 +121,7 @@ def change_pixels(
     phi = 1.0 / np.sqrt(w)
 
     if r:
-        u = np.arange(
-            0.5 * np.log(min(float(w[0]), w_min) / POWER_MARGIN) - TAIL,
-            0.5 * np.log(w_max) + TAIL + STEP / 2,
-            STEP,
-        )
+        u = log_nodes(min(float(w[0]), w_min) / POWER_MARGIN, w_max, STEP, TAIL)
         F = Zh[None, :, :] / (w[None, :, None] + np.exp(2.0 * u)[:, None, None])  # (N, m, r)
         M = np.transpose(Zh[None, :, :], (0, 2, 1)) @ F  # (N, r, r)
         M += np.diag(C)[None]

@@ -65,10 +65,10 @@ class GramFactor:
     lam: float
 
 
-def log_nodes(w_min: float, w_max: float, step: float = STEP) -> np.ndarray:
+def log_nodes(w_min: float, w_max: float, step: float = STEP, tail: float = TAIL) -> np.ndarray:
     """Nodes u = log t of the trapezoidal rule for int_0^inf dt / (x + t^2) over the spectrum
-    [w_min, w_max] of x, TAIL e-folds beyond it at each end."""
-    return np.arange(0.5 * np.log(w_min) - TAIL, 0.5 * np.log(w_max) + TAIL + step / 2, step)
+    [w_min, w_max] of x, ``tail`` e-folds beyond it at each end."""
+    return np.arange(0.5 * np.log(w_min) - tail, 0.5 * np.log(w_max) + tail + step / 2, step)
 
 
 def _correction(E_J: np.ndarray, w: np.ndarray, step: float) -> np.ndarray:
