@@ -186,17 +186,49 @@ def test_cube_lsf_is_bitwise_the_same_under_other_executors_and_chunks(tmp_path)
         np.testing.assert_array_equal(other, cubes[0])
 
 
-def test_reuse_build_of_an_rss_with_lsf_is_refused_before_writing(tmp_path):
-    """Interpolated weights are applied to the flux only: a reuse build must not write a cube
-    whose LSF is missing or wrong; the refusal names the parameter to change."""
-    rss = _sim(0.2, seed=3, nwave=4)
-    out = tmp_path / "c.zarr"
-    with pytest.raises(ValueError, match="crr.reuse_tolerance=0"):
-        build_cube(
-            rss,
-            out,
-            {"method": "crr", "crr.reuse_tolerance": 0.01},
-            scheduler="synchronous",
-            progress=False,
-        )
-    assert not out.exists()
+@pytest.mark.parametrize(("start", "bad"), [(3650.0, 0.0), (7000.0, 0.003)])
+def test_reuse_build_lsf_follows_the_weights_applied(tmp_path, start, bad):
+    """A fast build (crr.reuse_tolerance > 0) writes the LSF of the weights each channel got:
+    at a tolerance that accepts every interpolation (the plan then depends on geometry and ivar
+    only) it is sqrt(cube(flux = sigma^2) / cube(flux = 1)) of fast builds; at 0.01 sigma it agrees
+    with the exact build's LSF. In the blue the nodes are moved across selection changes; at 3 per
+    mille masked samples they are removed from the nodes' solves."""
+    rss = simulate_rss(
+        None,
+        bundle=19,
+        wavelength=start * 10 ** (1e-4 * np.arange(65)),
+        noise=30.0,
+        dar_amplitude=2.0,
+        bad_pixel_fraction=bad,
+        seed=7,
+        lsf_sigma=1.3,
+        lsf_spread=0.4,
+    ).load()
+    cut = {"method": "crr", "kernel.truncation_radius_arcsec": 6.0}
+
+    def build(data, name, tol):
+        params = {**cut, "crr.reuse_tolerance": tol}
+        path = tmp_path / f"{name}.zarr"
+        return build_cube(data, path, params, scheduler="synchronous", progress=False).load()
+
+    exact = build(rss, "exact", 0.0)
+    fast = build(rss, "fast", 0.01)
+    assert (~fast["channel_exact"].values.astype(bool)).sum() >= 30
+    a, b = fast["lsf_sigma"].values, exact["lsf_sigma"].values
+    np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
+    ok = np.isfinite(a)
+    assert ok.sum() > 1000
+    rel = np.abs(a[ok] / b[ok] - 1)
+    assert 0 < rel.max() <= 1e-4
+    sig = rss["lsf_sigma"]
+    loose = build(rss, "loose", 1e6)
+    squared = build(rss.assign(flux=sig**2), "squared", 1e6)
+    unit = build(rss.assign(flux=xr.ones_like(sig)), "unit", 1e6)
+    np.testing.assert_array_equal(squared["channel_exact"].values, loose["channel_exact"].values)
+    np.testing.assert_array_equal(unit["channel_exact"].values, loose["channel_exact"].values)
+    assert (~loose["channel_exact"].values.astype(bool)).sum() >= 50
+    got = loose["lsf_sigma"].values
+    ok = np.isfinite(got)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ref = np.sqrt(squared["flux"].values.astype(float) / unit["flux"].values)
+    np.testing.assert_allclose(got[ok], ref[ok], rtol=1e-5)

@@ -23,7 +23,7 @@ from scipy import sparse
 
 from crrxr.core.slice import InputError
 
-__all__ = ["combine_lsf", "squared_lsf"]
+__all__ = ["combine_lsf", "lsf_from_sums", "squared_lsf"]
 
 
 def combine_lsf(weights: np.ndarray | sparse.spmatrix, sigma: np.ndarray) -> np.ndarray:
@@ -32,10 +32,12 @@ def combine_lsf(weights: np.ndarray | sparse.spmatrix, sigma: np.ndarray) -> np.
     s2 = np.square(np.asarray(sigma, dtype=np.float64))
     num = np.asarray(weights @ s2).ravel()
     den = np.asarray(weights @ np.ones_like(s2)).ravel()
-    return _ratio_sqrt(num, den)
+    return lsf_from_sums(num, den)
 
 
-def _ratio_sqrt(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def lsf_from_sums(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """sqrt(num / den) per pixel from num = W sigma^2 (Angstrom^2) and den = W 1 over the usable
+    samples (any common scale); NaN where undefined (den <= 0, or the moment not positive)."""
     out = np.full(np.shape(num), np.nan)
     ok = (den > 0) & np.isfinite(num) & np.isfinite(den)
     moment = np.divide(num, den, out=np.zeros_like(out), where=ok)

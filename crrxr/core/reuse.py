@@ -75,7 +75,7 @@ block channel by channel (:func:`crrxr.core.reconstruct_block`), which marks the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,6 +88,7 @@ from crrxr.core.covariance import ivar_from_variance, propagated_variance
 from crrxr.core.crr import GRAM_RTOL
 from crrxr.core.grid import Grid
 from crrxr.core.kernel import cut_level, radius_for_level
+from crrxr.core.lsf import lsf_from_sums, squared_lsf
 from crrxr.core.pixel_update import change_pixels
 from crrxr.core.sample_removal import remove_samples
 from crrxr.core.slice import ChannelSolver, InputError, validate_samples
@@ -725,6 +726,24 @@ class _BlockPlan:
             return (node[0], np.delete(node[1], self.masked[c][0]), *node[2:])
         return self._w(self.interpolated[c][0][0], self.sel_key[c])
 
+    def apply(self, c: int, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sel_idx, W X[use_idx]) for the weights W applied to channel ``c`` and X (n_samples, k)
+        over every sample (the rows of samples ``c`` does not use are ignored), without forming an
+        interpolated W."""
+        if c in self.weights:
+            sel_idx, use_idx, W = self.weights[c][:3]
+            return sel_idx, W @ X[use_idx]
+        nodes, coef = self.interpolated[c][:2]
+        if c in self.masked:
+            node = self.nodes[nodes[0]]
+            Xu = X[node[1]]  # the run's samples; the removal ignores those masked at c
+            rems = self.masked[c][1]
+            out = sum(w * r.apply(self.nodes[n][2], Xu) for w, n, r in zip(coef, nodes, rems))
+            return node[0], out
+        moved = [self._w(n, self.sel_key[c]) for n in nodes]
+        Xu = X[moved[0][1]]
+        return moved[0][0], sum(w * (node[2] @ Xu) for w, node in zip(coef, moved))
+
     def weights_of(self, c: int) -> tuple:
         """Weights tuple applied to channel ``c`` (W formed here for interpolated ones; the other
         fields are the first node's)."""
@@ -813,6 +832,7 @@ def reconstruct_block_reuse(
     correlation_pairs: tuple[np.ndarray, np.ndarray] | None = None,
     want: Iterable[int] = (),
     block: int = BLOCK,
+    lsf: Mapping[str, np.ndarray] | None = None,
 ) -> ReuseResult:
     """Reconstruct global channels ``out = (start, stop)`` of a cube of ``n_chan`` channels from
     inputs covering global channels ``first .. first + n - 1``, exactly :func:`read_range`'s
@@ -821,6 +841,9 @@ def reconstruct_block_reuse(
     Inputs as :func:`crrxr.core.reconstruct_block` ((n_samples, n) arrays; fwhm in arcsec).
     ``tolerance``: bound on |flux - exact flux| in units of each pixel's noise sigma (> 0).
     ``want``: output offsets (relative to ``start``) whose correlation and PSF are returned.
+    ``lsf``: sample LSF dispersions {name: (n_samples, n) Angstrom}, each pushed through the
+    weights applied to each channel (:func:`crrxr.core.lsf.combine_lsf`; for an interpolated
+    channel without forming its W: :meth:`_BlockPlan.apply`).
     """
     if config.method != "crr":
         raise InputError("weight reuse applies to method 'crr' only")
@@ -854,6 +877,9 @@ def reconstruct_block_reuse(
     psf: dict[int, np.ndarray] = {}
     n_solves = n_moves = 0
     x, y, fw, f, iv, usable, dead = arrays
+    lsf_in = {name: squared_lsf(name, s, usable) for name, s in (lsf or {}).items()}
+    out_lsf = {name: np.full((n_out, ny, nx), np.nan) for name in lsf_in}
+    ones = np.ones(x.shape[0])
     last = first + n - 1
     carry: dict[int, tuple] = {}  # the last block's closing solve, this block's first channel
     for k in range(start // block, (stop - 1) // block + 1):
@@ -878,6 +904,7 @@ def reconstruct_block_reuse(
                 config,
                 correlation_pairs=correlation_pairs,
                 want=[w + start - own.start for w in want_set if own.start <= w + start < own.stop],
+                lsf={name: s[:, sl] for name, s in lsf_in.items()},
             )
             o = slice(own.start - start, own.stop - start)
             out_flux[o], out_ivar[o], out_mask[o] = res.flux, res.ivar, res.mask
@@ -888,6 +915,8 @@ def reconstruct_block_reuse(
                 rho[w + own.start - start] = v
             for w, v in res.psf.items():
                 psf[w + own.start - start] = v
+            for name, v in res.lsf.items():
+                out_lsf[name][o] = v
             n_solves += len(own)
             continue
         n_solves += plan.n_solves
@@ -901,6 +930,11 @@ def reconstruct_block_reuse(
             bound[o] = plan.bound[a]
             borderline[o] = plan.borderline.get(a, 0)
             n_nodes[o] = len(plan.interpolated[a][0]) if a in plan.interpolated else 0
+            if lsf_in:  # W sigma^2 and W 1 of the weights applied
+                X = np.column_stack([np.square(s[:, a]) for s in lsf_in.values()] + [ones])
+                sel_idx, sums = plan.apply(a, X)
+                for i, name in enumerate(lsf_in):
+                    out_lsf[name][o].flat[sel_idx] = lsf_from_sums(sums[:, i], sums[:, -1])
             if a in plan.interpolated and not wanted:
                 fl, var, cover = plan.interpolated[a][2:]
                 sel_idx, use_idx, _, route = plan.weights_of_node(a)[:4]
@@ -932,6 +966,6 @@ def reconstruct_block_reuse(
     for o in np.flatnonzero(failed):
         out_mask[o] = masks.NOCOV | masks.DONOTUSE
     res = BlockResult(
-        out_flux, out_ivar, out_mask, failed, tuple(messages), rho, psf, tuple(solvers)
+        out_flux, out_ivar, out_mask, failed, tuple(messages), rho, psf, tuple(solvers), out_lsf
     )
     return ReuseResult(res, exact, bound, borderline, n_nodes, n_solves, n_moves)

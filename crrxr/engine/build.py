@@ -36,7 +36,7 @@ from crrxr.engine.lock import StoreLock
 from crrxr.engine.memory import PeakMemory, worker_metrics
 from crrxr.engine.plan import Plan, make_plan
 from crrxr.engine.reuse import CHUNK_BLOCKS as REUSE_CHUNK_BLOCKS
-from crrxr.engine.reuse import check_reuse_inputs, cut_limits, reuse_enabled
+from crrxr.engine.reuse import cut_limits, reuse_enabled
 from crrxr.executors import Executor, available_cores, make_executor
 from crrxr.executors.base import GRACE_SECONDS, Interrupted
 from crrxr.io import cube as C
@@ -222,7 +222,6 @@ def prepare(
             "wavelength) spectrum in the RSS; drop --sky-subtract / sky.enabled or add one"
         )
     core = settings.core_config(pstore)
-    check_reuse_inputs(core, rss.variables)
     # with weight reuse a chunk solves every reuse block it touches: auto chunks stay whole blocks
     align = REUSE_BLOCK if reuse_enabled(core) else 1
     grid = settings.make_grid(rss, pstore)

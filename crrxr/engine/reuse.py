@@ -35,21 +35,6 @@ def reuse_enabled(config: CoreConfig) -> bool:
     return config.method == "crr" and config.reuse_tolerance > 0
 
 
-def reuse_lsf_message() -> str:
-    return (
-        "crr.reuse_tolerance > 0 does not propagate the RSS's lsf_sigma yet (interpolated weights "
-        "are applied to the flux only): build with crr.reuse_tolerance=0 to get the LSF cube"
-    )
-
-
-def check_reuse_inputs(config: CoreConfig, rss_variables) -> None:
-    """Refuse, before anything is written, a reuse build of an RSS that carries an LSF."""
-    from crrxr.io import cube as C
-
-    if reuse_enabled(config) and any(v in rss_variables for v in C.LSF_VARIABLES):
-        raise ValueError(reuse_lsf_message())
-
-
 def cut_limits(
     config: CoreConfig, rss: xr.Dataset, lambda_ref: float, exponent: float
 ) -> tuple[float, float]:
@@ -91,16 +76,13 @@ def solve_block(
 ) -> tuple[BlockResult, np.ndarray, np.ndarray]:
     """(result, exact (n,) bool, bound (n,) float) of outputs ``out`` from ``arrays`` = (xpos, ypos,
     fwhm, flux, ivar, mask) covering channels ``read``; exact solves when reuse is off. ``lsf``:
-    sample LSF arrays pushed through the same weights (exact solves only, see
-    :func:`check_reuse_inputs`)."""
+    sample LSF arrays pushed through the weights applied to each channel."""
     n = out[1] - out[0]
     if not reuse_enabled(config):
         res = reconstruct_block(
             *arrays, grid, config, correlation_pairs=correlation_pairs, want=want, lsf=lsf
         )
         return res, np.ones(n, dtype=bool), np.zeros(n)
-    if lsf:
-        raise ValueError(reuse_lsf_message())
     rr = reconstruct_block_reuse(
         *arrays,
         grid,
@@ -111,5 +93,6 @@ def solve_block(
         tolerance=config.reuse_tolerance,
         correlation_pairs=correlation_pairs,
         want=want,
+        lsf=lsf,
     )
     return rr.block, rr.exact, rr.bound
