@@ -6,9 +6,12 @@ from crrxr.engine.plan import (
     MAX_AUTO_CHUNK,
     NEIGHBOUR_BYTES,
     PAIR_BYTES,
+    REUSE_MAX_CACHE,
+    REUSE_MIN_SOLVES,
     PlanError,
     make_plan,
     parse_memory,
+    solve_bytes,
     task_bytes,
     usable_bytes,
 )
@@ -95,3 +98,32 @@ def test_auto_chunks_are_whole_reuse_blocks(workers, n_chan, budget):
     assert plan.task_bytes <= usable_bytes(plan.budget_bytes)
     slices = plan.chunk_slices()
     assert slices[0].start == 0 and slices[-1].stop == n_chan
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("budget", [None, "1.5GB", "2GB", "4GB", "16GB"])
+def test_reuse_cache_gets_what_the_budget_leaves(budget, workers):
+    """A weight-reuse task keeps solves in a bounded cache: the plan gives it what the budget (or
+    the default) leaves beside the task's working memory, at least REUSE_MIN_SOLVES solves and at
+    most REUSE_MAX_CACHE, and counts it in the task's memory."""
+    n_samp, nside = 1143, 49
+    plan = make_plan(
+        4563, n_samp, nside, nside, max_memory=budget, workers=workers, align=64, reuse=True
+    )
+    exact = make_plan(4563, n_samp, nside, nside, max_memory=budget, workers=workers, align=64)
+    cache = plan.reuse_cache_bytes
+    assert REUSE_MIN_SOLVES * solve_bytes(n_samp, nside * nside) <= cache <= REUSE_MAX_CACHE
+    assert plan.task_bytes <= usable_bytes(plan.budget_bytes)
+    assert cache == REUSE_MAX_CACHE or plan.task_bytes == usable_bytes(plan.budget_bytes)
+    assert plan.task_bytes > exact.task_bytes + cache and exact.reuse_cache_bytes is None
+    assert plan.wave_chunk % 64 == 0
+    assert "weight-reuse cache" in plan.describe()
+    assert "weight-reuse cache" not in exact.describe()
+
+
+def test_reuse_refuses_a_budget_below_its_smallest_cache():
+    make_plan(4563, 1143, 49, 49, max_memory="800MB", align=64)  # exact solves fit
+    with pytest.raises(PlanError, match=r"weight reuse needs .*crr\.reuse_tolerance=0"):
+        make_plan(4563, 1143, 49, 49, max_memory="800MB", align=64, reuse=True)
+    with pytest.raises(PlanError, match="weight reuse needs"):
+        make_plan(4563, 1143, 49, 49, wave_chunk=64, max_memory="800MB", reuse=True)

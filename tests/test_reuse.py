@@ -738,3 +738,40 @@ def test_fast_lsf_is_the_second_moment_through_the_weights_applied(start, dar, b
     print("lsf rel vs exact", rel.max(), "interpolated", (~fast.exact).sum())
     assert rel.max() <= 1e-4
     assert rel.max() > 0  # interpolated, not copied
+
+
+@pytest.mark.parametrize(
+    ("start", "dar", "bad", "seed"),
+    [(3650.0, 2.0, 5e-4, 7), (7000.0, 1.0, 3e-3, 3)],
+    ids=["moved", "removed"],
+)
+def test_a_bounded_cache_changes_the_time_not_the_cube(start, dar, bad, seed):
+    """The solves, eigendecompositions, moved weights and removals a block keeps are bounded
+    (cache_bytes); what the cache drops is recomputed with the same bits when asked for again, so a
+    block with a 1-byte cache (nothing kept but the value in use) is bitwise the block with the
+    default cache, flux to LSF and PSF, for more solves."""
+    sim = galaxy19(None, start, 129, dar=dar, bad=bad, seed=seed, lsf_sigma=1.3, lsf_spread=0.4)
+    sim = sim.load()
+    grid, cfg, arrays = core_inputs(sim)
+    kw = dict(
+        first=0,
+        out=(0, 128),
+        n_chan=129,
+        tolerance=TOL,
+        want=[3, 70],
+        lsf={"lsf_sigma": sim["lsf_sigma"].values},
+    )
+    kept = reconstruct_block_reuse(*arrays, grid, cfg, **kw)
+    bounded = reconstruct_block_reuse(*arrays, grid, cfg, cache_bytes=1, **kw)
+    assert (~kept.exact).sum() >= 60
+    assert kept.n_moves > 0 if start < 5000 else kept.n_solves > 0
+    assert bounded.n_solves > kept.n_solves
+    assert bounded.peak_cache < kept.peak_cache / 3
+    a, b = kept.block, bounded.block
+    for name in ("flux", "ivar", "mask"):
+        np.testing.assert_array_equal(getattr(b, name), getattr(a, name), err_msg=name)
+    np.testing.assert_array_equal(b.lsf["lsf_sigma"], a.lsf["lsf_sigma"])
+    for w in (3, 70):
+        np.testing.assert_array_equal(b.psf[w], a.psf[w])
+    for name in ("exact", "bound", "nodes", "borderline"):
+        np.testing.assert_array_equal(getattr(bounded, name), getattr(kept, name), err_msg=name)

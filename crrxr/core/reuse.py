@@ -83,6 +83,7 @@ from scipy import sparse
 
 from crrxr.core import masks
 from crrxr.core.block import BlockResult, reconstruct_block
+from crrxr.core.bounded_cache import BoundedCache
 from crrxr.core.config import CoreConfig
 from crrxr.core.covariance import ivar_from_variance, propagated_variance
 from crrxr.core.crr import GRAM_RTOL
@@ -135,6 +136,11 @@ IVAR_RTOL = 1e-3
 MASK_MAX = 3
 #: Pixel rows formed at a time for a channel interpolated with removed samples (stays in cache).
 ROW_BLOCK = 128
+#: Default bound on the bytes a block keeps of exact solves, eigendecompositions, moved weights and
+#: sample removals (:class:`crrxr.core.bounded_cache.BoundedCache`). A 127 x 9 MaNGA block with DAR
+#: 2" in the blue held up to ~580 MB unbounded (36 moved weights of 12.5 MB); the engine passes
+#: what its memory budget leaves (crrxr.engine.plan).
+CACHE_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,7 @@ class ReuseResult:
     nodes: np.ndarray
     n_solves: int = 0  # exact solves done, including those outside the output range
     n_moves: int = 0  # node solves moved to another pixel selection (crrxr.core.pixel_update)
+    peak_cache: int = 0  # most bytes of solves, moves and removals a block held (cache_bytes)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -261,8 +268,22 @@ class _BlockPlan:
         config: CoreConfig,
         tolerance: float,
         carried: dict[int, tuple] | None = None,
+        *,
+        cache_bytes: int = CACHE_BYTES,
+        outputs: Iterable[int] = (),
+        want: Iterable[int] = (),
+        lsf2: np.ndarray | None = None,
     ) -> None:
         self.x, self.y, self.fw, self.f, self.iv, self.usable, self.dead = arrays
+        # output channels (offsets) whose images are formed as soon as their weights are final,
+        # so that no W is kept for them; those wanted (PSF, correlation) get them from weights_of
+        self.outputs, self.want = set(outputs), set(want)
+        # squared LSF dispersions (n_samples, n, k) pushed through each output channel's weights
+        self.lsf2 = lsf2
+        # offset -> (flux, ivar, mask images, route) of exact output channels; -> (n_sel, k + 1)
+        # sums W sigma^2 (k LSFs) and W 1 of every output channel
+        self.images: dict[int, tuple] = {}
+        self.lsf_sums: dict[int, np.ndarray] = {}
         # offset -> (usable set bytes, weights tuple): the previous block's solve of its closing
         # channel, this block's first (a solve is a pure function of its inputs, so taking it
         # over gives the same bits as solving again: chunking does not change the cube)
@@ -271,28 +292,35 @@ class _BlockPlan:
         self._last = -1
         self.solver = _Applier(grid, config)
         self.tolerance = tolerance
-        # exact channel offset -> ChannelSolver's weights tuple (sel_idx, use_idx, W, route, ...)
-        self.weights: dict[int, tuple] = {}
+        # solves, their eigendecompositions, moved weights and removals, within cache_bytes; each
+        # is a pure function of the block's inputs, so one dropped is recomputed with the same bits
+        self.cache = BoundedCache(cache_bytes)
+        # usable set bytes -> the set (n_samples,) bool and its indices
+        self._usable_of: dict[bytes, np.ndarray] = {}
+        self._use_of: dict[bytes, np.ndarray] = {}
+        # (offset, usable key) of solves whose eigendecomposition is not needed any more
+        self._factorless: set[tuple[int, bytes]] = set()
+        # exact channel offset -> the usable key of its solve (ChannelSolver's weights tuple
+        # (sel_idx, use_idx, W, route, ...) from _solution)
+        self.weights: dict[int, bytes] = {}
         # offset -> (nodes, their coefficients, flux, var, cover) of an interpolated channel
         self.interpolated: dict[int, tuple] = {}
         self.deadpix: dict[int, np.ndarray] = {}
         self.bound: dict[int, float] = {}
         self.var_bound: dict[int, float] = {}  # bound on |var / exact var - 1|
         self.borderline: dict[int, int] = {}
-        # channel offset -> the run's usable set solved there (interpolation nodes); for a channel
-        # of that set, the same tuple as its exact solve
-        self.nodes: dict[int, tuple] = {}
+        # channel offset -> the usable key of the run's set solved there (interpolation nodes); for
+        # a channel of that set, its exact solve
+        self.nodes: dict[int, bytes] = {}
+        self.route: dict[int, str] = {}  # node offset -> its solve's route
         self._regular: set[int] = set()
         self._base = np.zeros(0, dtype=bool)
-        # offset -> (removed positions in the nodes' use_idx, the removal at each of its nodes)
+        # offset -> (removed positions in the nodes' use_idx, the removal at each of its nodes:
+        # kept for wanted channels only, None for the others)
         self.masked: dict[int, tuple] = {}
-        self._removals: dict[tuple, object] = {}
         # offset -> its selection's key; key -> the selection (grid.size,) bool
         self.sel_key: dict[int, bytes] = {}
         self._sel: dict[bytes, np.ndarray] = {}
-        # (node offset, selection key) -> the node's weights tuple moved to that selection (None
-        # where the update does not apply); kept for the block's lifetime (weights_of uses them)
-        self._moved: dict[tuple, tuple | None] = {}
         self.n_solves = 0
         self.n_moves = 0
         # COND_MAX, lowered where the kernel cut is too close (:func:`condition_limit`)
@@ -306,12 +334,69 @@ class _BlockPlan:
             self._col(self.x, c), self._col(self.y, c), self._col(self.dead, c)
         )
 
+    def _key(self, usable: np.ndarray) -> bytes:
+        key = usable.tobytes()
+        if key not in self._usable_of:
+            self._usable_of[key] = usable.copy()
+            self._use_of[key] = np.flatnonzero(usable)
+        return key
+
+    def _solution(self, c: int, key: bytes, factor: bool = False) -> tuple:
+        """The solve of channel ``c`` with the usable set ``key`` (from the cache, else solved);
+        ``factor``: with its eigendecomposition (solved again where it was dropped)."""
+        ck = ("solve", c, key)
+        out = self.cache.get(ck, lambda: self._solve(c, self._usable_of[key]))
+        if factor:
+            if out[6] is None and self.solver.keep_factor:  # dropped: solved again
+                self.cache.discard(ck)
+                out = self.cache.get(ck, lambda: self._solve(c, self._usable_of[key]))
+            return out
+        if (c, key) in self._factorless and out[6] is not None:
+            out = (*out[:6], None)
+            self.cache.put(ck, out)
+        return out
+
+    def _node(self, c: int, factor: bool = False) -> tuple:
+        return self._solution(c, self.nodes[c], factor)
+
     def exact(self, c: int) -> tuple:
-        """Channel ``c`` solved exactly with its own usable set."""
+        """Channel ``c`` solved exactly with its own usable set (its images formed at once where it
+        is an output channel)."""
         if c not in self.weights:
-            self.weights[c] = self._solve(c, self._col(self.usable, c))
+            key = self._key(self._col(self.usable, c))
+            self.weights[c] = key
             self.bound[c] = 0.0
-        return self.weights[c]
+            out = self._solution(c, key)
+            if c in self.outputs and c not in self.want:
+                self.images[c] = self._exact_images(c, out)
+            if c in self.outputs and self.lsf2 is not None:
+                self.lsf_sums[c] = out[2] @ self._lsf_columns(c, out[1])
+            return out
+        return self._solution(c, self.weights[c])
+
+    def _exact_images(self, c: int, weights: tuple) -> tuple:
+        self.solver.injected = weights
+        try:
+            res = self.solver.solve(
+                self._col(self.x, c),
+                self._col(self.y, c),
+                self._col(self.fw, c),
+                self.f[:, c],
+                self.iv[:, c],
+                self.usable[:, c],
+                self.dead[:, c],
+            )
+        finally:
+            self.solver.injected = None
+        return res.flux, res.ivar, res.mask, res.solver
+
+    def _lsf_columns(self, c: int, use_idx: np.ndarray, drop: np.ndarray | None = None):
+        """(len(use_idx), k + 1): the k squared LSFs and 1 at channel ``c`` over ``use_idx``,
+        rows ``drop`` zero (samples removed at c)."""
+        X = np.column_stack([self.lsf2[use_idx, c, :], np.ones(use_idx.size)])
+        if drop is not None:
+            X[drop] = 0.0
+        return X
 
     def _solve(self, c: int, usable: np.ndarray) -> tuple:
         key = usable.tobytes()
@@ -339,9 +424,13 @@ class _BlockPlan:
         """The run's usable set solved at channel ``c`` (the channel's own exact solve where that is
         its own set): what W is interpolated from."""
         if c not in self.nodes:
-            own = c in self._regular
-            self.nodes[c] = self.exact(c) if own else self._solve(c, self._base)
-        return self.nodes[c]
+            if c in self._regular:
+                self.exact(c)
+                self.nodes[c] = self.weights[c]
+            else:
+                self.nodes[c] = self._key(self._base)
+            self.route[c] = self._node(c)[3]
+        return self._node(c)
 
     def run(self, lo: int, hi: int) -> None:
         """Plan and solve every channel of ``lo..hi``."""
@@ -392,11 +481,13 @@ class _BlockPlan:
         for c in range(a, b + 1):  # whatever is neither interpolated nor a node: solved exactly
             if c not in self.weights and c not in self.interpolated:
                 self.exact(c)
-        self._removals.clear()
+        self.cache.discard_where(lambda k: k[0] == "removal")
         for c in range(a, b + 1):  # the eigendecompositions are not needed any more
             for solves in (self.nodes, self.weights):
-                if c in solves and solves[c][6] is not None:
-                    solves[c] = (*solves[c][:6], None)
+                if c in solves:
+                    self._factorless.add((c, solves[c]))
+                    if ("solve", c, solves[c]) in self.cache:
+                        self._solution(c, solves[c])  # drops the factor it holds
 
     def _removable(self, c: int) -> bool:
         """Channel ``c``'s usable set is the run's less 1..MASK_MAX samples whose positions and
@@ -418,7 +509,7 @@ class _BlockPlan:
         return np.flatnonzero(~self.usable[use_idx, c])
 
     def _variance(self, c: int, W: np.ndarray) -> np.ndarray:
-        use_idx = self.nodes[c][1]
+        use_idx = self._use_of[self.nodes[c]]
         return propagated_variance(W, self._inverse(self.iv[use_idx, c], self._drop(c, use_idx)))
 
     def _w(self, n: int, key: bytes) -> tuple | None:
@@ -426,15 +517,12 @@ class _BlockPlan:
         selection, else the solve moved to ``key`` by :func:`crrxr.core.pixel_update.change_pixels`
         (None where that does not apply, its quadrature estimate exceeds GRAM_RTOL or its
         condition the interpolation limit)."""
-        node = self.nodes[n]
         if key == self.sel_key[n]:
-            return node
-        if (n, key) not in self._moved:
-            self._moved[n, key] = self._move(n, key)
-        return self._moved[n, key]
+            return self._node(n)
+        return self.cache.get(("move", n, key), lambda: self._move(n, key))
 
     def _move(self, n: int, key: bytes) -> tuple | None:
-        node = self.nodes[n]
+        node = self._node(n, factor=True)
         if node[6] is None:
             return None
         sel_idx = np.flatnonzero(self._sel[key])
@@ -449,7 +537,7 @@ class _BlockPlan:
             self._col(self.x, n),
             self._col(self.y, n),
             self._col(self.fw, n),
-            self._base,
+            self._usable_of[self.nodes[n]],
             (s, p, d, entering, dp),
         )[0]
         A_old = node[6].A
@@ -484,7 +572,7 @@ class _BlockPlan:
         m = (i + j) // 2
         ci, cj, cm = reg[i], reg[j], reg[m]
         self.node(cm)
-        if any((self.nodes[c][5] or 0.0) > self.cond_max for c in (ci, cj, cm)):
+        if any((self._node(c)[5] or 0.0) > self.cond_max for c in (ci, cj, cm)):
             # outside the conditioning where the bound was validated: refine (all exact at last)
             self._segment(reg, i, m)
             self._segment(reg, m, j)
@@ -554,10 +642,12 @@ class _BlockPlan:
                     return False  # the bound fails on the removed weights: refine
                 if res is not None:
                     masked[c] = res
-        for model, chans, L, flux, S, cover, bounds, ratio in done:
+        for model, chans, L, flux, S, cover, bounds, ratio, lsf in done:
             safety = model.safety
             for n, c in enumerate(chans):
                 c = int(c)
+                if lsf is not None and c in self.outputs:
+                    self.lsf_sums[c] = lsf[:, n, :]
                 self.interpolated[c] = (
                     model.nodes,
                     tuple(L[:, n]),
@@ -570,9 +660,11 @@ class _BlockPlan:
                 self.borderline[c] = self._borderline(
                     cover[:, n], safety * ratio[n] * model.cover_rel
                 )
-        for c, (entry, removed, bound, var_bound, near) in masked.items():
+        for c, (entry, removed, bound, var_bound, near, lsf) in masked.items():
             self.interpolated[c], self.masked[c] = entry, removed
             self.bound[c], self.var_bound[c], self.borderline[c] = bound, var_bound, near
+            if lsf is not None:
+                self.lsf_sums[c] = lsf
         return True
 
     def _group(self, chans: np.ndarray, key: bytes, model: _Model):
@@ -606,7 +698,16 @@ class _BlockPlan:
         if not np.all(bounds <= self.tolerance):
             return None
         flux = sum(L[a] * (W @ F) for a, W in enumerate(Ws))
-        return model, chans, L, flux, S, cover, bounds, ratio
+        lsf = None
+        if self.lsf2 is not None:
+            # (n_sel, channels, k + 1): W sigma^2 for each LSF and W 1
+            X = np.concatenate(
+                [self.lsf2[use_idx][:, chans, :], np.ones((use_idx.size, chans.size, 1))], axis=2
+            )
+            shape = (Ws[0].shape[0], *X.shape[1:])
+            flat = X.reshape(use_idx.size, -1)
+            lsf = sum(L[a][:, None] * (W @ flat).reshape(shape) for a, W in enumerate(Ws))
+        return model, chans, L, flux, S, cover, bounds, ratio, lsf
 
     def _borderline(self, cover: np.ndarray, cover_bound: float) -> int:
         """Pixels whose coverage lies within its certified margin of the LOWCOV threshold
@@ -626,15 +727,15 @@ class _BlockPlan:
         bounded by the quadrature's error plus twice the node solve's own error estimate.
 
         Returns ((nodes, coefficients, flux, var, cover), (drop, removals at the nodes), bound,
-        variance bound, borderline pixels); False where the bound fails (refine); None where
-        removal does not apply (no factor, the quadrature's estimate too large: solve ``c``
-        exactly)."""
+        variance bound, borderline pixels, LSF sums or None); False where the bound fails (refine);
+        None where removal does not apply (no factor, the quadrature's estimate too large: solve
+        ``c`` exactly)."""
         nodes = (c,) if model is None else model.nodes
         checked = () if model is None else (*model.check_nodes, model.check_at)
         involved = tuple(dict.fromkeys(nodes + checked))
-        if any(self.nodes[n][6] is None for n in involved):
+        if any(self._node(n, factor=True)[6] is None for n in involved):
             return None
-        use_idx = self.nodes[nodes[0]][1]
+        use_idx = self._use_of[self.nodes[nodes[0]]]
         drop = self._drop(c, use_idx)
         rem = {n: self._removal(n, drop) for n in involved}
         if not all(r.error <= GRAM_RTOL for r in rem.values()):
@@ -645,8 +746,13 @@ class _BlockPlan:
         ones = np.ones(use_idx.size)
         ones[drop] = 0.0
         vc = np.column_stack([self._inverse(self.iv[use_idx, c], drop), ones])
-        npix = self.nodes[nodes[0]][2].shape[0]
+        W = {n: self._node(n)[2] for n in involved}
+        npix = W[nodes[0]].shape[0]
         own, flux, err = np.zeros((npix, 2)), np.zeros(npix), np.zeros(npix)
+        lsf = None
+        if self.lsf2 is not None and c in self.outputs:
+            X = self._lsf_columns(c, use_idx, drop)
+            lsf = np.zeros((npix, X.shape[1]))
         if model is not None:
             cm = model.check_at
             pred = _lagrange(model.check_nodes, np.array([cm]))[:, 0]
@@ -658,10 +764,12 @@ class _BlockPlan:
         # row blocks: the nodes' removed weights are formed a few rows at a time, never whole
         for lo in range(0, npix, ROW_BLOCK):
             hi = min(lo + ROW_BLOCK, npix)
-            B = {n: rem[n].rows(self.nodes[n][2], lo, hi) for n in involved}
+            B = {n: rem[n].rows(W[n], lo, hi) for n in involved}
             Wc = sum(w * B[n] for w, n in zip(coef, nodes))
             flux[lo:hi] = Wc @ fc
             own[lo:hi] = np.square(Wc) @ vc
+            if lsf is not None:
+                lsf[lo:hi] = Wc @ X
             if model is None:
                 wmax = max(wmax, float(np.abs(Wc).max(initial=0.0)))
                 continue
@@ -674,7 +782,7 @@ class _BlockPlan:
         if model is None:
             # relative to max|W|: the quadrature's error, and the node solve's own (an exact solve
             # of the channel differs from the truth, and so from this, by up to the same again)
-            rel_w = rem[c].error + 2 * float(self.nodes[c][4] or 0.0)
+            rel_w = rem[c].error + 2 * float(self._node(c)[4] or 0.0)
             err[:] = rel_w * wmax * float(np.abs(fc).sum())
         else:
             ratio = float(model.ratio(np.array([c]))[0])
@@ -691,25 +799,27 @@ class _BlockPlan:
         if not bound <= self.tolerance:
             return False
         entry = (nodes, tuple(float(w) for w in coef), flux, var, cover)
-        removed = (drop, tuple(rem[n] for n in nodes))
-        return entry, removed, bound, var_bound, self._borderline(cover, safety * ratio * cover_rel)
+        # the removals are kept for a wanted channel only (weights_of forms its W)
+        removed = (drop, tuple(rem[n] for n in nodes) if c in self.want else None)
+        near = self._borderline(cover, safety * ratio * cover_rel)
+        return entry, removed, bound, var_bound, near, lsf
 
     def _own_at_node(self, c: int) -> bool:
         """Node ``c``'s own weights: its solve of the run's set less its masked samples."""
         res = self._masked(c, None)
         if not res:
             return False
-        entry, self.masked[c], self.bound[c], self.var_bound[c], self.borderline[c] = res
+        entry, self.masked[c], self.bound[c], self.var_bound[c], self.borderline[c], lsf = res
         self.interpolated[c] = entry
+        if lsf is not None:
+            self.lsf_sums[c] = lsf
         return True
 
     def _removal(self, node: int, drop: np.ndarray):
         """The node's weights without ``drop`` (cached over the run: a sample masked over several
         channels is removed once per node)."""
-        key = (node, drop.tobytes())
-        if key not in self._removals:
-            self._removals[key] = remove_samples(self.nodes[node][6], drop)
-        return self._removals[key]
+        key = ("removal", node, self.nodes[node], drop.tobytes())
+        return self.cache.get(key, lambda: remove_samples(self._node(node, factor=True)[6], drop))
 
     @staticmethod
     def _inverse(iv: np.ndarray, drop: np.ndarray) -> np.ndarray:
@@ -718,44 +828,25 @@ class _BlockPlan:
         iv[drop] = 0.0
         return ivar_from_variance(iv)  # 1/x where x > 0, else 0: the same reciprocal
 
-    def weights_of_node(self, c: int) -> tuple:
-        """The first node's weights tuple (sel_idx, use_idx, W, route, ...) of channel ``c``, with
-        ``c``'s own usable samples where some were removed."""
+    def meta(self, c: int) -> tuple[np.ndarray, np.ndarray, str]:
+        """(sel_idx, use_idx, route) of interpolated channel ``c``: its selection, the samples its
+        weights apply to (its nodes' less those removed) and its first node's solve route."""
+        first = self.interpolated[c][0][0]
+        use_idx = self._use_of[self.nodes[first]]
         if c in self.masked:
-            node = self.nodes[self.interpolated[c][0][0]]
-            return (node[0], np.delete(node[1], self.masked[c][0]), *node[2:])
-        return self._w(self.interpolated[c][0][0], self.sel_key[c])
-
-    def apply(self, c: int, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(sel_idx, W X[use_idx]) for the weights W applied to channel ``c`` and X (n_samples, k)
-        over every sample (the rows of samples ``c`` does not use are ignored), without forming an
-        interpolated W."""
-        if c in self.weights:
-            sel_idx, use_idx, W = self.weights[c][:3]
-            return sel_idx, W @ X[use_idx]
-        nodes, coef = self.interpolated[c][:2]
-        if c in self.masked:
-            node = self.nodes[nodes[0]]
-            Xu = X[node[1]]  # the run's samples; the removal ignores those masked at c
-            rems = self.masked[c][1]
-            out = sum(w * r.apply(self.nodes[n][2], Xu) for w, n, r in zip(coef, nodes, rems))
-            return node[0], out
-        moved = [self._w(n, self.sel_key[c]) for n in nodes]
-        Xu = X[moved[0][1]]
-        return moved[0][0], sum(w * (node[2] @ Xu) for w, node in zip(coef, moved))
+            use_idx = np.delete(use_idx, self.masked[c][0])
+        return np.flatnonzero(self._sel[self.sel_key[c]]), use_idx, self.route[first]
 
     def weights_of(self, c: int) -> tuple:
         """Weights tuple applied to channel ``c`` (W formed here for interpolated ones; the other
         fields are the first node's)."""
         if c in self.weights:
-            return self.weights[c]
+            return self.exact(c)
         nodes, coef = self.interpolated[c][:2]
         if c in self.masked:
-            node = self.nodes[
-                nodes[0]
-            ]  # (sel_idx, use_idx, W, route, ...) as ChannelSolver returns
+            node = self._node(nodes[0])  # (sel_idx, use_idx, W, route, ...) as ChannelSolver's
             drop, rems = self.masked[c]
-            W = sum(w * r.rows(self.nodes[n][2]) for w, n, r in zip(coef, nodes, rems))
+            W = sum(w * r.rows(self._node(n)[2]) for w, n, r in zip(coef, nodes, rems))
             return (node[0], np.delete(node[1], drop), np.delete(W, drop, axis=1), *node[3:])
         moved = [self._w(n, self.sel_key[c]) for n in nodes]
         W = sum(w * node[2] for w, node in zip(coef, moved))
@@ -833,6 +924,7 @@ def reconstruct_block_reuse(
     want: Iterable[int] = (),
     block: int = BLOCK,
     lsf: Mapping[str, np.ndarray] | None = None,
+    cache_bytes: int = CACHE_BYTES,
 ) -> ReuseResult:
     """Reconstruct global channels ``out = (start, stop)`` of a cube of ``n_chan`` channels from
     inputs covering global channels ``first .. first + n - 1``, exactly :func:`read_range`'s
@@ -843,7 +935,9 @@ def reconstruct_block_reuse(
     ``want``: output offsets (relative to ``start``) whose correlation and PSF are returned.
     ``lsf``: sample LSF dispersions {name: (n_samples, n) Angstrom}, each pushed through the
     weights applied to each channel (:func:`crrxr.core.lsf.combine_lsf`; for an interpolated
-    channel without forming its W: :meth:`_BlockPlan.apply`).
+    channel without forming its W). ``cache_bytes``: most bytes a block keeps of exact solves,
+    their eigendecompositions, moved weights and sample removals (:class:`BoundedCache`; what it
+    drops is recomputed with the same bits, so this sets the time and memory, never the result).
     """
     if config.method != "crr":
         raise InputError("weight reuse applies to method 'crr' only")
@@ -875,17 +969,27 @@ def reconstruct_block_reuse(
     n_nodes = np.zeros(n_out, dtype=np.int64)
     rho: dict[int, np.ndarray] = {}
     psf: dict[int, np.ndarray] = {}
-    n_solves = n_moves = 0
+    n_solves = n_moves = peak_cache = 0
     x, y, fw, f, iv, usable, dead = arrays
     lsf_in = {name: squared_lsf(name, s, usable) for name, s in (lsf or {}).items()}
     out_lsf = {name: np.full((n_out, ny, nx), np.nan) for name in lsf_in}
-    ones = np.ones(x.shape[0])
+    lsf2 = np.stack([np.square(v) for v in lsf_in.values()], axis=2) if lsf_in else None
     last = first + n - 1
     carry: dict[int, tuple] = {}  # the last block's closing solve, this block's first channel
     for k in range(start // block, (stop - 1) // block + 1):
         lo, hi = k * block, min((k + 1) * block, last)
         own = range(max(lo, start), min(lo + block, stop))  # output channels this block owns
-        plan = _BlockPlan(arrays, grid, config, tolerance, carried=carry)
+        plan = _BlockPlan(
+            arrays,
+            grid,
+            config,
+            tolerance,
+            carried=carry,
+            cache_bytes=cache_bytes,
+            outputs=[c - first for c in own],
+            want=[w + start - first for w in want_set if w + start in own],
+            lsf2=lsf2,
+        )
         carry = {}
         try:
             plan.run(lo - first, hi - first)
@@ -919,8 +1023,6 @@ def reconstruct_block_reuse(
                 out_lsf[name][o] = v
             n_solves += len(own)
             continue
-        n_solves += plan.n_solves
-        n_moves += plan.n_moves
         carry = plan.closing
         applier = plan.solver
         for c in own:
@@ -930,14 +1032,16 @@ def reconstruct_block_reuse(
             bound[o] = plan.bound[a]
             borderline[o] = plan.borderline.get(a, 0)
             n_nodes[o] = len(plan.interpolated[a][0]) if a in plan.interpolated else 0
-            if lsf_in:  # W sigma^2 and W 1 of the weights applied
-                X = np.column_stack([np.square(s[:, a]) for s in lsf_in.values()] + [ones])
-                sel_idx, sums = plan.apply(a, X)
+            if lsf_in:  # W sigma^2 and W 1 of the weights applied, summed by the plan
+                sums, sel_idx = plan.lsf_sums[a], np.flatnonzero(plan._sel[plan.sel_key[a]])
                 for i, name in enumerate(lsf_in):
                     out_lsf[name][o].flat[sel_idx] = lsf_from_sums(sums[:, i], sums[:, -1])
+            if a in plan.images:  # exact, formed when solved
+                out_flux[o], out_ivar[o], out_mask[o], solvers[o] = plan.images[a]
+                continue
             if a in plan.interpolated and not wanted:
                 fl, var, cover = plan.interpolated[a][2:]
-                sel_idx, use_idx, _, route = plan.weights_of_node(a)[:4]
+                sel_idx, use_idx, route = plan.meta(a)
                 out_flux[o], out_ivar[o], out_mask[o] = _images(
                     applier, sel_idx, use_idx, fl, var, cover, plan.deadpix[a]
                 )
@@ -963,9 +1067,13 @@ def reconstruct_block_reuse(
                 if res.psf is not None:
                     psf[o] = res.psf
         applier.injected = None
+        # solves counted last: weights formed for wanted channels may have solved again
+        n_solves += plan.n_solves
+        n_moves += plan.n_moves
+        peak_cache = max(peak_cache, plan.cache.peak)
     for o in np.flatnonzero(failed):
         out_mask[o] = masks.NOCOV | masks.DONOTUSE
     res = BlockResult(
         out_flux, out_ivar, out_mask, failed, tuple(messages), rho, psf, tuple(solvers), out_lsf
     )
-    return ReuseResult(res, exact, bound, borderline, n_nodes, n_solves, n_moves)
+    return ReuseResult(res, exact, bound, borderline, n_nodes, n_solves, n_moves, peak_cache)

@@ -252,6 +252,7 @@ def prepare(
         n_pairs=_n_pairs(grid, pstore),
         n_neighbours=_n_neighbours(int(rss.sizes["spectrum"]), grid, pstore),
         align=align,
+        reuse=reuse_enabled(core),
     )
     if plan.wave_chunk % align and plan.wave_chunk < plan.n_channels:
         log.warning(
@@ -901,6 +902,7 @@ def make_tasks(
                 bands=bands,
                 max_sep=float(pstore["output.correlation_max_sep_arcsec"]),
                 sky_method=sky_method,
+                reuse_cache=plan.reuse_cache_bytes or 0,
             )
         )
     return tasks

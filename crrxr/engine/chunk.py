@@ -55,6 +55,7 @@ class ChunkTask:
     bands: tuple[tuple[int, int], ...]  # (band position, channel index) of bands in this chunk
     max_sep: float  # arcsec, correlation pairs
     sky_method: str | None = None  # None: no sky subtraction
+    reuse_cache: int = 0  # bytes, weight reuse's cache per task (0: the core's default)
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ def _solve_chunk(task: ChunkTask) -> ChunkResult:
         correlation_pairs=pairs,
         want=want,
         lsf={v: part[v].values for v in C.LSF_VARIABLES if v in part},  # through the same W
+        cache_bytes=task.reuse_cache or None,
     )
     C.write_lsf(task.store_path, slice(task.start, task.stop), res.lsf, task.out_dtype)
     write_chunk(task, res, exact, bound)

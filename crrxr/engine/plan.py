@@ -80,6 +80,26 @@ def per_channel_bytes(n_samples: int, n_pixels: int) -> int:
     return 2 * 44 * n_samples + 28 * n_pixels
 
 
+#: Working memory of a weight-reuse task beside its cache, in exact channel working sets
+#: (:func:`channel_bytes`): interpolation products, the quadratures of moves and removals, a
+#: block's images (measured 230-380 MiB beside the cache on 256-channel chunks of a 127 x 9
+#: MaNGA cube, whose channel working set is ~130 MB).
+REUSE_WORKING = 3
+#: Fewest solves (weights with their eigendecomposition, :func:`solve_bytes`) a reuse cache must
+#: hold: a check holds up to four nodes and their moved weights at once. Below this a block solves
+#: its nodes again and again (MaNGA, DAR 2": +44 % solves with 6 of them, +11 % with 8).
+REUSE_MIN_SOLVES = 8
+#: Largest reuse cache chosen from a budget (the most a 127 x 9 MaNGA block held was ~580 MB).
+REUSE_MAX_CACHE = 2**30
+
+
+def solve_bytes(n_samples: int, n_pixels: int) -> int:
+    """One exact CRR solve kept by weight reuse: W (pixels x samples) and the eigenvectors of the
+    smaller Gram matrix (bytes, float64)."""
+    small = min(n_samples, n_pixels)
+    return 8 * (n_samples * n_pixels + small * small)
+
+
 def task_bytes(
     n_samples: int,
     n_pixels: int,
@@ -87,11 +107,14 @@ def task_bytes(
     method: str = "crr",
     n_pairs: int = 0,
     n_neighbours: int = 0,
+    reuse_cache: int | None = None,
 ) -> int:
-    """Estimated peak memory of one task solving ``wave_chunk`` channels (bytes)."""
-    return channel_bytes(
-        n_samples, n_pixels, method, n_pairs, n_neighbours
-    ) + wave_chunk * per_channel_bytes(n_samples, n_pixels)
+    """Estimated peak memory of one task solving ``wave_chunk`` channels (bytes); with weight
+    reuse (``reuse_cache``: its cache's bytes) the working memory around the cache too."""
+    one = channel_bytes(n_samples, n_pixels, method, n_pairs, n_neighbours)
+    if reuse_cache is not None:
+        one = REUSE_WORKING * one + reuse_cache
+    return one + wave_chunk * per_channel_bytes(n_samples, n_pixels)
 
 
 def usable_bytes(budget: int) -> int:
@@ -114,6 +137,7 @@ class Plan:
     workers: int
     blas_threads: int
     output_dtype_bytes: int = 4
+    reuse_cache_bytes: int | None = None  # weight reuse: the bound on each task's cache
 
     @property
     def n_chunks(self) -> int:
@@ -143,7 +167,12 @@ class Plan:
                 f"chunks:          {self.n_chunks} x {self.wave_chunk} channels (last {last})",
                 f"pixels:          {self.nx} x {self.ny} = {self.n_pixels}",
                 f"samples:         {self.n_samples} per channel{usable}",
-                f"memory per task: {format_bytes(self.task_bytes)} (budget per worker: {budget})",
+                f"memory per task: {format_bytes(self.task_bytes)} (budget per worker: {budget})"
+                + (
+                    ""
+                    if self.reuse_cache_bytes is None
+                    else f", {format_bytes(self.reuse_cache_bytes)} of it the weight-reuse cache"
+                ),
                 f"workers:         {self.workers} x {self.blas_threads} BLAS thread(s)",
                 f"output size:     {format_bytes(self.output_bytes)} (flux, ivar, mask uncompressed)",
             ]
@@ -166,6 +195,7 @@ def make_plan(
     n_pairs: int = 0,
     n_neighbours: int = 0,
     align: int = 1,
+    reuse: bool = False,
 ) -> Plan:
     """Choose the wavelength chunk length and check the plan can run (``method`` and ``n_pairs``,
     the number of stored correlation pairs, refine the memory estimate).
@@ -175,6 +205,8 @@ def make_plan(
     ``MAX_AUTO_CHUNK`` and so that every worker gets at least two chunks when there are enough channels,
     then rounded down to a multiple of ``align`` where it is at least that long (weight reuse: a
     chunk solves whole blocks of ``align`` channels, so a partial block repeats their node solves).
+    ``reuse``: weight reuse, whose task keeps a cache of solves: it gets what the budget (given, or
+    the default) leaves, between :data:`REUSE_MIN_SOLVES` solves and :data:`REUSE_MAX_CACHE`.
     Raises :class:`PlanError` for plans that cannot work (no channels, no usable samples, an enormous
     grid, one channel over the budget).
     """
@@ -193,8 +225,18 @@ def make_plan(
         )
     workers = max(1, int(workers))
     budget = parse_memory(max_memory)
-    one = task_bytes(n_samples, n_pixels, 1, method, n_pairs, n_neighbours)
+    min_cache = REUSE_MIN_SOLVES * solve_bytes(n_samples, n_pixels) if reuse else None
+    one = task_bytes(n_samples, n_pixels, 1, method, n_pairs, n_neighbours, min_cache)
     if budget is not None and one > usable_bytes(budget):
+        if reuse:
+            raise PlanError(
+                f"weight reuse needs about {format_bytes(one)} per task (a cache of "
+                f"{REUSE_MIN_SOLVES} solves of {n_samples} samples x {n_pixels} pixels, "
+                f"{format_bytes(min_cache)}, and its working memory) but a worker with a budget of "
+                f"{format_bytes(budget)} has {format_bytes(max(usable_bytes(budget), 0))} for "
+                "tasks; raise --max-memory, shrink the grid or build exact "
+                "(crr.reuse_tolerance=0)"
+            )
         raise PlanError(
             f"one channel needs about {format_bytes(one)} ({n_samples} samples x {n_pixels} pixels"
             f"{f', {n_pairs} correlation pairs' if n_pairs else ''}) but a worker with a budget of "
@@ -205,7 +247,7 @@ def make_plan(
         )
     if wave_chunk is not None and wave_chunk > 0:
         chunk = min(int(wave_chunk), n_channels)
-        need = task_bytes(n_samples, n_pixels, chunk, method, n_pairs, n_neighbours)
+        need = task_bytes(n_samples, n_pixels, chunk, method, n_pairs, n_neighbours, min_cache)
         if budget is not None and need > usable_bytes(budget):
             raise PlanError(
                 f"--wave-chunk {chunk} needs about {format_bytes(need)} per task, over the "
@@ -215,7 +257,7 @@ def make_plan(
     else:
         if budget is None:
             budget = parse_memory(DEFAULT_BUDGET)
-        fixed = channel_bytes(n_samples, n_pixels, method, n_pairs, n_neighbours)
+        fixed = task_bytes(n_samples, n_pixels, 0, method, n_pairs, n_neighbours, min_cache)
         chunk = max(1, (usable_bytes(budget) - fixed) // per_channel_bytes(n_samples, n_pixels))
         chunk = min(chunk, MAX_AUTO_CHUNK, n_channels)
         if n_channels >= 4 * workers:
@@ -223,6 +265,12 @@ def make_plan(
         if chunk >= align:
             chunk = chunk // align * align
     blas = BLAS_THREADS  # fixed whatever the worker count: 1 vs 2 BLAS threads give other bits
+    cache = None
+    if reuse:
+        rest = usable_bytes(budget or parse_memory(DEFAULT_BUDGET)) - task_bytes(
+            n_samples, n_pixels, int(chunk), method, n_pairs, n_neighbours, 0
+        )
+        cache = int(min(REUSE_MAX_CACHE, max(min_cache, rest)))
     return Plan(
         n_channels=n_channels,
         wave_chunk=int(chunk),
@@ -230,9 +278,12 @@ def make_plan(
         ny=ny,
         n_samples=n_samples,
         n_usable=n_usable,
-        task_bytes=task_bytes(n_samples, n_pixels, int(chunk), method, n_pairs, n_neighbours),
+        task_bytes=task_bytes(
+            n_samples, n_pixels, int(chunk), method, n_pairs, n_neighbours, cache
+        ),
         budget_bytes=budget,
         workers=workers,
         blas_threads=blas,
         output_dtype_bytes=output_dtype_bytes,
+        reuse_cache_bytes=cache,
     )

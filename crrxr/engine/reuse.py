@@ -16,6 +16,7 @@ from crrxr.core.config import CoreConfig
 from crrxr.core.grid import Grid
 from crrxr.core.kernel import seeing_at
 from crrxr.core.reuse import (
+    CACHE_BYTES,
     COND_MAX,
     condition_limit,
     needed_radius,
@@ -73,10 +74,12 @@ def solve_block(
     correlation_pairs=None,
     want: tuple[int, ...] = (),
     lsf: dict[str, np.ndarray] | None = None,
+    cache_bytes: int | None = None,
 ) -> tuple[BlockResult, np.ndarray, np.ndarray]:
     """(result, exact (n,) bool, bound (n,) float) of outputs ``out`` from ``arrays`` = (xpos, ypos,
     fwhm, flux, ivar, mask) covering channels ``read``; exact solves when reuse is off. ``lsf``:
-    sample LSF arrays pushed through the weights applied to each channel."""
+    sample LSF arrays pushed through the weights applied to each channel. ``cache_bytes``: the
+    reuse cache's bound (None: the core's default, :data:`crrxr.core.reuse.CACHE_BYTES`)."""
     n = out[1] - out[0]
     if not reuse_enabled(config):
         res = reconstruct_block(
@@ -94,5 +97,6 @@ def solve_block(
         correlation_pairs=correlation_pairs,
         want=want,
         lsf=lsf,
+        cache_bytes=CACHE_BYTES if cache_bytes is None else cache_bytes,
     )
     return rr.block, rr.exact, rr.bound
