@@ -75,11 +75,14 @@ def run_block(rss, grid, cfg, b0: int) -> list[dict]:
     ebs._FIXED["sel"] = None
     ebs._FIXED["sel"] = ebs.block_union(part, grid, cfg)
     arrays = bench.sample_arrays(part)
-    plan = core_reuse._BlockPlan(validate_samples(*arrays, cfg, ndim=2), grid, cfg, 0.01)
+    plan = core_reuse._BlockPlan(
+        validate_samples(*arrays, cfg, ndim=2), grid, cfg, 0.01, cache_bytes=2**40
+    )
     nb = hi - lo - 1
     W = {c: plan.exact(c)[2] for c in range(nb + 1)}
-    sel = plan.weights[0][0]
-    assert all(np.array_equal(plan.weights[c][0], sel) for c in W), "selection changed"
+    plan.nodes.update(plan.weights)  # every channel its own node (for _variance)
+    sel = plan.exact(0)[0]
+    assert all(np.array_equal(plan.exact(c)[0], sel) for c in W), "selection changed"
     rows = []
     for s in (8, 16, 32):
         nodes = list(range(0, nb + 1, s))
@@ -108,7 +111,7 @@ def run_block(rss, grid, cfg, b0: int) -> list[dict]:
             }
             var = plan._variance(k, W[k])
             ok = np.square(W[k]).sum(axis=1) <= 2 * np.median(np.square(W[k]).sum(axis=1))
-            f = plan.f[plan.weights[k][1], k]
+            f = plan.f[plan.exact(k)[1], k]
             sigma = np.sqrt(var)
             for name, Wt in cands.items():
                 v = np.max(np.abs(plan._variance(k, Wt) / var - 1)[ok])
