@@ -1,0 +1,132 @@
+"""A fast (weight-reuse) cube is a pure function of (RSS, parameters) like an exact one: bitwise the
+same under every executor and worker count, and after a SIGKILL and ``--resume``. The RSS has what
+makes reuse stateful inside a task (nodes moved across selection changes in the blue, samples
+removed at masked channels, an LSF), and chunks of several reuse blocks."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from crrxr.engine.build import run_build
+from crrxr.io import cube as C
+from crrxr.simulate import simulate_rss
+from crrxr.simulate.scenes import Galaxy, PointSource
+
+CRRXR = str(Path(sys.executable).with_name("crrxr"))
+FAST = {"crr.reuse_tolerance": 0.01, "kernel.truncation_radius_arcsec": 6.0}
+
+
+def _rss(path: Path, n: int) -> Path:
+    simulate_rss(
+        path,
+        bundle=19,
+        wavelength=3650.0 * 10 ** (1e-4 * np.arange(n)),
+        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
+        noise=30,
+        dar_amplitude=2.0,
+        bad_pixel_fraction=1e-3,
+        seed=7,
+        lsf_sigma=1.3,
+        lsf_spread=0.4,
+    )
+    return path
+
+
+def _same(a: xr.Dataset, b: xr.Dataset) -> None:
+    """Every data variable bitwise equal but the chunk ledger (its length is the chunk count)."""
+    assert set(a.data_vars) == set(b.data_vars)
+    names = [n for n in a.data_vars if "wavelength_chunk" not in a[n].dims]
+    assert {"flux", "ivar", "mask", "lsf_sigma", "psf", "correlation", "reuse_bound"} <= set(names)
+    for name in names:
+        np.testing.assert_array_equal(b[name].values, a[name].values, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    d = tmp_path_factory.mktemp("reuse-eq")
+    rss = _rss(d / "rss.zarr", 200)
+    store = d / "sync.zarr"
+    run_build(rss, store, params=FAST, wave_chunk=128, scheduler="synchronous", progress=False)
+    ref = xr.open_zarr(store).load()
+    assert (ref["channel_exact"].values == 0).sum() > 100  # interpolated, not exact
+    assert np.isfinite(ref["lsf_sigma"].values).any()
+    return rss, ref
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "workers", "chunk"),
+    [("threads", 2, 64), ("processes", 2, 128), ("distributed", 2, 64), ("threads", 1, 192)],
+)
+def test_fast_cube_is_the_same_under_every_executor(reference, tmp_path, scheduler, workers, chunk):
+    rss, ref = reference
+    store = tmp_path / f"{scheduler}.zarr"
+    run_build(
+        rss,
+        store,
+        params=FAST,
+        wave_chunk=chunk,
+        scheduler=scheduler,
+        workers=workers,
+        progress=False,
+    )
+    _same(ref, xr.open_zarr(store).load())
+
+
+def _ledger(store: Path) -> np.ndarray | None:
+    try:
+        return zarr.open_array(str(store), path=C.CHUNK_DONE, mode="r")[:]
+    except Exception:  # template not written yet
+        return None
+
+
+def _build(rss, store, *extra) -> list[str]:
+    sets = [a for k, v in FAST.items() for a in ("--set", f"{k}={v}")]
+    return [
+        CRRXR,
+        "build",
+        str(rss),
+        str(store),
+        "--wave-chunk",
+        "64",
+        "--scheduler",
+        "threads",
+        "--workers",
+        "1",
+        "--no-progress",
+        *sets,
+        *extra,
+    ]
+
+
+@pytest.mark.slow
+def test_fast_build_killed_and_resumed_equals_an_uninterrupted_one(reference, tmp_path):
+    rss, ref = reference
+    n_chunks = -(-ref.sizes["wavelength"] // 64)
+    store = tmp_path / "cube.zarr"
+    proc = subprocess.Popen(_build(rss, store), stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        led = _ledger(store)
+        if led is not None and led.sum() >= 1:
+            break
+        if proc.poll() is not None:
+            pytest.fail("the build finished before it could be killed; make it larger")
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = int(_ledger(store).sum())
+    assert 1 <= done < n_chunks
+    resumed = subprocess.run(_build(rss, store, "--resume"), capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _ledger(store).tolist() == [1] * n_chunks
+    _same(ref, xr.open_zarr(store).load())
