@@ -115,3 +115,29 @@ def write_rss(path, **kwargs) -> str:
     ds = make_rss(**kwargs)
     ds.chunk({"wavelength": 8}).to_zarr(path, mode="w", consolidated=False, zarr_format=3)
     return str(path)
+
+
+#: Parameters of a fast (weight-reuse) build at the issue's tolerance, with the kernel cut reuse needs
+FAST_PARAMS = {"crr.reuse_tolerance": 0.01, "kernel.truncation_radius_arcsec": 6.0}
+
+
+def write_reuse_rss(path, n_wave: int = 200) -> str:
+    """A 19 x 9 galaxy + star (crrxr's simulator, S/N 30) in the blue from 3650 A with DAR 2", 0.1 %
+    masked samples and an LSF: what makes weight reuse stateful inside a task (nodes moved across
+    selection changes, samples removed, LSF sums). Returns the path."""
+    from crrxr.simulate import simulate_rss
+    from crrxr.simulate.scenes import Galaxy, PointSource
+
+    simulate_rss(
+        path,
+        bundle=19,
+        wavelength=3650.0 * 10 ** (1e-4 * np.arange(n_wave)),
+        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
+        noise=30,
+        dar_amplitude=2.0,
+        bad_pixel_fraction=1e-3,
+        seed=7,
+        lsf_sigma=1.3,
+        lsf_spread=0.4,
+    )
+    return str(path)

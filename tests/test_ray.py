@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 from cube_checks import assert_same_cube
-from rss_fixtures import write_rss
+from rss_fixtures import FAST_PARAMS, write_reuse_rss, write_rss
 
 from crrxr.engine import store as S
 from crrxr.engine.build import run_build
@@ -37,6 +37,10 @@ def cubes(tmp_path_factory):
     long = write_rss(d / "long.zarr", n_wave=24, n_exp=3, n_fibers=37)
     run_build(short, d / "short-threads.zarr", wave_chunk=4, workers=WORKERS, progress=False)
     run_build(long, d / "long-threads.zarr", wave_chunk=1, workers=WORKERS, progress=False)
+    fast = write_reuse_rss(d / "fast.zarr", 130)
+    run_build(
+        fast, d / "fast-threads.zarr", FAST_PARAMS, wave_chunk=64, workers=WORKERS, progress=False
+    )
     return d
 
 
@@ -78,6 +82,16 @@ def test_local_ray_cube_equals_threads_and_leaves_nothing(cubes, tmp_path, capfd
         rep = run_build(
             cubes / "short.zarr", store, wave_chunk=4, executor=ex, workers=WORKERS, progress="log"
         )
+        # a fast (weight-reuse) build too: moves, removals and LSF sums inside Ray tasks
+        run_build(
+            cubes / "fast.zarr",
+            tmp_path / "ray-fast.zarr",
+            FAST_PARAMS,
+            wave_chunk=64,
+            executor=ex,
+            workers=WORKERS,
+            progress=False,
+        )
         # the executor belongs to this test: run_build did not shut Ray down
         import ray
 
@@ -104,6 +118,7 @@ def test_local_ray_cube_equals_threads_and_leaves_nothing(cubes, tmp_path, capfd
     assert rep.chunks_solved == 3 and "ray" in rep.executor
     assert "3/3 chunks done" in capfd.readouterr().err  # progress from Ray's dask callback
     assert_same_cube(cubes / "short-threads.zarr", store)
+    assert_same_cube(cubes / "fast-threads.zarr", tmp_path / "ray-fast.zarr")
     assert not os.path.exists(temp_dir)
     deadline = time.monotonic() + 20
     while _ray_processes(temp_dir) and time.monotonic() < deadline:

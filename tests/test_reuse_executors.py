@@ -16,30 +16,13 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from rss_fixtures import FAST_PARAMS, write_reuse_rss
 
 from crrxr.engine.build import run_build
 from crrxr.io import cube as C
-from crrxr.simulate import simulate_rss
-from crrxr.simulate.scenes import Galaxy, PointSource
 
 CRRXR = str(Path(sys.executable).with_name("crrxr"))
-FAST = {"crr.reuse_tolerance": 0.01, "kernel.truncation_radius_arcsec": 6.0}
-
-
-def _rss(path: Path, n: int) -> Path:
-    simulate_rss(
-        path,
-        bundle=19,
-        wavelength=3650.0 * 10 ** (1e-4 * np.arange(n)),
-        scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
-        noise=30,
-        dar_amplitude=2.0,
-        bad_pixel_fraction=1e-3,
-        seed=7,
-        lsf_sigma=1.3,
-        lsf_spread=0.4,
-    )
-    return path
+FAST = FAST_PARAMS
 
 
 def _same(a: xr.Dataset, b: xr.Dataset) -> None:
@@ -54,7 +37,7 @@ def _same(a: xr.Dataset, b: xr.Dataset) -> None:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     d = tmp_path_factory.mktemp("reuse-eq")
-    rss = _rss(d / "rss.zarr", 200)
+    rss = write_reuse_rss(d / "rss.zarr", 200)
     store = d / "sync.zarr"
     run_build(rss, store, params=FAST, wave_chunk=128, scheduler="synchronous", progress=False)
     ref = xr.open_zarr(store).load()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cube_checks import assert_same_cube
-from rss_fixtures import write_rss
+from rss_fixtures import FAST_PARAMS, write_reuse_rss, write_rss
 
 from crrxr.batch.manifest import read_manifest
 from crrxr.batch.status import store_status
@@ -100,6 +100,21 @@ def test_slurm_cluster_build_equals_threads(slurm, survey, tmp_path):
     )
     assert rep.chunks_solved == 3 and rep.executor.startswith("slurm (2 job(s)")
     assert_same_cube(ref, store)
+    # a fast (weight-reuse) build: moves, removals and LSF sums inside the SLURM workers
+    fast = write_reuse_rss(tmp_path / "fast.zarr", 130)
+    run_build(
+        fast, d / "fast-threads.zarr", FAST_PARAMS, wave_chunk=64, workers=WORKERS, progress=False
+    )
+    run_build(
+        fast,
+        tmp_path / "slurm-fast.zarr",
+        FAST_PARAMS,
+        wave_chunk=64,
+        scheduler=settings,
+        workers=WORKERS,
+        progress=False,
+    )
+    assert_same_cube(d / "fast-threads.zarr", tmp_path / "slurm-fast.zarr")
     # the worker jobs ran under SLURM (their logs exist) and were cancelled when the build closed
     assert list((tmp_path / "logs").glob("*.err"))
     wait_until(lambda: not squeue("-n", "crrxr-worker"), 30, "the worker jobs to end")
