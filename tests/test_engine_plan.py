@@ -123,6 +123,13 @@ def test_reuse_cache_gets_what_the_budget_leaves(budget, workers):
 
 def test_reuse_refuses_a_budget_below_its_smallest_cache():
     make_plan(4563, 1143, 49, 49, max_memory="800MB", align=64)  # exact solves fit
+    # the paper variant keeps no eigendecomposition: its smallest cache is W only
+    paper = make_plan(
+        4563, 1143, 49, 49, max_memory="1.2GB", align=64, reuse=True, reuse_factor=False
+    )
+    assert paper.reuse_cache_bytes >= REUSE_MIN_SOLVES * solve_bytes(1143, 49 * 49, False)
+    with pytest.raises(PlanError, match="weight reuse needs"):
+        make_plan(4563, 1143, 49, 49, max_memory="1.2GB", align=64, reuse=True)
     with pytest.raises(PlanError, match=r"weight reuse needs .*crr\.reuse_tolerance=0"):
         make_plan(4563, 1143, 49, 49, max_memory="800MB", align=64, reuse=True)
     with pytest.raises(PlanError, match="weight reuse needs"):

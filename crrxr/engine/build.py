@@ -253,6 +253,7 @@ def prepare(
         n_neighbours=_n_neighbours(int(rss.sizes["spectrum"]), grid, pstore),
         align=align,
         reuse=reuse_enabled(core),
+        reuse_factor=core.variant == "code",
     )
     if plan.wave_chunk % align and plan.wave_chunk < plan.n_channels:
         log.warning(

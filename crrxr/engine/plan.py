@@ -81,10 +81,12 @@ def per_channel_bytes(n_samples: int, n_pixels: int) -> int:
 
 
 #: Working memory of a weight-reuse task beside its cache, in exact channel working sets
-#: (:func:`channel_bytes`): interpolation products, the quadratures of moves and removals, a
-#: block's images (measured 230-380 MiB beside the cache on 256-channel chunks of a 127 x 9
-#: MaNGA cube, whose channel working set is ~130 MB).
-REUSE_WORKING = 3
+#: (:func:`channel_bytes`): interpolation products, a block's images and, for the code variant,
+#: the quadratures of moves and sample removals. Measured (peak resident memory less the process
+#: before the call and the cache's peak): code variant 230-380 MiB on 128- and 256-channel chunks
+#: of a 127 x 9 MaNGA cube (DAR 2", the blue: moves; channel working set 166 MB: up to 2.4 of
+#: them); paper variant 245 MiB on 128 channels of 2400 lenslets (449 MB: 0.55).
+REUSE_WORKING = {True: 3.0, False: 1.0}  # by whether solves keep their factor (code variant)
 #: Fewest solves (weights with their eigendecomposition, :func:`solve_bytes`) a reuse cache must
 #: hold: a check holds up to four nodes and their moved weights at once. Below this a block solves
 #: its nodes again and again (MaNGA, DAR 2": +44 % solves with 6 of them, +11 % with 8).
@@ -93,10 +95,11 @@ REUSE_MIN_SOLVES = 8
 REUSE_MAX_CACHE = 2**30
 
 
-def solve_bytes(n_samples: int, n_pixels: int) -> int:
-    """One exact CRR solve kept by weight reuse: W (pixels x samples) and the eigenvectors of the
-    smaller Gram matrix (bytes, float64)."""
-    small = min(n_samples, n_pixels)
+def solve_bytes(n_samples: int, n_pixels: int, factor: bool = True) -> int:
+    """One exact CRR solve kept by weight reuse: W (pixels x samples) and, with ``factor`` (the code
+    variant keeps it for moves and removals), the eigenvectors of the smaller Gram matrix (bytes,
+    float64)."""
+    small = min(n_samples, n_pixels) if factor else 0
     return 8 * (n_samples * n_pixels + small * small)
 
 
@@ -108,12 +111,14 @@ def task_bytes(
     n_pairs: int = 0,
     n_neighbours: int = 0,
     reuse_cache: int | None = None,
+    reuse_factor: bool = True,
 ) -> int:
     """Estimated peak memory of one task solving ``wave_chunk`` channels (bytes); with weight
-    reuse (``reuse_cache``: its cache's bytes) the working memory around the cache too."""
+    reuse (``reuse_cache``: its cache's bytes; ``reuse_factor``: the code variant, whose solves
+    keep their eigendecomposition) the working memory around the cache too."""
     one = channel_bytes(n_samples, n_pixels, method, n_pairs, n_neighbours)
     if reuse_cache is not None:
-        one = REUSE_WORKING * one + reuse_cache
+        one = int(REUSE_WORKING[reuse_factor] * one) + reuse_cache
     return one + wave_chunk * per_channel_bytes(n_samples, n_pixels)
 
 
@@ -196,6 +201,7 @@ def make_plan(
     n_neighbours: int = 0,
     align: int = 1,
     reuse: bool = False,
+    reuse_factor: bool = True,
 ) -> Plan:
     """Choose the wavelength chunk length and check the plan can run (``method`` and ``n_pairs``,
     the number of stored correlation pairs, refine the memory estimate).
@@ -206,7 +212,8 @@ def make_plan(
     then rounded down to a multiple of ``align`` where it is at least that long (weight reuse: a
     chunk solves whole blocks of ``align`` channels, so a partial block repeats their node solves).
     ``reuse``: weight reuse, whose task keeps a cache of solves: it gets what the budget (given, or
-    the default) leaves, between :data:`REUSE_MIN_SOLVES` solves and :data:`REUSE_MAX_CACHE`.
+    the default) leaves, between :data:`REUSE_MIN_SOLVES` solves (:func:`solve_bytes`, with the
+    eigenvectors where ``reuse_factor``: the code variant) and :data:`REUSE_MAX_CACHE`.
     Raises :class:`PlanError` for plans that cannot work (no channels, no usable samples, an enormous
     grid, one channel over the budget).
     """
@@ -225,8 +232,8 @@ def make_plan(
         )
     workers = max(1, int(workers))
     budget = parse_memory(max_memory)
-    min_cache = REUSE_MIN_SOLVES * solve_bytes(n_samples, n_pixels) if reuse else None
-    one = task_bytes(n_samples, n_pixels, 1, method, n_pairs, n_neighbours, min_cache)
+    min_cache = REUSE_MIN_SOLVES * solve_bytes(n_samples, n_pixels, reuse_factor) if reuse else None
+    one = task_bytes(n_samples, n_pixels, 1, method, n_pairs, n_neighbours, min_cache, reuse_factor)
     if budget is not None and one > usable_bytes(budget):
         if reuse:
             raise PlanError(
@@ -247,7 +254,9 @@ def make_plan(
         )
     if wave_chunk is not None and wave_chunk > 0:
         chunk = min(int(wave_chunk), n_channels)
-        need = task_bytes(n_samples, n_pixels, chunk, method, n_pairs, n_neighbours, min_cache)
+        need = task_bytes(
+            n_samples, n_pixels, chunk, method, n_pairs, n_neighbours, min_cache, reuse_factor
+        )
         if budget is not None and need > usable_bytes(budget):
             raise PlanError(
                 f"--wave-chunk {chunk} needs about {format_bytes(need)} per task, over the "
@@ -257,7 +266,9 @@ def make_plan(
     else:
         if budget is None:
             budget = parse_memory(DEFAULT_BUDGET)
-        fixed = task_bytes(n_samples, n_pixels, 0, method, n_pairs, n_neighbours, min_cache)
+        fixed = task_bytes(
+            n_samples, n_pixels, 0, method, n_pairs, n_neighbours, min_cache, reuse_factor
+        )
         chunk = max(1, (usable_bytes(budget) - fixed) // per_channel_bytes(n_samples, n_pixels))
         chunk = min(chunk, MAX_AUTO_CHUNK, n_channels)
         if n_channels >= 4 * workers:
@@ -268,7 +279,7 @@ def make_plan(
     cache = None
     if reuse:
         rest = usable_bytes(budget or parse_memory(DEFAULT_BUDGET)) - task_bytes(
-            n_samples, n_pixels, int(chunk), method, n_pairs, n_neighbours, 0
+            n_samples, n_pixels, int(chunk), method, n_pairs, n_neighbours, 0, reuse_factor
         )
         cache = int(min(REUSE_MAX_CACHE, max(min_cache, rest)))
     return Plan(
@@ -279,7 +290,7 @@ def make_plan(
         n_samples=n_samples,
         n_usable=n_usable,
         task_bytes=task_bytes(
-            n_samples, n_pixels, int(chunk), method, n_pairs, n_neighbours, cache
+            n_samples, n_pixels, int(chunk), method, n_pairs, n_neighbours, cache, reuse_factor
         ),
         budget_bytes=budget,
         workers=workers,
