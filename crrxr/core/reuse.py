@@ -68,8 +68,11 @@ chunk boundaries fall:
   such pixels per channel. (Solving those channels exactly instead, to keep masks identical, cost
   57 % of all exact solves on five 127 x 9 windows: docs/benchmarks.md.)
 
-The weights actually applied give the flux, ivar, masks, correlations and PSF of every channel, so
-errors never misstate the data. Channels whose solve raises are handled by re-solving their whole
+The weights actually applied give the flux, ivar, masks, correlations, PSF and LSF of every
+channel, so errors never misstate the data. A block keeps its solves, eigendecompositions, moved
+weights and removals in a cache bounded in bytes (``cache_bytes``); each is a pure function of the
+block's inputs, so what the cache drops is recomputed with the same bits: the bound sets time and
+memory, never the cube. Channels whose solve raises are handled by re-solving their whole
 block channel by channel (:func:`crrxr.core.reconstruct_block`), which marks them failed.
 """
 
@@ -347,7 +350,7 @@ class _BlockPlan:
         ck = ("solve", c, key)
         out = self.cache.get(ck, lambda: self._solve(c, self._usable_of[key]))
         if factor:
-            if out[6] is None and self.solver.keep_factor:  # dropped: solved again
+            if out[6] is None and (c, key) in self._factorless:  # dropped here: solved again
                 self.cache.discard(ck)
                 out = self.cache.get(ck, lambda: self._solve(c, self._usable_of[key]))
             return out

@@ -132,13 +132,6 @@ class Removal:
         out[:, self.drop] = 0.0
         return out
 
-    def apply(self, W: np.ndarray, X: np.ndarray) -> np.ndarray:
-        """W'' X (n, k) for X (m, k) over the factor's samples (its rows at ``drop`` ignored),
-        given the factor's W, without forming W''."""
-        X = np.array(X, dtype=float)  # a copy: the removed samples' rows are zeroed
-        X[self.drop] = 0.0
-        return self.rowscale[:, None] * (W @ X) - self.U @ (self.V @ X)
-
 
 def remove_samples(factor: GramFactor, drop: np.ndarray) -> Removal:
     """The factor's weights without its good samples ``drop`` ((k,) distinct positions in 0..m-1).
