@@ -121,23 +121,64 @@ def write_rss(path, **kwargs) -> str:
 FAST_PARAMS = {"crr.reuse_tolerance": 0.01, "kernel.truncation_radius_arcsec": 6.0}
 
 
-def write_reuse_rss(path, n_wave: int = 200) -> str:
-    """A 19 x 9 galaxy + star (crrxr's simulator, S/N 30) in the blue from 3650 A with DAR 2", 0.1 %
-    masked samples and an LSF: what makes weight reuse stateful inside a task (nodes moved across
-    selection changes, samples removed, LSF sums). Returns the path."""
+def reuse_rss(path=None, n_wave: int = 200, start: float = 3650.0, bad: float = 1e-3):
+    """A 19 x 9 galaxy + star (crrxr's simulator, S/N 30) from ``start`` A with DAR 2", ``bad``
+    masked samples and an LSF: what makes weight reuse stateful inside a task (in the blue nodes
+    moved across selection changes, samples removed, LSF sums). Written to ``path`` (a Zarr store)
+    when given; returns the Dataset."""
     from crrxr.simulate import simulate_rss
     from crrxr.simulate.scenes import Galaxy, PointSource
 
-    simulate_rss(
+    return simulate_rss(
         path,
         bundle=19,
-        wavelength=3650.0 * 10 ** (1e-4 * np.arange(n_wave)),
+        wavelength=start * 10 ** (1e-4 * np.arange(n_wave)),
         scene=[Galaxy(), PointSource(x=3.0, y=-2.0, flux=50.0)],
         noise=30,
         dar_amplitude=2.0,
-        bad_pixel_fraction=1e-3,
+        bad_pixel_fraction=bad,
         seed=7,
         lsf_sigma=1.3,
         lsf_spread=0.4,
     )
+
+
+def write_reuse_rss(path, n_wave: int = 200) -> str:
+    """:func:`reuse_rss` written to ``path``; returns the path."""
+    reuse_rss(path, n_wave)
     return str(path)
+
+
+def ledger(store) -> np.ndarray | None:
+    """A cube store's chunk ledger (1 per chunk done), None before its template exists."""
+    import zarr
+
+    from crrxr.io import cube as C
+
+    try:
+        return zarr.open_array(str(store), path=C.CHUNK_DONE, mode="r")[:]
+    except Exception:  # template not written yet
+        return None
+
+
+def build_command(rss, store, *extra, chunk: int = 2) -> list[str]:
+    """``crrxr -v build RSS STORE`` with ``chunk`` channels per chunk on one thread worker."""
+    import sys
+    from pathlib import Path
+
+    crrxr = str(Path(sys.executable).with_name("crrxr"))
+    return [
+        crrxr,
+        "-v",
+        "build",
+        str(rss),
+        str(store),
+        "--wave-chunk",
+        str(chunk),
+        "--scheduler",
+        "threads",
+        "--workers",
+        "1",
+        "--no-progress",
+        *extra,
+    ]

@@ -9,44 +9,20 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
-import zarr
-from rss_fixtures import write_rss
+from rss_fixtures import build_command, write_rss
+from rss_fixtures import ledger as _ledger
 
 from crrxr.engine.lock import lease_path
-from crrxr.io import cube as C
 
-CRRXR = str(Path(sys.executable).with_name("crrxr"))
 SOLVED = re.compile(r"solved chunk (\d+) ")
 
 
-def _ledger(store: Path) -> np.ndarray | None:
-    try:
-        return zarr.open_array(str(store), path=C.CHUNK_DONE, mode="r")[:]
-    except Exception:  # template not written yet
-        return None
-
-
 def _build(rss, store, *extra):
-    return [
-        CRRXR,
-        "-v",
-        "build",
-        str(rss),
-        str(store),
-        "--wave-chunk",
-        "2",
-        "--scheduler",
-        "threads",
-        "--workers",
-        "1",
-        "--no-progress",
-        *extra,
-    ]
+    return build_command(rss, store, *extra, chunk=2)
 
 
 @pytest.mark.slow

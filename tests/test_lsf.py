@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from astropy.io import fits
+from rss_fixtures import reuse_rss
 
 from crrxr.core.lsf import combine_lsf
 from crrxr.engine.build import build_cube
@@ -193,17 +194,7 @@ def test_reuse_build_lsf_follows_the_weights_applied(tmp_path, start, bad):
     only) it is sqrt(cube(flux = sigma^2) / cube(flux = 1)) of fast builds; at 0.01 sigma it agrees
     with the exact build's LSF. In the blue the nodes are moved across selection changes; at 3 per
     mille masked samples they are removed from the nodes' solves."""
-    rss = simulate_rss(
-        None,
-        bundle=19,
-        wavelength=start * 10 ** (1e-4 * np.arange(65)),
-        noise=30.0,
-        dar_amplitude=2.0,
-        bad_pixel_fraction=bad,
-        seed=7,
-        lsf_sigma=1.3,
-        lsf_spread=0.4,
-    ).load()
+    rss = reuse_rss(None, 65, start, bad).load()
     cut = {"method": "crr", "kernel.truncation_radius_arcsec": 6.0}
 
     def build(data, name, tol):

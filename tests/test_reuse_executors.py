@@ -8,20 +8,16 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
-import zarr
-from rss_fixtures import FAST_PARAMS, write_reuse_rss
+from rss_fixtures import FAST_PARAMS, build_command, write_reuse_rss
+from rss_fixtures import ledger as _ledger
 
 from crrxr.engine.build import run_build
-from crrxr.io import cube as C
 
-CRRXR = str(Path(sys.executable).with_name("crrxr"))
 FAST = FAST_PARAMS
 
 
@@ -65,30 +61,9 @@ def test_fast_cube_is_the_same_under_every_executor(reference, tmp_path, schedul
     _same(ref, xr.open_zarr(store).load())
 
 
-def _ledger(store: Path) -> np.ndarray | None:
-    try:
-        return zarr.open_array(str(store), path=C.CHUNK_DONE, mode="r")[:]
-    except Exception:  # template not written yet
-        return None
-
-
 def _build(rss, store, *extra) -> list[str]:
     sets = [a for k, v in FAST.items() for a in ("--set", f"{k}={v}")]
-    return [
-        CRRXR,
-        "build",
-        str(rss),
-        str(store),
-        "--wave-chunk",
-        "64",
-        "--scheduler",
-        "threads",
-        "--workers",
-        "1",
-        "--no-progress",
-        *sets,
-        *extra,
-    ]
+    return build_command(rss, store, *sets, *extra, chunk=64)
 
 
 @pytest.mark.slow
