@@ -211,6 +211,10 @@ def test_reuse_build_lsf_follows_the_weights_applied(tmp_path, start, bad):
     assert ok.sum() > 1000
     rel = np.abs(a[ok] / b[ok] - 1)
     assert 0 < rel.max() <= 1e-4
+    # the MaNGA export carries the fast cube's LSF as it is
+    out = export_logcube(tmp_path / "fast.zarr", tmp_path / "manga-1-2-LOGCUBE.fits")
+    with fits.open(out) as hdul:
+        np.testing.assert_array_equal(hdul["LSFPRE"].data, a)
     sig = rss["lsf_sigma"]
     loose = build(rss, "loose", 1e6)
     squared = build(rss.assign(flux=sig**2), "squared", 1e6)
