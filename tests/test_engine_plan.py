@@ -134,3 +134,27 @@ def test_reuse_refuses_a_budget_below_its_smallest_cache():
         make_plan(4563, 1143, 49, 49, max_memory="800MB", align=64, reuse=True)
     with pytest.raises(PlanError, match="weight reuse needs"):
         make_plan(4563, 1143, 49, 49, wave_chunk=64, max_memory="800MB", reuse=True)
+
+
+@pytest.mark.parametrize(
+    ("n_samp", "nside", "reuse"), [(1143, 49, False), (1143, 49, True), (5000, 90, True)]
+)
+def test_without_a_budget_the_default_grows_to_what_one_block_needs(n_samp, nside, reuse):
+    """No --max-memory: the 2 GB default, unless a task of one reuse block (one channel for exact
+    builds) does not fit in it; then the smallest budget it fits in (the executors give their
+    workers this limit, so a worker is not paused or restarted under a task the plan knew about)."""
+    plan = make_plan(4563, n_samp, nside, nside, align=64 if reuse else 1, reuse=reuse)
+    assert plan.task_bytes <= usable_bytes(plan.budget_bytes)
+    assert plan.wave_chunk >= (64 if reuse else 1)
+    one = task_bytes(
+        n_samp, nside * nside, plan.wave_chunk, n_neighbours=0, reuse_cache=plan.reuse_cache_bytes
+    )
+    assert one == plan.task_bytes
+    if plan.budget_bytes > parse_memory("2GB"):
+        smaller = int(plan.budget_bytes * 0.9)
+        assert usable_bytes(smaller) < task_bytes(
+            n_samp, nside * nside, 64, reuse_cache=REUSE_MIN_SOLVES * solve_bytes(n_samp, nside**2)
+        )
+    else:
+        assert plan.budget_bytes == parse_memory("2GB")
+    assert (plan.budget_bytes > parse_memory("2GB")) == (n_samp == 5000)

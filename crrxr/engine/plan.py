@@ -207,7 +207,8 @@ def make_plan(
     the number of stored correlation pairs, refine the memory estimate).
 
     ``wave_chunk`` given: used as is (checked against the budget when one is given too).
-    Otherwise the largest chunk whose task fits ``max_memory`` (per worker; default 2GB), capped at
+    Otherwise the largest chunk whose task fits ``max_memory`` (per worker; default 2GB, or what one
+    channel's task needs where that is more), capped at
     ``MAX_AUTO_CHUNK`` and so that every worker gets at least two chunks when there are enough channels,
     then rounded down to a multiple of ``align`` where it is at least that long (weight reuse: a
     chunk solves whole blocks of ``align`` channels, so a partial block repeats their node solves).
@@ -264,11 +265,16 @@ def make_plan(
                 "has for tasks; use a smaller --wave-chunk or give only --max-memory"
             )
     else:
-        if budget is None:
-            budget = parse_memory(DEFAULT_BUDGET)
         fixed = task_bytes(
             n_samples, n_pixels, 0, method, n_pairs, n_neighbours, min_cache, reuse_factor
         )
+        if budget is None:
+            # the default, or the smallest budget a task of one channel (of one reuse block)
+            # fits in when it does not (the executors give their workers this limit)
+            need = fixed + min(align, n_channels) * per_channel_bytes(n_samples, n_pixels)
+            need += WORKER_BASELINE
+            budget = max(parse_memory(DEFAULT_BUDGET), -(-need // USABLE_FRACTION) + 1)
+            budget = int(budget)
         chunk = max(1, (usable_bytes(budget) - fixed) // per_channel_bytes(n_samples, n_pixels))
         chunk = min(chunk, MAX_AUTO_CHUNK, n_channels)
         if n_channels >= 4 * workers:
