@@ -182,3 +182,27 @@ def build_command(rss, store, *extra, chunk: int = 2) -> list[str]:
         "--no-progress",
         *extra,
     ]
+
+
+def kill_after_chunks(proc, store, n: int, timeout: float) -> None:
+    """SIGKILL the build ``proc`` once ``n`` chunks of ``store`` are done (fails the test when the
+    build ends first or ``timeout`` seconds pass)."""
+    import os
+    import signal
+    import time
+
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while True:
+        led = ledger(store)
+        if led is not None and led.sum() >= n:
+            break
+        if proc.poll() is not None:
+            pytest.fail("the build finished before it could be killed; make it larger")
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"fewer than {n} chunks done after {timeout} s")
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -3,17 +3,14 @@ missing chunks were solved and that the result equals an uninterrupted build."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 import xarray as xr
-from rss_fixtures import build_command, write_rss
+from rss_fixtures import build_command, kill_after_chunks, write_rss
 from rss_fixtures import ledger as _ledger
 
 from crrxr.engine.lock import lease_path
@@ -31,16 +28,7 @@ def test_sigkill_then_resume(tmp_path):
     store = tmp_path / "cube.zarr"
     log1 = open(tmp_path / "run1.log", "w")
     proc = subprocess.Popen(_build(rss, store), stderr=log1, stdout=log1)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        led = _ledger(store)
-        if led is not None and led.sum() >= 3:
-            break
-        if proc.poll() is not None:
-            pytest.fail("the build finished before it could be killed; make it larger")
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_chunks(proc, store, 3, 120)
     log1.close()
     done_at_kill = set(np.flatnonzero(_ledger(store)).tolist())
     n_chunks = 24

@@ -5,15 +5,12 @@ removed at masked channels, an LSF), and chunks of several reuse blocks."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import time
 
 import numpy as np
 import pytest
 import xarray as xr
-from rss_fixtures import FAST_PARAMS, build_command, write_reuse_rss
+from rss_fixtures import FAST_PARAMS, build_command, kill_after_chunks, write_reuse_rss
 from rss_fixtures import ledger as _ledger
 
 from crrxr.engine.build import run_build
@@ -72,16 +69,7 @@ def test_fast_build_killed_and_resumed_equals_an_uninterrupted_one(reference, tm
     n_chunks = -(-ref.sizes["wavelength"] // 64)
     store = tmp_path / "cube.zarr"
     proc = subprocess.Popen(_build(rss, store), stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        led = _ledger(store)
-        if led is not None and led.sum() >= 1:
-            break
-        if proc.poll() is not None:
-            pytest.fail("the build finished before it could be killed; make it larger")
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_after_chunks(proc, store, 1, 300)
     done = int(_ledger(store).sum())
     assert 1 <= done < n_chunks
     resumed = subprocess.run(_build(rss, store, "--resume"), capture_output=True, text=True)

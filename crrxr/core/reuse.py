@@ -705,7 +705,7 @@ class _BlockPlan:
         if self.lsf2 is not None:
             # (n_sel, channels, k + 1): W sigma^2 for each LSF and W 1
             X = np.concatenate(
-                [self.lsf2[use_idx][:, chans, :], np.ones((use_idx.size, chans.size, 1))], axis=2
+                [self.lsf2[np.ix_(use_idx, chans)], np.ones((use_idx.size, chans.size, 1))], axis=2
             )
             shape = (Ws[0].shape[0], *X.shape[1:])
             flat = X.reshape(use_idx.size, -1)
@@ -838,7 +838,11 @@ class _BlockPlan:
         use_idx = self._use_of[self.nodes[first]]
         if c in self.masked:
             use_idx = np.delete(use_idx, self.masked[c][0])
-        return np.flatnonzero(self._sel[self.sel_key[c]]), use_idx, self.route[first]
+        return self.selection(c), use_idx, self.route[first]
+
+    def selection(self, c: int) -> np.ndarray:
+        """Flat indices of channel ``c``'s solved pixels."""
+        return np.flatnonzero(self._sel[self.sel_key[c]])
 
     def weights_of(self, c: int) -> tuple:
         """Weights tuple applied to channel ``c`` (W formed here for interpolated ones; the other
@@ -1036,7 +1040,7 @@ def reconstruct_block_reuse(
             borderline[o] = plan.borderline.get(a, 0)
             n_nodes[o] = len(plan.interpolated[a][0]) if a in plan.interpolated else 0
             if lsf_in:  # W sigma^2 and W 1 of the weights applied, summed by the plan
-                sums, sel_idx = plan.lsf_sums[a], np.flatnonzero(plan._sel[plan.sel_key[a]])
+                sums, sel_idx = plan.lsf_sums[a], plan.selection(a)
                 for i, name in enumerate(lsf_in):
                     out_lsf[name][o].flat[sel_idx] = lsf_from_sums(sums[:, i], sums[:, -1])
             if a in plan.images:  # exact, formed when solved
