@@ -523,26 +523,38 @@ def test_ill_conditioned_weights_are_interpolated_within_their_bound(tmp_path, s
     assert_masks_explained(fast, exact)
 
 
-@pytest.mark.parametrize("degree", [1, 2])
-def test_interpolation_model_is_exact_for_a_constant_next_derivative(degree):
+@pytest.mark.parametrize(
+    ("check_nodes", "at", "nodes", "k"),
+    [
+        ((3, 35), 19, (3, 11), np.arange(3, 12)),  # linear, checked over the parent segment
+        ((3, 19, 35), 11, (3, 11, 19), np.arange(3, 20)),  # quadratic, the parent's quadratic
+        (
+            (3, 19, 35),
+            11,
+            (3, 19, 35),
+            np.arange(19, 36),
+        ),  # the second half's, checked in the first
+    ],
+    ids=["linear", "quadratic", "sibling-quadratic"],
+)
+def test_interpolation_model_is_exact_for_a_constant_next_derivative(check_nodes, at, nodes, k):
     """The error model of linear (2 nodes) and quadratic (3 nodes) interpolation, against a dense
     reference: for a polynomial of degree + 1 (constant next derivative), interpolation through
     the nodes errs at k by exactly D ratio(k), with D the check's error (prediction - value) at
     its node; the Lagrange coefficients reproduce any polynomial of the interpolant's degree."""
 
+    degree = len(nodes) - 1
     rng = np.random.default_rng(degree)
     coef = rng.normal(size=degree + 2)  # highest power first
-    check_nodes = (3, 19, 35) if degree == 2 else (3, 35)
-    at = 11 if degree == 2 else 19
-    nodes = (3, 11, 19) if degree == 2 else (3, 11)
-    k = np.arange(3, 20)
     # W(c) as a (1, 1) matrix per channel: the polynomial's value
     value = np.polyval(coef, np.arange(40.0))
     pred = _lagrange(check_nodes, np.array([at]))[:, 0] @ value[list(check_nodes)]
-    model = _Check(check_nodes, at, np.array([[pred - value[at]]]), 0.0, 0.0).model(nodes)
+    D = np.array([[pred - value[at]]])
+    model = _Check(check_nodes, at, D, np.zeros(1), 0.0, 0.0).model(nodes)
     interp = _lagrange(nodes, k).T @ value[list(nodes)]
     expected = np.abs(model.D[0, 0]) * model.ratio(k)
     np.testing.assert_allclose(np.abs(interp - value[k]), expected, rtol=1e-9, atol=1e-9)
+    assert expected.max() > 1e-3  # the case interpolates with a real error
     low = np.polyval(coef[1:], np.arange(40.0))  # degree `degree`: reproduced exactly
     np.testing.assert_allclose(_lagrange(nodes, k).T @ low[list(nodes)], low[k], rtol=1e-12)
 

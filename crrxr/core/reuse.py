@@ -219,18 +219,20 @@ def _omega(nodes: tuple[int, ...], k: np.ndarray) -> np.ndarray:
 @dataclass(frozen=True)
 class _Check:
     """The polynomial through ``nodes`` compared with the exact solve at node ``at``:
-    D = sum_n L_n(at) W_n - W(at), with var_rel and cover_rel the largest relative errors of
-    diag(W N W^T) and diag(W W^T) that D makes there."""
+    D = sum_n L_n(at) W_n - W(at), with var_px (n_sel,) the relative error of diag(W N W^T) that
+    D makes at each pixel there, var_rel its largest over the pixels not LOWCOV at ``at``, and
+    cover_rel the largest relative error of diag(W W^T)."""
 
     nodes: tuple[int, ...]
     at: int
     D: np.ndarray
+    var_px: np.ndarray
     var_rel: float
     cover_rel: float
 
     def model(self, nodes: tuple[int, ...]) -> _Model:
         """Interpolation through ``nodes`` (as many as the check's) bounded by this check."""
-        return _Model(nodes, self.nodes, self.at, self.D, self.var_rel, self.cover_rel)
+        return _Model(nodes, self.nodes, self.at, self.D, self.var_px, self.var_rel, self.cover_rel)
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,7 @@ class _Model:
     check_nodes: tuple[int, ...]
     check_at: int
     D: np.ndarray
+    var_px: np.ndarray
     var_rel: float
     cover_rel: float
 
@@ -562,9 +565,16 @@ class _BlockPlan:
         Wm = ws[at][2]
         coef = _lagrange(check_nodes, np.array([at]))[:, 0]
         D = sum(w * ws[n][2] for w, n in zip(coef, check_nodes)) - Wm
-        var_rel = _max_rel(self._variance(at, Wm + D), self._variance(at, Wm))
-        cover_rel = _max_rel(np.square(Wm + D).sum(axis=1), np.square(Wm).sum(axis=1))
-        return _Check(check_nodes, at, D, var_rel, cover_rel)
+        var_px = _rel(self._variance(at, Wm + D), self._variance(at, Wm))
+        cover = np.square(Wm).sum(axis=1)
+        cover_rel = float(_rel(np.square(Wm + D).sum(axis=1), cover).max(initial=0.0))
+        # the largest over pixels the exact solve at ``at`` keeps: what decides whether a half is
+        # worth forming (the bound itself is taken per channel over the pixels it keeps)
+        kept = ~_certain_lowcov(self.solver.config.lowcov_threshold, cover[:, None], np.zeros(1))[
+            :, 0
+        ]
+        var_rel = float(var_px[kept].max(initial=0.0))
+        return _Check(check_nodes, at, D, var_px, var_rel, cover_rel)
 
     def _segment(self, reg: list[int], i: int, j: int, outer: int | None = None) -> None:
         """Interpolate the channels between reg[i] and reg[j] (nodes), refining where the bound
@@ -601,12 +611,27 @@ class _BlockPlan:
             c = check(quad, tuple(sorted((ci, cj, reg[outer]))), key)
             return None if c is None else c.model((ci, cm, cj))
 
+        # the first half's middle, once solved (that half refined), checks the quadratic through
+        # (i, m, j) for the second half: one solve instead of that half's own middle
+        q = None
+
+        def sibling(key: bytes) -> _Model | None:
+            if key not in quad_q:
+                quad_q[key] = self._check((ci, cm, cj), reg[q], key)
+            c = quad_q[key]
+            return None if c is None else c.model((ci, cm, cj))
+
+        quad_q: dict[bytes, _Check | None] = {}
         for lo, hi, other in ((i, m, j), (m, j, i)):
             if self._half(reg, lo, hi, linear(lo, hi), (cm, ci, cj)):
                 continue
             if outer is not None and self._half(reg, lo, hi, quadratic, (cm, ci, cj, reg[outer])):
                 continue
+            if q is not None and self._half(reg, lo, hi, sibling, (reg[q], ci, cm, cj)):
+                continue
             self._segment(reg, lo, hi, other)
+            if lo == i and m - i > 1:
+                q = (i + m) // 2
 
     def _half(self, reg: list[int], i: int, j: int, model_for, involved: tuple[int, ...]) -> bool:
         """Interpolate the channels strictly inside reg[i]..reg[j] if all pass their bound
@@ -645,8 +670,7 @@ class _BlockPlan:
                     return False  # the bound fails on the removed weights: refine
                 if res is not None:
                     masked[c] = res
-        for model, chans, L, flux, S, cover, bounds, ratio, lsf in done:
-            safety = model.safety
+        for model, chans, L, flux, S, cover, bounds, var_bounds, cover_bounds, lsf in done:
             for n, c in enumerate(chans):
                 c = int(c)
                 if lsf is not None and c in self.outputs:
@@ -659,10 +683,8 @@ class _BlockPlan:
                     cover[:, n],
                 )
                 self.bound[c] = float(bounds[n])
-                self.var_bound[c] = safety * float(ratio[n]) * model.var_rel
-                self.borderline[c] = self._borderline(
-                    cover[:, n], safety * ratio[n] * model.cover_rel
-                )
+                self.var_bound[c] = float(var_bounds[n])
+                self.borderline[c] = self._borderline(cover[:, n], cover_bounds[n])
         for c, (entry, removed, bound, var_bound, near, lsf) in masked.items():
             self.interpolated[c], self.masked[c] = entry, removed
             self.bound[c], self.var_bound[c], self.borderline[c] = bound, var_bound, near
@@ -693,10 +715,16 @@ class _BlockPlan:
                 w = (1.0 if a == b else 2.0) * L[a] * L[b]
                 S += w * P[:, :-1]
                 cover += w * P[:, -1:]
+        # pixels LOWCOV in the exact solve too (ivar 0 in both cubes) do not enter the bounds
+        cover_bounds = safety * ratio * model.cover_rel
+        kept = ~_certain_lowcov(self.solver.config.lowcov_threshold, cover, cover_bounds)
+        var_bounds = safety * ratio * np.where(kept, model.var_px[:, None], 0.0).max(axis=0)
+        if not np.all(var_bounds <= IVAR_RTOL):
+            return None
         err = np.abs(model.D @ F)
         sigma = np.sqrt(np.maximum(S, 0.0))
         with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(sigma > 0, err / np.where(sigma > 0, sigma, 1.0), 0.0)
+            rel = np.where(kept & (sigma > 0), err / np.where(sigma > 0, sigma, 1.0), 0.0)
         bounds = safety * ratio * (rel.max(axis=0) if rel.size else np.zeros(chans.size))
         if not np.all(bounds <= self.tolerance):
             return None
@@ -710,17 +738,15 @@ class _BlockPlan:
             shape = (Ws[0].shape[0], *X.shape[1:])
             flat = X.reshape(use_idx.size, -1)
             lsf = sum(L[a][:, None] * (W @ flat).reshape(shape) for a, W in enumerate(Ws))
-        return model, chans, L, flux, S, cover, bounds, ratio, lsf
+        return model, chans, L, flux, S, cover, bounds, var_bounds, cover_bounds, lsf
 
     def _borderline(self, cover: np.ndarray, cover_bound: float) -> int:
-        """Pixels whose coverage lies within its certified margin of the LOWCOV threshold
-        (``cover_bound``: the bound on the coverage's relative error)."""
+        """Pixels whose coverage (n_sel,) lies within its certified margin of the LOWCOV
+        threshold (``cover_bound``: the bound on the coverage's relative error)."""
         if not (cover.size and np.any(cover > 0)):
             return 0
-        edge = self.solver.config.lowcov_threshold * np.median(cover[cover > 0])
-        # cover and its median each move by <= cover_bound (relative)
-        margin = 2 * cover_bound + 1e-12
-        return int(np.count_nonzero(np.abs(cover - edge) <= margin * (cover + edge)))
+        above, margin = _lowcov_margin(self.solver.config.lowcov_threshold, cover, cover_bound)
+        return int(np.count_nonzero(np.abs(above) <= margin))
 
     def _masked(self, c: int, model: _Model | None):
         """Channel ``c`` (the run's set less a few samples) interpolated by ``model`` from its
@@ -789,14 +815,21 @@ class _BlockPlan:
             err[:] = rel_w * wmax * float(np.abs(fc).sum())
         else:
             ratio = float(model.ratio(np.array([c]))[0])
-            var_bound = safety * ratio * _max_rel(lin[:, 0], mid[:, 0])
+            cover_rel = float(_rel(lin[:, 1], mid[:, 1]).max(initial=0.0))
+        var, cover = own[:, 0], own[:, 1]
+        # pixels LOWCOV in the exact solve too (ivar 0 in both cubes) do not enter the bounds
+        kept = ~_certain_lowcov(
+            self.solver.config.lowcov_threshold,
+            cover[:, None],
+            np.array([safety * ratio * cover_rel]),
+        )[:, 0]
+        if model is not None:
+            var_bound = safety * ratio * float(_rel(lin[:, 0], mid[:, 0])[kept].max(initial=0.0))
             if var_bound > IVAR_RTOL:
                 return False
-            cover_rel = _max_rel(lin[:, 1], mid[:, 1])
-        var, cover = own[:, 0], own[:, 1]
         sigma = np.sqrt(np.maximum(var, 0.0))
         with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(sigma > 0, err / np.where(sigma > 0, sigma, 1.0), 0.0)
+            rel = np.where(kept & (sigma > 0), err / np.where(sigma > 0, sigma, 1.0), 0.0)
         worst = float(rel.max()) if rel.size else 0.0
         bound = safety * (worst if model is None else ratio * worst)
         if not bound <= self.tolerance:
@@ -907,10 +940,33 @@ def _images(
     return image.reshape(shape), ivar_img.reshape(shape), mask.reshape(shape)
 
 
-def _max_rel(approx: np.ndarray, exact: np.ndarray) -> float:
-    """max |approx / exact - 1| over exact > 0 (0 when none)."""
+def _lowcov_margin(
+    threshold: float, cover: np.ndarray, cover_bound: np.ndarray | float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(above, margin), each like ``cover`` ((n_sel,) or (n_sel, n) channels in columns):
+    how far each pixel's coverage lies above the LOWCOV edge (``threshold`` x its channel's median
+    nonzero coverage), and how far it may move given ``cover_bound`` (per channel), the bound on
+    the coverage's relative error (the coverage and its median each move by up to that)."""
+    with np.errstate(invalid="ignore"):
+        edge = threshold * np.nanmedian(np.where(cover > 0, cover, np.nan), axis=0)
+    return cover - edge, (2 * np.asarray(cover_bound) + 1e-12) * (cover + edge)
+
+
+def _certain_lowcov(threshold: float, cover: np.ndarray, cover_bound: np.ndarray) -> np.ndarray:
+    """(n_sel, n) bool: pixels LOWCOV in the exact solve as well, from each channel's coverage
+    ``cover`` (n_sel, n) and the bound (n,) on its relative error (:func:`_lowcov_margin`): their
+    ivar is 0 in both cubes, so they do not enter the bounds."""
+    if not cover.size:
+        return np.zeros(cover.shape, dtype=bool)
+    above, margin = _lowcov_margin(threshold, cover, cover_bound)
+    with np.errstate(invalid="ignore"):
+        return above > margin
+
+
+def _rel(approx: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    """|approx / exact - 1| where exact > 0, else 0."""
     ok = exact > 0
-    return float(np.max(np.abs(approx[ok] / exact[ok] - 1.0))) if ok.any() else 0.0
+    return np.where(ok, np.abs(approx / np.where(ok, exact, 1.0) - 1.0), 0.0)
 
 
 def reconstruct_block_reuse(
