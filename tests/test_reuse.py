@@ -24,6 +24,7 @@ from crrxr.core.reuse import (
     COND_MAX,
     JITTER_MAX,
     MASK_MAX,
+    _certain_lowcov,
     _Check,
     _lagrange,
     read_range,
@@ -559,6 +560,52 @@ def test_interpolation_model_is_exact_for_a_constant_next_derivative(check_nodes
     np.testing.assert_allclose(_lagrange(nodes, k).T @ low[list(nodes)], low[k], rtol=1e-12)
 
 
+@pytest.mark.parametrize(("start", "dar"), [(3650.0, 1.0), (4300.0, 2.0), (6000.0, 2.0)])
+def test_second_half_takes_the_quadratic_checked_in_the_first(start, dar):
+    """Where both linear halves of a block fail and the first is refined (its middle, channel 16,
+    solved), the quadratic through the block's three nodes (0, 32, 64) is checked at 16 and
+    interpolates the second half: 4 solves (0, 16, 32, 64) instead of 5 (and 48). Every channel
+    against its exact solve: flux within the stored bound, ivar within 0.1 %."""
+    sim = galaxy19(None, start, 65, dar=dar).load()
+    grid, cfg, arrays = core_inputs(sim)
+    rr = reconstruct_block_reuse(*arrays, grid, cfg, first=0, out=(0, 64), n_chan=65, tolerance=TOL)
+    ex = reconstruct_block(*(a[:, :64] for a in arrays), grid, cfg)
+    assert rr.n_solves == 4
+    assert np.flatnonzero(rr.exact).tolist() == [0, 16, 32]
+    assert np.all(rr.nodes[33:64] == 3)  # quadratic through (0, 32, 64)
+    fa = rr.block
+    worst = 0.0
+    for o in np.flatnonzero(~rr.exact):
+        ok = (ex.ivar[o] > 0) & (fa.ivar[o] > 0)
+        ok &= ((ex.mask[o] | fa.mask[o]) & masks.DONOTUSE) == 0
+        err = np.abs(fa.flux[o][ok] - ex.flux[o][ok]) * np.sqrt(ex.ivar[o][ok])
+        assert err.max() <= rr.bound[o] * 1.001 + 1e-7, (o, err.max(), rr.bound[o])
+        assert np.max(np.abs(fa.ivar[o][ok] / ex.ivar[o][ok] - 1)) <= 1e-3
+        if o > 32:
+            worst = max(worst, float(err.max()))
+    assert worst > 1e-6  # the second half really differs from the exact solves
+
+
+@pytest.mark.parametrize("bound", [0.0, 1e-3, 0.02, 0.1])
+def test_pixels_left_out_of_the_bounds_are_lowcov_in_the_exact_solve_too(bound):
+    """A pixel left out of the flux and variance bounds must be LOWCOV whatever the exact
+    coverages are within the bound: reference, the LOWCOV rule (coverage above 2 x the median
+    nonzero coverage) applied to the worst case, every pixel left out lowered and every other
+    raised by the bound. Pixels far above the edge are left out (the rule is not vacuous)."""
+    rng = np.random.default_rng(4)
+    cover = rng.lognormal(sigma=0.8, size=(300, 6))
+    cover[:5, 0] = 0.0  # pixels without coverage do not enter the median
+    threshold = 2.0
+    out = _certain_lowcov(threshold, cover, np.full(6, bound))
+    worst = np.where(out, cover * (1 - bound), cover * (1 + bound))
+    edge = threshold * np.array([np.median(c[c > 0]) for c in worst.T])
+    assert np.all(worst[out] > np.broadcast_to(edge, cover.shape)[out])
+    edge0 = threshold * np.array([np.median(c[c > 0]) for c in cover.T])
+    far = cover > edge0 * (1 + 3 * bound) / (1 - 3 * bound) + 1e-9
+    assert far.any() and np.all(out[far])
+    assert not np.any(out[cover < edge0])
+
+
 @pytest.mark.parametrize("bad", [0.0, 0.002], ids=["unmasked", "masked"])
 @pytest.mark.parametrize("dar", [1.0, 2.0])
 def test_quadratic_interpolation_holds_its_bound_near_the_dar_reference(dar, bad):
@@ -592,13 +639,14 @@ def test_quadratic_interpolation_holds_its_bound_near_the_dar_reference(dar, bad
 
 @pytest.mark.parametrize(
     ("start", "dar", "bad", "share"),
-    [(4900.0, 1.0, 0.002, 0.6), (3650.0, 2.0, 0.0, 0.8)],
-    ids=["dar-reference", "selection-changes"],
+    [(4900.0, 1.0, 0.002, 0.6), (3650.0, 2.0, 0.0, 0.8), (6000.0, 2.0, 0.0, 0.9)],
+    ids=["dar-reference", "selection-changes", "sibling-quadratic"],
 )
 def test_fast_build_is_within_its_bound(tmp_path, start, dar, bad, share):
-    """Two cases of the core tests through run_build (the CLI's path): near the DAR reference (DAR
-    1", 0.2 % masked; quadratic interpolation in use, test above) and across selection changes
-    (DAR 2" in the blue; nodes moved between selections, test below). Each channel within its stored
+    """Three cases of the core tests through run_build (the CLI's path): near the DAR reference
+    (DAR 1", 0.2 % masked; quadratic interpolation in use, test above), across selection changes
+    (DAR 2" in the blue; nodes moved between selections, test below) and a second half
+    interpolated by the quadratic checked in the first (test above). Each channel within its stored
     bound of the exact build, ivar within 0.1 %, masks explained, most channels interpolated."""
     sim = galaxy19(None, start, 64, dar=dar, bad=bad)
     exact, fast, _ = exact_and_fast(sim, tmp_path, 6.0)
