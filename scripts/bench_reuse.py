@@ -128,7 +128,9 @@ def run_window(
     stats = {"exact_channels": 0, "solves": 0, "moves": 0}
     errs, ivrel, mask_diff, violations, bounds = [], [], 0, 0, []
     unexplained = borderline = 0
-    exact_err = ratio_max = 0.0
+    exact_err = ratio_max = var_ratio_max = 0.0
+    by_nodes: dict[int, float] = {}  # largest error / bound by interpolation degree (nodes used)
+    var_by_nodes: dict[int, float] = {}  # the same for the variance
     masked_interp, masked_ratio = 0, 0.0  # channels with more samples masked than the window's best
     n_bad = (arrays[5] != 0).sum(axis=0)
     for b0 in range(start, stop, chunk):
@@ -183,6 +185,19 @@ def run_window(
             )
         if interp.any():
             ratio_max = max(ratio_max, float(np.max(per_chan[interp] / rr.bound[interp])))
+            for k in np.unique(rr.nodes[interp]):
+                sel = interp & (rr.nodes == k)
+                r = float(np.max(per_chan[sel] / rr.bound[sel]))
+                by_nodes[int(k)] = max(by_nodes.get(int(k), 0.0), r)
+            # the variance: largest |ivar / exact - 1| of each channel over its variance bound
+            rel_iv = np.where(ok, np.abs(fa.ivar / np.where(ok, ex.ivar, 1.0) - 1), 0.0)
+            per_iv = rel_iv.reshape(rel_iv.shape[0], -1).max(axis=1)
+            vb = rr.var_bound
+            for k in np.unique(rr.nodes[interp & (vb > 0)]):
+                sel = interp & (vb > 0) & (rr.nodes == k)
+                r = float(np.max(per_iv[sel] / vb[sel]))
+                var_by_nodes[int(k)] = max(var_by_nodes.get(int(k), 0.0), r)
+                var_ratio_max = max(var_ratio_max, r)
         masked = interp & (n_bad[b0 - lo : b1 - lo] > n_bad.min())
         masked_interp += int(masked.sum())
         if masked.any():
@@ -213,6 +228,11 @@ def run_window(
         "exact_channels_err_max": exact_err,  # exact channels: route/rounding differences only
         "bound_max": float(bnd.max()),
         "error_to_bound_max": ratio_max,  # largest actual error / bound over interpolated channels
+        "error_to_bound_by_nodes": by_nodes,  # the same by nodes used (2 linear ... 4 cubic)
+        # largest |ivar / exact - 1| / variance bound over interpolated channels (ivar ~ 1/var:
+        # the same to first order)
+        "ivar_to_bound_max": var_ratio_max,
+        "ivar_to_bound_by_nodes": var_by_nodes,
         # interpolated channels with samples masked beyond the least-masked channel of the window
         # (crrxr.core.sample_removal), and their largest error / bound
         "masked_interpolated": masked_interp,

@@ -529,18 +529,17 @@ def test_ill_conditioned_weights_are_interpolated_within_their_bound(tmp_path, s
     [
         ((3, 35), 19, (3, 11), np.arange(3, 12)),  # linear, checked over the parent segment
         ((3, 19, 35), 11, (3, 11, 19), np.arange(3, 20)),  # quadratic, the parent's quadratic
-        (
-            (3, 19, 35),
-            11,
-            (3, 19, 35),
-            np.arange(19, 36),
-        ),  # the second half's, checked in the first
+        # the second half's quadratic, checked in the first half
+        ((3, 19, 35), 11, (3, 19, 35), np.arange(19, 36)),
+        # cubic: a segment's nodes and its parent's other end, checked against the cubic through
+        # the segment's ends and its parent's and grandparent's other ends
+        ((3, 11, 19, 35), 7, (3, 7, 11, 19), np.arange(3, 12)),
     ],
-    ids=["linear", "quadratic", "sibling-quadratic"],
+    ids=["linear", "quadratic", "sibling-quadratic", "cubic"],
 )
 def test_interpolation_model_is_exact_for_a_constant_next_derivative(check_nodes, at, nodes, k):
-    """The error model of linear (2 nodes) and quadratic (3 nodes) interpolation, against a dense
-    reference: for a polynomial of degree + 1 (constant next derivative), interpolation through
+    """The error model of linear (2 nodes), quadratic (3) and cubic (4) interpolation, against a
+    dense reference: for a polynomial of degree + 1 (constant next derivative), interpolation through
     the nodes errs at k by exactly D ratio(k), with D the check's error (prediction - value) at
     its node; the Lagrange coefficients reproduce any polynomial of the interpolant's degree."""
 

@@ -113,6 +113,13 @@ SAFETY = 2.0
 #: and 0.1 % masked; docs/benchmarks.md), above SAFETY, so it gets its own factor (>= 1.93x
 #: margin).
 SAFETY_QUADRATIC = 4.0
+#: The same factor for cubic interpolation (four nodes: a refined segment's three and its parent's
+#: other end, checked against the cubic through the segment's ends and its parent's and
+#: grandparent's other ends: a constant fourth derivative, estimated at up to four times the
+#: segment's scale). Under a factor of 4 the largest actual error over that model was 2.9 for the
+#: flux and 3.3 for the variance (127 x 9, DAR 2", channels 1024-1535, near the DAR reference;
+#: docs/benchmarks.md), so it gets twice the quadratic's factor (>= 2.4x margin there).
+SAFETY_CUBIC = 8.0
 #: Largest effective condition number (:class:`crrxr.core.crr.CRRWeights`: that of the kept modes
 #: weighted by their share of W; s_max / s_min for the code variant) of the exact solves around
 #: which W is interpolated. With the kernel table linear in radius the bound failed from ~1e4 (1.5"
@@ -156,7 +163,8 @@ class ReuseResult:
     coverage lies within the certified margin of the LOWCOV threshold (0 for exact channels): the
     only pixels whose mask may differ from the exact solve's. nodes (n_chan,) int: how many node
     solves the channel's weights combine (0 exact, 1 its own node's solve with samples removed,
-    2 linear, 3 quadratic interpolation).
+    2 linear, 3 quadratic, 4 cubic interpolation). var_bound (n_chan,) float: certified bound on
+    |var / exact var - 1| over the pixels the channel keeps (0 for exact channels).
     """
 
     block: BlockResult
@@ -167,6 +175,7 @@ class ReuseResult:
     n_solves: int = 0  # exact solves done, including those outside the output range
     n_moves: int = 0  # node solves moved to another pixel selection (crrxr.core.pixel_update)
     peak_cache: int = 0  # most bytes of solves, moves and removals a block held (cache_bytes)
+    var_bound: np.ndarray | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
@@ -254,7 +263,7 @@ class _Model:
 
     @property
     def safety(self) -> float:
-        return SAFETY if len(self.nodes) == 2 else SAFETY_QUADRATIC
+        return (SAFETY, SAFETY_QUADRATIC, SAFETY_CUBIC)[len(self.nodes) - 2]
 
 
 class _BlockPlan:
@@ -576,10 +585,11 @@ class _BlockPlan:
         var_rel = float(var_px[kept].max(initial=0.0))
         return _Check(check_nodes, at, D, var_px, var_rel, cover_rel)
 
-    def _segment(self, reg: list[int], i: int, j: int, outer: int | None = None) -> None:
+    def _segment(self, reg: list[int], i: int, j: int, outers: tuple[int, ...] = ()) -> None:
         """Interpolate the channels between reg[i] and reg[j] (nodes), refining where the bound
-        fails; ``outer``: the other end of the parent segment, whose three nodes give the
-        quadratic's check (None at the top of a run, or where the parent was refused)."""
+        fails; ``outers``: the other ends of the parent and grandparent segments (as far as they
+        exist: none at the top of a run, or where the parent was refused), whose nodes give the
+        quadratic's and the cubic's checks."""
         if j - i <= 1:
             return
         m = (i + j) // 2
@@ -594,6 +604,8 @@ class _BlockPlan:
         # quadratic's only where a linear half fails
         lin: dict[bytes, _Check | None] = {}
         quad: dict[bytes, _Check | None] = {}
+        cubic_checks: dict[bytes, _Check | None] = {}
+        outer = [reg[o] for o in outers]
 
         def check(kind: dict, nodes: tuple[int, ...], key: bytes) -> _Check | None:
             if key not in kind:
@@ -608,8 +620,12 @@ class _BlockPlan:
             return model
 
         def quadratic(key: bytes) -> _Model | None:
-            c = check(quad, tuple(sorted((ci, cj, reg[outer]))), key)
+            c = check(quad, tuple(sorted((ci, cj, outer[0]))), key)
             return None if c is None else c.model((ci, cm, cj))
+
+        def cubic(key: bytes) -> _Model | None:
+            c = check(cubic_checks, tuple(sorted((ci, cj, *outer[:2]))), key)
+            return None if c is None else c.model(tuple(sorted((ci, cm, cj, outer[0]))))
 
         # the first half's middle, once solved (that half refined), checks the quadratic through
         # (i, m, j) for the second half: one solve instead of that half's own middle
@@ -625,11 +641,13 @@ class _BlockPlan:
         for lo, hi, other in ((i, m, j), (m, j, i)):
             if self._half(reg, lo, hi, linear(lo, hi), (cm, ci, cj)):
                 continue
-            if outer is not None and self._half(reg, lo, hi, quadratic, (cm, ci, cj, reg[outer])):
+            if outer and self._half(reg, lo, hi, quadratic, (cm, ci, cj, outer[0])):
                 continue
             if q is not None and self._half(reg, lo, hi, sibling, (reg[q], ci, cm, cj)):
                 continue
-            self._segment(reg, lo, hi, other)
+            if len(outer) > 1 and self._half(reg, lo, hi, cubic, (cm, ci, cj, *outer[:2])):
+                continue
+            self._segment(reg, lo, hi, (other, *outers[:1]))
             if lo == i and m - i > 1:
                 q = (i + m) // 2
 
@@ -1028,6 +1046,7 @@ def reconstruct_block_reuse(
     solvers = ["none"] * n_out
     exact = np.zeros(n_out, dtype=bool)
     bound = np.zeros(n_out)
+    var_bound = np.zeros(n_out)
     borderline = np.zeros(n_out, dtype=np.int64)
     n_nodes = np.zeros(n_out, dtype=np.int64)
     rho: dict[int, np.ndarray] = {}
@@ -1093,6 +1112,7 @@ def reconstruct_block_reuse(
             wanted = o in want_set
             exact[o] = a in plan.weights
             bound[o] = plan.bound[a]
+            var_bound[o] = plan.var_bound.get(a, 0.0)
             borderline[o] = plan.borderline.get(a, 0)
             n_nodes[o] = len(plan.interpolated[a][0]) if a in plan.interpolated else 0
             if lsf_in:  # W sigma^2 and W 1 of the weights applied, summed by the plan
@@ -1139,4 +1159,6 @@ def reconstruct_block_reuse(
     res = BlockResult(
         out_flux, out_ivar, out_mask, failed, tuple(messages), rho, psf, tuple(solvers), out_lsf
     )
-    return ReuseResult(res, exact, bound, borderline, n_nodes, n_solves, n_moves, peak_cache)
+    return ReuseResult(
+        res, exact, bound, borderline, n_nodes, n_solves, n_moves, peak_cache, var_bound=var_bound
+    )
