@@ -1,8 +1,8 @@
 """Experiment for issue #14: how close do the reuse certificate's curvature models come to the real
 errors? For every interpolated channel of 128-channel windows: the largest actual relative ivar
 error (usable pixels, against an exact build) over the variance model WITHOUT the factor
-``crrxr.core.reuse.SAFETY`` (``SAFETY_QUADRATIC`` for quadratic channels: ratio x the check's
-relative variance error), and the largest actual flux error / sigma over the flux model without
+``crrxr.core.reuse.SAFETY`` (``SAFETY_QUADRATIC``, ``SAFETY_CUBIC`` for quadratic and cubic
+channels: ratio x the check's relative variance error), and the largest actual flux error / sigma over the flux model without
 it (the stored bound / the factor). A ratio above the factor would be a broken certificate; the
 margin is the factor / the largest ratio.
 
@@ -10,7 +10,8 @@ margin is the factor / the largest ratio.
     python scripts/measure_bound_margin.py RSS.zarr lens 256 1024     # lenslet-0.75 geometry
 
 It wraps ``_BlockPlan.run`` in this process only (and restores it) to read each block's plan: the
-models are its ``bound`` and ``var_bound`` over SAFETY, reported for linear and quadratic channels.
+models are its ``bound`` and ``var_bound`` over the factor, reported for linear, quadratic and
+cubic channels.
 """
 
 import argparse
@@ -29,10 +30,12 @@ from crrxr.core import masks, reconstruct_block  # noqa: E402
 from crrxr.core import reuse as R  # noqa: E402
 from crrxr.io.rss import open_rss  # noqa: E402
 
+KINDS = {2: "linear", 3: "quadratic", 4: "cubic"}
+
 
 def window_margin(rss, grid, cfg, start: int, width: int = 128) -> dict:
     """Largest actual / model error ratios (variance, flux) over the interpolated channels of the
-    window's 64-channel blocks, for the linear (2 nodes) and the quadratic (3 nodes) model."""
+    window's 64-channel blocks, for the linear (2 nodes), quadratic (3) and cubic (4) model."""
     plans = []
     orig_run = R._BlockPlan.run
 
@@ -41,7 +44,7 @@ def window_margin(rss, grid, cfg, start: int, width: int = 128) -> dict:
         return orig_run(self, lo, hi)
 
     n_chan = rss.sizes["wavelength"]
-    worst = {2: [0.0, 0.0, 0], 3: [0.0, 0.0, 0]}  # nodes -> [variance, flux, channels]
+    worst = {k: [0.0, 0.0, 0] for k in KINDS}  # nodes -> [variance, flux, channels]
     R._BlockPlan.run = run
     try:
         for b0 in range(start, start + width, R.BLOCK):
@@ -63,7 +66,7 @@ def window_margin(rss, grid, cfg, start: int, width: int = 128) -> dict:
                 ok &= ((ex.mask[o] | fa.mask[o]) & masks.DONOTUSE) == 0
                 v = np.max(np.abs(fa.ivar[o][ok] / ex.ivar[o][ok] - 1))
                 f = np.max(np.abs(fa.flux[o][ok] - ex.flux[o][ok]) * np.sqrt(ex.ivar[o][ok]))
-                safety = R.SAFETY if len(nodes) == 2 else R.SAFETY_QUADRATIC
+                safety = R.safety_factor(len(nodes))
                 mv, mf = plan.var_bound[o] / safety, plan.bound[o] / safety
                 w = worst[len(nodes)]
                 w[0] = max(w[0], v / mv if mv > 0 else 0.0)
@@ -72,7 +75,7 @@ def window_margin(rss, grid, cfg, start: int, width: int = 128) -> dict:
     finally:
         R._BlockPlan.run = orig_run
     row = {"start": start}
-    for k, name in ((2, "linear"), (3, "quadratic")):
+    for k, name in KINDS.items():
         row[f"{name}_interpolated"] = worst[k][2]
         row[f"{name}_var_actual_over_model_max"] = round(worst[k][0], 3)
         row[f"{name}_flux_actual_over_model_max"] = round(worst[k][1], 3)

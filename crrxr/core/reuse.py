@@ -46,7 +46,11 @@ chunk boundaries fall:
   E_k = D (k-a)(b-k) / ((m-i)(j-m)). The bound stored for k is
   ``SAFETY * max_pixels |D f_k| / sigma_k * (k-a)(b-k)/((m-i)(j-m))`` in units of the pixel's
   noise sigma (sigma_k from the W applied, f_k the channel's own fiber fluxes, so bright lines
-  count), and the variance bound ``SAFETY * max_pixels |var_lin(m)/var(m) - 1| * ratio``. A channel
+  count), and the variance bound ``SAFETY * max_pixels |var_lin(m)/var(m) - 1| * ratio``. Both
+  maxima run over the pixels the channel keeps: a pixel whose coverage lies above the LOWCOV
+  threshold by more than its certified margin is LOWCOV (ivar 0) in the exact cube as well, so its
+  error never reaches the data (near the bundle's edge these pixels carried the largest relative
+  variance errors, ~1.5-2x the rest). A channel
   with samples of its own masked is interpolated between its nodes' weights with those samples
   removed, and its D, variance and bound are measured on the removed weights of i, m and j. The
   bound holds as far as the curvature model does; :data:`SAFETY` was set from measurements against
@@ -57,8 +61,16 @@ chunk boundaries fall:
   D3 = P_ijo(m) - W(m). Assuming a smooth third derivative, the quadratic through (i, m, j) errs
   at k by D3 |(k-i)(k-m)(k-j)| / |(m-i)(m-j)(m-o)|; a half whose linear bound failed is
   interpolated by that quadratic if its bound (the same form, with :data:`SAFETY_QUADRATIC`) holds
-  for every channel, else refined (its middle solved, recursively). Near the DAR reference
-  wavelength, where W curves fast, this halves the solves. What is left (runs of two channels or
+  for every channel. Once the first half has been refined (its middle q solved), the second
+  half may also take the quadratic through (i, m, j) itself, checked at q: D3 = P_imj(q) - W(q),
+  error at k D3 |(k-i)(k-m)(k-j)| / |(q-i)(q-m)(q-j)|: one solve instead of the second half's own
+  middle (in the red at DAR 2", 3 solves a block instead of 4).
+- Cubic: two levels down, the cubic through the segment's ends and its parent's and
+  grandparent's other ends (o, g) is checked at m: D4 = P_ijog(m) - W(m); the cubic through
+  (i, m, j, o) errs at k by D4 |(k-i)(k-m)(k-j)(k-o)| / |(m-i)(m-j)(m-o)(m-g)|, under
+  :data:`SAFETY_CUBIC`. A half none of these bound is refined (its middle solved, recursively).
+  Near the DAR reference wavelength, where W curves fast, the quadratic halves the solves and the
+  cubic saves another ~10 %. What is left (runs of two channels or
   fewer, channels between nodes of a refused segment, removals that do not apply) is solved
   exactly.
 - Masks: an interpolated channel's masks come from its own (interpolated) coverage diag(W N~ W^T).
@@ -208,6 +220,12 @@ def _mode_index(keys: list[bytes]) -> bytes:
     return next(k for k in keys if counts[k] == best)
 
 
+def safety_factor(n_nodes: int) -> float:
+    """The bound's factor on the curvature model of interpolation through ``n_nodes`` solves
+    (2 linear, 3 quadratic, 4 cubic)."""
+    return {2: SAFETY, 3: SAFETY_QUADRATIC, 4: SAFETY_CUBIC}[n_nodes]
+
+
 def _lagrange(nodes: tuple[int, ...], k: np.ndarray) -> np.ndarray:
     """Lagrange coefficients (len(nodes), len(k)) of the polynomial through ``nodes`` at ``k``."""
     k = np.asarray(k, dtype=float)
@@ -263,7 +281,7 @@ class _Model:
 
     @property
     def safety(self) -> float:
-        return (SAFETY, SAFETY_QUADRATIC, SAFETY_CUBIC)[len(self.nodes) - 2]
+        return safety_factor(len(self.nodes))
 
 
 class _BlockPlan:
