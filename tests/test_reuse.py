@@ -666,15 +666,21 @@ def test_quadratic_interpolation_holds_its_bound_near_the_dar_reference(dar, bad
 
 @pytest.mark.parametrize(
     ("start", "dar", "bad", "share"),
-    [(4900.0, 1.0, 0.002, 0.6), (3650.0, 2.0, 0.0, 0.8), (6000.0, 2.0, 0.0, 0.9)],
-    ids=["dar-reference", "selection-changes", "sibling-quadratic"],
+    [
+        (4900.0, 1.0, 0.002, 0.6),
+        (3650.0, 2.0, 0.0, 0.8),
+        (6000.0, 2.0, 0.0, 0.9),
+        (5000.0, 2.0, 0.002, 0.6),
+    ],
+    ids=["dar-reference", "selection-changes", "sibling-quadratic", "cubic"],
 )
 def test_fast_build_is_within_its_bound(tmp_path, start, dar, bad, share):
-    """Three cases of the core tests through run_build (the CLI's path): near the DAR reference
+    """Four cases of the core tests through run_build (the CLI's path): near the DAR reference
     (DAR 1", 0.2 % masked; quadratic interpolation in use, test above), across selection changes
-    (DAR 2" in the blue; nodes moved between selections, test below) and a second half
-    interpolated by the quadratic checked in the first (test above). Each channel within its stored
-    bound of the exact build, ivar within 0.1 %, masks explained, most channels interpolated."""
+    (DAR 2" in the blue; nodes moved between selections, test below), a second half interpolated
+    by the quadratic checked in the first, and cubic interpolation (masked channels included;
+    tests above). Each channel within its stored bound of the exact build, ivar within 0.1 %,
+    masks explained, most channels interpolated."""
     sim = galaxy19(None, start, 64, dar=dar, bad=bad)
     exact, fast, _ = exact_and_fast(sim, tmp_path, 6.0)
     assert (fast["channel_exact"].values == 0).mean() > share
