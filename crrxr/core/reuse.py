@@ -119,8 +119,8 @@ BLOCK = 64
 #: seeing; docs/benchmarks.md), and this was 2. With the bounds taken per channel over the pixels
 #: it keeps (not over pixels LOWCOV in both cubes, whose errors had padded the maximum) the
 #: largest was 1.32 (flux, channels with masked samples) and 1.57 (variance) over three whole
-#: 127 x 9 x 4563 cubes (DAR 1" and 2", 0.1 % masked), so 3 leaves >= 1.9x margin; on 13 windows of
-#: 512 channels it changed no refinement decision against 2 (docs/benchmarks.md).
+#: 127 x 9 x 4563 cubes (DAR 1" and 2", 0.1 % masked), so 3 leaves >= 1.9x margin; on 6 windows of
+#: 512 channels it took the same solves as 2 but one (docs/benchmarks.md).
 SAFETY = 3.0
 #: The same factor for quadratic interpolation (a segment's three nodes, checked against its
 #: parent's quadratic: a constant third derivative, estimated at the parent's larger scale). The
@@ -652,6 +652,7 @@ class _BlockPlan:
         # the first half's middle, once solved (that half refined), checks the quadratic through
         # (i, m, j) for the second half: one solve instead of that half's own middle
         q = None
+        quad_q: dict[bytes, _Check | None] = {}
 
         def sibling(key: bytes) -> _Model | None:
             if key not in quad_q:
@@ -659,7 +660,6 @@ class _BlockPlan:
             c = quad_q[key]
             return None if c is None else c.model((ci, cm, cj))
 
-        quad_q: dict[bytes, _Check | None] = {}
         for lo, hi, other in ((i, m, j), (m, j, i)):
             if self._half(reg, lo, hi, linear(lo, hi), (cm, ci, cj)):
                 continue
