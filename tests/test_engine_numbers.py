@@ -14,7 +14,10 @@ import xarray as xr
 from reference import reconstruct_channel, seeing
 from rss_fixtures import make_rss
 
+from crrxr.cli import main
+from crrxr.core.masks import DEADFIBER, RSS_DEADFIBER
 from crrxr.engine.build import run_build
+from crrxr.simulate import simulate_rss
 
 
 def _build(tmp_path, rss: xr.Dataset, name: str, **kw) -> xr.Dataset:
@@ -158,3 +161,40 @@ def test_monte_carlo_ivar_and_stored_correlation(tmp_path, method):
     # sample correlation of 250 draws: sd <= 1/sqrt(249) = 0.063
     assert abs(diff.mean()) <= 0.015
     assert np.abs(diff).max() <= 0.3
+
+
+def test_deadfiber_share_sets_the_deadfiber_flags_on_the_cli_path(tmp_path, capsys):
+    """`mask.deadfiber_share` through `crrxr build --set`: DEADFIBER exactly where the dead samples
+    would carry >= that share of the pixel's Shepard weight (exp(-d^2 / (2 x 0.7"^2)), d < 1.6",
+    every sample position counted), per channel (DAR moves the positions)."""
+    rss = tmp_path / "rss.zarr"
+    simulate_rss(rss, bundle=19, exposures=3, nwave=3, dead_fibers=2, seed=4)
+    ds = xr.open_zarr(rss).load()
+    dead = (ds["mask"].values & RSS_DEADFIBER) != 0  # (n_samples, n_wave)
+    assert dead.any()
+    counts = []
+    for share, method in ((0.02, "shepard"), (0.1, "crr"), (0.5, "shepard")):
+        cube_path = tmp_path / f"cube-{share}.zarr"
+        argv = ["build", str(rss), str(cube_path), "--method", method, "--no-progress"]
+        argv += ["--scheduler", "synchronous", "--set", f"mask.deadfiber_share={share}"]
+        assert main(argv) == 0
+        cube = xr.open_zarr(cube_path).load()
+        xx, yy = np.meshgrid(cube["x"].values, cube["y"].values)
+        flagged = (cube["mask"].values & DEADFIBER) != 0  # (n_wave, ny, nx)
+        for c in range(ds.sizes["wavelength"]):
+            dx = ds["xpos"].values[:, c, None] - xx.ravel()[None, :]
+            dy = ds["ypos"].values[:, c, None] - yy.ravel()[None, :]
+            d = np.hypot(dx, dy)
+            w = np.where(d < 1.6, np.exp(-0.5 * (d / 0.7) ** 2), 0.0)
+            total, lost = w.sum(axis=0), (w * dead[:, c, None]).sum(axis=0)
+            expected = (total > 0) & (lost >= share * total)
+            np.testing.assert_array_equal(flagged[c].ravel(), expected)
+        counts.append(int(flagged.sum()))
+    assert counts[0] > counts[1] > counts[2] > 0, counts  # the share really decides
+    capsys.readouterr()
+    for bad in ("0", "1.5"):
+        argv = ["build", str(rss), str(tmp_path / f"bad-{bad}.zarr"), "--no-progress"]
+        assert main([*argv, "--set", f"mask.deadfiber_share={bad}"]) != 0
+        err = capsys.readouterr().err
+        assert "mask.deadfiber_share" in err and "Traceback" not in err
+        assert not (tmp_path / f"bad-{bad}.zarr").exists()

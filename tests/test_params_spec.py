@@ -281,6 +281,7 @@ CONTRACT_KEYS = {  # docs/contracts.md section 1: key -> (units, default)
     "seeing.wing_convention": ("", "flux"),
     "mask.bad_bits": ("", 0b11111),
     "mask.lowcov_threshold": ("", 2.0),
+    "mask.deadfiber_share": ("", 0.1),
     "output.correlation_wavelengths_angstrom": ("Angstrom", [4702.50, 6176.58, 7496.12, 8946.71]),
     "output.correlation_bands": ("", "g,r,i,z"),
     "output.correlation_max_sep_arcsec": ("arcsec", 5.0),

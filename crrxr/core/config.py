@@ -50,6 +50,8 @@ class CoreConfig:
     radius. shepard_sigma / shepard_rlim: Shepard's Gaussian width and cut. sigma_ratio / wing_ratio /
     wing: double-Gaussian seeing model. bad_bits: RSS mask bits that make a sample unusable.
     lowcov_threshold: LOWCOV when diag(W N~ W^T) > threshold x median of the nonzero values.
+    deadfiber_share: DEADFIBER where dead samples would carry >= this share (0, 1] of the pixel's
+    Shepard weight.
     reuse_tolerance: > 0 lets the engine interpolate CRR weights between exact node channels with
     this certified flux error bound (noise-sigma units; :mod:`crrxr.core.reuse`); 0 = exact.
     """
@@ -108,6 +110,11 @@ class CoreConfig:
                 problems.append(f"{name}={value!r} must be > 0")
             elif value < 0:
                 problems.append(f"{name}={value!r} must be >= 0")
+        if isinstance(self.deadfiber_share, numbers.Real) and self.deadfiber_share > 1:
+            problems.append(
+                f"deadfiber_share={self.deadfiber_share!r} must be <= 1 (a share of the pixel's "
+                "Shepard weight)"
+            )
         if isinstance(self.lam, numbers.Real) and self.lam > LAMBDA_MAX:
             problems.append(
                 f"lam={self.lam!r} is above {LAMBDA_MAX:g}, where the CRR flux normalisation breaks "

@@ -138,6 +138,7 @@ def core_config(p: Mapping[str, Any]) -> CoreConfig:
         wing=str(p["seeing.wing_convention"]),
         bad_bits=int(p["mask.bad_bits"]),
         lowcov_threshold=float(p["mask.lowcov_threshold"]),
+        deadfiber_share=float(p["mask.deadfiber_share"]),
         reuse_tolerance=float(p["crr.reuse_tolerance"]),
     )
 

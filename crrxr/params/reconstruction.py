@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from crrxr.core.config import LAMBDA_MAX
+from crrxr.core.config import DEADFIBER_SHARE, LAMBDA_MAX
 
 from .errors import MissingContextError, ParamValidationError, ResolveError
 from .field import ParamField
@@ -216,6 +216,17 @@ def reconstruction_spec() -> ParamSpec:
             default=2.0,
             bounds=POSITIVE,
             doc="LOWCOV where diag(W N~ W^T) > threshold x median of its nonzero values.",
+        ),
+        F(
+            "mask.deadfiber_share",
+            "",
+            default=DEADFIBER_SHARE,
+            bounds="(0, 1]",
+            doc=(
+                "DEADFIBER where samples flagged dead would carry >= this share of the pixel's "
+                "Shepard weight (MaNGA's 'major contributing fiber is dead'); small values flag "
+                "every pixel a dead fiber reaches."
+            ),
         ),
         # -- outputs
         F(
