@@ -77,3 +77,56 @@ def test_concurrent_build_refused(tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+def _as_written_before(store, key: str) -> None:
+    """Rewrite the store's parameter attrs as a crrxr without ``key`` in its spec wrote them."""
+    import json
+
+    import zarr
+
+    from crrxr.engine import settings
+    from crrxr.io import cube as C
+    from crrxr.params import ParameterStore, ParamSpec
+    from crrxr.params.codec import PARAMS_ATTR
+
+    group = zarr.open_group(store, mode="r+")
+    spec, params = ParameterStore.from_attrs(dict(group.attrs))
+    old_spec = ParamSpec(
+        [f for f in spec if f.key != key], spec.name, spec.system_id, spec.schema_version
+    )
+    attrs = params.without([key]).to_attrs(old_spec)
+    attrs[C.ATTR_FINGERPRINT] = settings.values_fingerprint(
+        json.loads(attrs[PARAMS_ATTR])["values"]
+    )
+    group.attrs.update(attrs)
+
+
+def test_a_store_written_before_a_parameter_existed_resumes_and_reads(tmp_path):
+    """A store from before `mask.deadfiber_share` existed (then the constant 0.1) resumes with that
+    value, bitwise as an uninterrupted build, and its cube opens for fits with it."""
+    import zarr
+
+    from crrxr.cli import main
+    from crrxr.engine import settings
+    from crrxr.io.cube_reader import open_cube
+    from crrxr.simulate import simulate_rss
+
+    rss = tmp_path / "rss.zarr"
+    simulate_rss(rss, bundle=7, exposures=3, nwave=12, dead_fibers=1, seed=2)
+    base = ["--method", "shepard", "--wave-chunk", "4", "--scheduler", "synchronous"]
+    ref, old = tmp_path / "ref.zarr", tmp_path / "old.zarr"
+    assert main(["build", str(rss), str(ref), *base, "--no-progress"]) == 0
+    assert main(["build", str(rss), str(old), *base, "--no-progress"]) == 0
+    _as_written_before(old, "mask.deadfiber_share")
+    assert "deadfiber" not in xr.open_zarr(old).attrs["crrxr_params"]
+    group = zarr.open_group(old, mode="r+")
+    group["chunk_done"][2] = 0  # the last chunk unfinished, its flux lost
+    group["flux"][8:12] = 0.0
+    assert main(["build", str(rss), str(old), "--resume", "--no-progress"]) == 0
+    a, b = xr.open_zarr(old).load(), xr.open_zarr(ref).load()
+    for name in ("flux", "ivar", "mask"):
+        np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
+    assert (a["mask"].values & 4).any()  # DEADFIBER flags are part of what is compared
+    cube = open_cube(old)
+    assert settings.core_config(cube.params).deadfiber_share == 0.1

@@ -42,6 +42,8 @@ from crrxr.executors.base import GRACE_SECONDS, Interrupted
 from crrxr.io import cube as C
 from crrxr.io.atomic import atomic_output
 from crrxr.params import ParameterStore
+from crrxr.params.codec import PARAMS_ATTR
+from crrxr.params.reconstruction import with_added_keys
 
 log = logging.getLogger(__name__)
 
@@ -337,20 +339,23 @@ class ResumeRefused(ResumeError):
 
 def _stored_params(store: str, attrs: dict) -> ParameterStore:
     """The build's own parameters from its attrs, with the fingerprint recomputed from the values
-    (a tampered ``crrxr_params`` with an untouched fingerprint attr is refused)."""
+    as written (a tampered ``crrxr_params`` with an untouched fingerprint attr is refused); keys
+    added to the spec since the store was written get the value its build used
+    (:data:`crrxr.params.reconstruction.ADDED_KEYS`)."""
     try:
         _, stored = ParameterStore.from_attrs(attrs)
-    except (ValueError, KeyError) as exc:
+        written = json.loads(attrs[PARAMS_ATTR])["values"]
+    except (ValueError, KeyError, TypeError) as exc:
         raise ResumeError(
             f"cannot resume {store}: its stored parameters cannot be read ({exc}); use "
             "--overwrite to start over"
         ) from exc
-    if settings.params_fingerprint(stored) != attrs.get(C.ATTR_FINGERPRINT):
+    if settings.values_fingerprint(written) != attrs.get(C.ATTR_FINGERPRINT):
         raise ResumeError(
             f"cannot resume {store}: its stored parameters do not match their fingerprint "
             f"({C.ATTR_FINGERPRINT}); the attrs were edited or damaged; use --overwrite to start over"
         )
-    return stored
+    return with_added_keys(stored)
 
 
 def _resume_params(

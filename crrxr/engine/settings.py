@@ -182,7 +182,11 @@ def params_attrs(p: ParameterStore) -> dict[str, str]:
 
 def params_fingerprint(p: ParameterStore) -> str:
     """SHA-256 of the canonical parameter values (what resume compares)."""
-    values = json.loads(params_attrs(p)[PARAMS_ATTR])["values"]
+    return values_fingerprint(json.loads(params_attrs(p)[PARAMS_ATTR])["values"])
+
+
+def values_fingerprint(values: Mapping[str, Any]) -> str:
+    """SHA-256 of encoded parameter values (the ``values`` of a ``crrxr_params`` attr)."""
     text = json.dumps(values, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -21,6 +21,7 @@ from crrxr.io.rss import has_consolidated_metadata
 from crrxr.io.schema import SchemaError
 from crrxr.params import ParameterStore, ParamSpec
 from crrxr.params.codec import PARAMS_ATTR, SPEC_ATTR
+from crrxr.params.reconstruction import with_added_keys
 
 _CUBE_DIMS = (C.WAVELENGTH, C.Y, C.X)
 
@@ -103,6 +104,7 @@ def open_cube(path: str | os.PathLike[str], *, require_complete: bool = True) ->
     else:
         try:
             spec, params = ParameterStore.from_attrs(ds.attrs)
+            params = with_added_keys(params)
         except ValueError as exc:
             problems.append(f"reconstruction parameters cannot be decoded: {exc}")
     if params is not None and not problems:

@@ -35,6 +35,7 @@ from .errors import MissingContextError, ParamValidationError, ResolveError
 from .field import ParamField
 from .resolver import DerivedResolver
 from .spec import ParamSpec
+from .store import ParameterStore
 
 SYSTEM_ID = "crrxr.reconstruction"
 SPEC_NAME = "reconstruction"
@@ -49,6 +50,19 @@ RSS_ALL_BAD_BITS = 0b11111  # NODATA | DEADFIBER | REJECT | NOSKY | SATURATED (c
 
 POSITIVE = "(0, inf)"
 NON_NEGATIVE = "[0, inf)"
+
+
+#: Keys added to the spec after cubes were first written, with the value every earlier build used
+#: (a constant then). A cube or store written before a key existed is read with that value, so
+#: fits see the settings it was built with and a resumed build finishes it as it began.
+ADDED_KEYS: dict[str, Any] = {"mask.deadfiber_share": DEADFIBER_SHARE}
+
+
+def with_added_keys(store: ParameterStore) -> ParameterStore:
+    """``store`` (read from a cube's attrs) with the :data:`ADDED_KEYS` it lacks set to the value
+    its build used."""
+    missing = {k: v for k, v in ADDED_KEYS.items() if k not in store}
+    return store.replace(missing) if missing else store
 
 
 def reconstruction_spec() -> ParamSpec:
