@@ -3,6 +3,7 @@ missing chunks were solved and that the result equals an uninterrupted build."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -10,10 +11,19 @@ import sys
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 from rss_fixtures import build_command, kill_after_chunks, write_rss
 from rss_fixtures import ledger as _ledger
 
+from crrxr.cli import main
+from crrxr.core.masks import DEADFIBER
+from crrxr.engine import settings
 from crrxr.engine.lock import lease_path
+from crrxr.io import cube as C
+from crrxr.io.cube_reader import open_cube
+from crrxr.params import ParameterStore, ParamSpec
+from crrxr.params.codec import PARAMS_ATTR
+from crrxr.simulate import simulate_rss
 
 SOLVED = re.compile(r"solved chunk (\d+) ")
 
@@ -81,15 +91,6 @@ def test_concurrent_build_refused(tmp_path):
 
 def _as_written_before(store, key: str) -> None:
     """Rewrite the store's parameter attrs as a crrxr without ``key`` in its spec wrote them."""
-    import json
-
-    import zarr
-
-    from crrxr.engine import settings
-    from crrxr.io import cube as C
-    from crrxr.params import ParameterStore, ParamSpec
-    from crrxr.params.codec import PARAMS_ATTR
-
     group = zarr.open_group(store, mode="r+")
     spec, params = ParameterStore.from_attrs(dict(group.attrs))
     old_spec = ParamSpec(
@@ -105,13 +106,6 @@ def _as_written_before(store, key: str) -> None:
 def test_a_store_written_before_a_parameter_existed_resumes_and_reads(tmp_path):
     """A store from before `mask.deadfiber_share` existed (then the constant 0.1) resumes with that
     value, bitwise as an uninterrupted build, and its cube opens for fits with it."""
-    import zarr
-
-    from crrxr.cli import main
-    from crrxr.engine import settings
-    from crrxr.io.cube_reader import open_cube
-    from crrxr.simulate import simulate_rss
-
     rss = tmp_path / "rss.zarr"
     simulate_rss(rss, bundle=7, exposures=3, nwave=12, dead_fibers=1, seed=2)
     base = ["--method", "shepard", "--wave-chunk", "4", "--scheduler", "synchronous"]
@@ -127,6 +121,6 @@ def test_a_store_written_before_a_parameter_existed_resumes_and_reads(tmp_path):
     a, b = xr.open_zarr(old).load(), xr.open_zarr(ref).load()
     for name in ("flux", "ivar", "mask"):
         np.testing.assert_array_equal(a[name].values, b[name].values, err_msg=name)
-    assert (a["mask"].values & 4).any()  # DEADFIBER flags are part of what is compared
+    assert (a["mask"].values & DEADFIBER).any()  # DEADFIBER flags are part of what is compared
     cube = open_cube(old)
     assert settings.core_config(cube.params).deadfiber_share == 0.1
