@@ -118,3 +118,117 @@ def test_a_set_that_leaves_g_singular_is_refused():
         solve.factor, solve.weights, sparse.csr_matrix(A[:, more[1:]]), pos[more[1:]]
     )
     assert moved is not None and moved.condition < 1e6
+
+
+def lenslets(nside: int, pixel: float, seed: int):
+    """Dense kernel matrix of a hexagonal lenslet array (0.75" pitch, one exposure: more samples
+    than selected pixels at this pixel size, so the paper variant takes the pixel-side route) and
+    each pixel's distance to the nearest lenslet."""
+    rng = np.random.default_rng(seed)
+    i, j = np.meshgrid(np.arange(-nside, nside + 1), np.arange(-nside, nside + 1))
+    x, y = 0.75 * (i + 0.5 * j), 0.75 * j * np.sqrt(3) / 2
+    inside = np.hypot(x, y) <= 0.9 * 0.75 * nside
+    x = x[inside] + 0.01 * rng.standard_normal(inside.sum())
+    y = y[inside] + 0.01 * rng.standard_normal(inside.sum())
+    half = (np.abs(np.r_[x, y]).max() + 3.0) // pixel
+    c = pixel * np.arange(-half, half + 1)
+    px, py = (a.ravel() for a in np.meshgrid(c, c))
+    r = np.hypot(x[:, None] - px[None], y[:, None] - py[None])
+    A = kernel(r, 1.2, 0.39) * pixel**2
+    A[r >= 4.0] = 0.0
+    return A, r.min(axis=0)
+
+
+def lenslet_sets(dist: np.ndarray, n_in: int, n_out: int, seed: int):
+    """Old set: pixels within 0.75" of a lenslet; new set: that less ``n_out`` of its outer pixels
+    plus ``n_in`` from the ring outside."""
+    rng = np.random.default_rng(seed)
+    old = np.flatnonzero(dist <= 0.75)
+    leave = rng.choice(old[dist[old] > 0.55], size=n_out, replace=False)
+    enter = rng.choice(np.flatnonzero((dist > 0.75) & (dist <= 1.3)), size=n_in, replace=False)
+    return old, np.sort(np.r_[np.setdiff1d(old, leave), enter])
+
+
+def moved_paper(A, old, new, floor=1e-6):
+    solve = solve_crr(A[:, old], variant="paper", floor=floor, keep_factor=True)
+    assert solve.solver == "gram" and solve.factor is not None and solve.factor.side == "pixel"
+    pos = np.full(A.shape[1], -1)
+    pos[old] = np.arange(old.size)
+    moved = change_pixels(
+        solve.factor, solve.weights, sparse.csr_matrix(A[:, new]), pos[new], floor
+    )
+    return solve, pos, moved
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(1, 0), (0, 1), (2, 2), (3, 5), (6, 0), (0, 6)])
+@pytest.mark.parametrize("nside", [6, 8])
+def test_paper_variant_moved_on_the_pixel_side_equals_the_paper_equations(nside, n_in, n_out):
+    """The paper variant's pixel-side solve (lenslets: more samples than pixels) moved to another
+    set, against Eqs. 10-23 written out for the new set."""
+    A, dist = lenslets(nside, 0.85, seed=nside)
+    old, new = lenslet_sets(dist, n_in, n_out, seed=n_in + 10 * n_out)
+    assert A.shape[0] > new.size  # the pixel-side route, before and after
+    solve, pos, moved = moved_paper(A, old, new)
+    assert moved is not None
+    ref, _ = paper_weights(A[:, new], np.ones(A.shape[0], dtype=bool), variant="paper")
+    err = np.abs(moved.weights - ref).max() / np.abs(ref).max()
+    assert err <= SLACK * solve.error_estimate + 1e-9, (err, solve.error_estimate)
+    kept = np.isin(new, old)
+    change = np.abs(solve.weights[pos[new[kept]]] - ref[kept]).max() / np.abs(ref).max()
+    assert change > 1e3 * max(err, 1e-12), (change, err)
+    assert 0 <= moved.error <= 1e-9 and moved.floor_share == 0.0
+    exact = solve_crr(A[:, new], variant="paper")
+    # an upper bound (Weyl above, interlacing below): safe against the interpolation limit
+    assert exact.effective_condition <= 1.01 * moved.condition <= 4 * exact.effective_condition
+
+
+@pytest.mark.parametrize(("n_in", "n_out"), [(2, 0), (0, 3), (3, 3)])
+def test_paper_variant_move_with_dropped_modes_is_the_solve_of_the_truncated_matrix(n_in, n_out):
+    """A node that dropped modes below the floor is the exact solve of its truncated kernel matrix
+    A_r = A V_r V_r^T; the move is the exact solve of A_r with the columns changed (every mode of
+    it kept; of an entering column's part outside A_r's range only the directions above the floor,
+    as an exact solve drops the modes the others make), and reports the floor share by which an
+    exact solve on the new set may differ."""
+    A, dist = lenslets(6, 0.85, seed=6)
+    old, new = lenslet_sets(dist, n_in, n_out, seed=1 + n_in + 10 * n_out)
+    S = np.linalg.svd(A[:, old], compute_uv=False)
+    floor = float(np.sqrt(S[-4] * S[-5]))  # four modes dropped
+    solve, pos, moved = moved_paper(A, old, new, floor)
+    assert solve.rank == old.size - 4 and moved is not None
+    U, _, Vt = np.linalg.svd(A[:, old], full_matrices=False)
+    A_r = A[:, old] @ Vt[:-4].T @ Vt[:-4]  # the modes kept
+    A_new = np.zeros((A.shape[0], new.size))
+    kept = np.isin(new, old)
+    A_new[:, kept] = A_r[:, pos[new[kept]]]
+    # entering columns: their part in span(U_r), and of the rest the directions above the floor
+    Z, U_r = A[:, new[~kept]], U[:, :-4]
+    inside = U_r @ (U_r.T @ Z)
+    Q, sv, Wt = np.linalg.svd(Z - inside, full_matrices=False)
+    up = sv >= floor
+    A_new[:, ~kept] = inside + (Q[:, up] * sv[up]) @ Wt[up]
+    ref, _ = paper_weights(A_new, np.ones(A.shape[0], dtype=bool), floor=1e-9, variant="paper")
+    err = np.abs(moved.weights - ref).max() / np.abs(ref).max()
+    assert err <= 1e-8, err
+    c_floor = floor**2 / (floor**2 + 1e-6)
+    assert moved.floor_share == pytest.approx(10 * c_floor)
+    exact = solve_crr(A[:, new], variant="paper", floor=floor).weights
+    assert np.abs(moved.weights - exact).max() <= moved.floor_share * np.abs(exact).max()
+
+
+def test_paper_variant_unchanged_set_and_a_duplicated_pixel():
+    """An unchanged set gives the node's own weights. An entering pixel whose kernel column is a
+    copy of a kept one makes H' singular: the exact solve drops that null mode, and the move, which
+    sees the pixels only through A' A'^T, agrees with it."""
+    A, dist = lenslets(6, 0.85, seed=6)
+    old = np.flatnonzero(dist <= 0.75)
+    solve, pos, moved = moved_paper(A, old, old)
+    np.testing.assert_array_equal(moved.weights, solve.weights)
+    B = np.hstack([A, A[:, old[:1]]])  # pixel B.shape[1]-1 duplicates old[0]
+    new = np.r_[old, B.shape[1] - 1]
+    pos = np.r_[pos, -1]
+    moved = change_pixels(solve.factor, solve.weights, sparse.csr_matrix(B[:, new]), pos[new])
+    exact = solve_crr(B[:, new], variant="paper")
+    assert exact.rank == old.size
+    scale = np.abs(exact.weights).max()
+    np.testing.assert_allclose(moved.weights, exact.weights, rtol=0, atol=1e-9 * scale)
+    np.testing.assert_allclose(moved.weights[0], moved.weights[-1], rtol=0, atol=1e-9 * scale)

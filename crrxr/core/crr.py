@@ -55,8 +55,10 @@ class CRRWeights:
     variant). error_estimate: relative error bound of W, eps * effective_condition^2 for the gram
     route (plus the weight of a mode whose rank decision is in doubt), eps * S_max max(c / S) / max(c)
     for the SVD. factor: the eigendecomposition behind W, kept only when asked for (``keep_factor``)
-    and only where :func:`crrxr.core.sample_removal.remove_samples` applies (code variant,
-    sample-side gram route, no mode dropped); else None.
+    and only for a gram route that dropped no mode and whose rank was not in doubt: the code
+    variant's sample-side route (what :func:`crrxr.core.sample_removal.remove_samples` and
+    :func:`crrxr.core.pixel_update.change_pixels` use) and the paper variant's pixel-side route
+    (``change_pixels`` only); else None.
     """
 
     weights: np.ndarray
@@ -109,8 +111,8 @@ def solve_crr(
 
     ``try_gram=False`` makes ``solver="auto"`` go straight to the SVD (a caller that has just seen
     the gram route rejected for a nearly identical matrix saves the wasted eigendecomposition).
-    ``keep_factor=True`` keeps the eigendecomposition in :attr:`CRRWeights.factor` where
-    :func:`crrxr.core.sample_removal.remove_samples` can use it (W is the same either way).
+    ``keep_factor=True`` keeps the eigendecomposition in :attr:`CRRWeights.factor` where a
+    low-rank update can use it (:class:`CRRWeights`; W is the same either way).
     """
     if variant not in ("code", "paper"):
         raise CRRSolveError(f"variant must be 'code' or 'paper', got {variant!r}")
@@ -252,6 +254,7 @@ def _gram(Ag, lam: float, floor: float, variant: str, keep_factor: bool = False)
     )
     # w is ascending, so the kept modes are a suffix: slicing keeps E a view (no 10 MB copy)
     first = int(np.count_nonzero((w < thresh) | (w <= band)))
+    E_all = E
     E, w = E[:, first:], w[first:]
     if w.size == 0:
         est = np.inf if doubtful else 0.0
@@ -280,6 +283,9 @@ def _gram(Ag, lam: float, floor: float, variant: str, keep_factor: bool = False)
     else:
         # V = E; U^T = diag(1/S) E^T Ag^T; W = D E diag(c / S) E^T Ag^T; s = E diag(q) E^T 1.
         s = E @ (q * E.sum(axis=0))
+        if keep_factor and variant == "paper" and not doubtful:
+            A_csr = Ag if is_sparse else sparse.csr_matrix(Ag)
+            factor = GramFactor(A_csr, w.copy(), E_all.copy(), s.copy(), lam, side="pixel")
         E *= np.sqrt(c / S)
         M = E @ E.T  # symmetric, so (Ag M)^T = M Ag^T
         W = np.asarray((Ag @ M).T if is_sparse else M @ AgT)

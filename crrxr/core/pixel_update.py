@@ -27,6 +27,33 @@ eigenbasis of G) sets the quadrature's lower end and the condition reported.
 Measured against exact solves on the new set (127 x 9 MaNGA channels, condition 6e3, 1-8 pixels
 changed): W within 3e-11 to 1.4e-10 relative, 18-99 ms against ~350 ms for a solve
 (docs/benchmarks.md).
+
+Paper variant, pixel-side route (more samples than pixels: lenslets). With H = A^T A =
+E diag(w) E^T over the r kept modes, U = A E diag(1/S) and g(x) = x^{1/2} / (x + lam^2),
+
+    W = diag(1/s) g(H) A^T = diag(1/s) A^T U diag(g(w)) U^T,   s = H^{1/2} 1,
+
+so W is a function of the sample-side G = A A^T, which the change moves by G' = G + Z C Z^T as
+above. G has a null space here (rank r < m), so everything is written in the basis B = [U, Q] of
+span(G'), Q the entering columns' part outside span(U), orthonormalized: G' = B M' B^T with
+M' = diag(w, 0) + Y C Y^T, Y = B^T Z, and
+
+    W' = diag(1/s') A'^T B g(M') B^T,   s' = A'^T B M'^{+1/2} B^T A' 1,
+    g(M') = (M' + lam^2)^{-1} M'^{1/2},
+
+the first factor by Woodbury at t = lam, M'^{1/2} = diag(S, 0) + (2/pi) int t^2 R Y N^{-1} Y^T R dt
+(N(t) = C + Y^T R(t) Y) and M'^{+1/2} A'1 by the resolvent integral, both by the same trapezoidal
+rule (tails in closed form) and the first compressed as above. Leaving pixels give M' a null
+space, null(A'^T B): the rows A'^T B annihilate it, so in this order the errors of M'^{1/2} there,
+which (M' + lam^2)^{-1} amplifies by 1 / lam^2, never reach W. The capacitance's leaving block
+-I + E_L diag(w / (w + t^2)) E_L^T is written without its cancellation as t -> 0. The node's
+dropped modes (below the floor) make its solve the exact one of A_r = U diag(S) E^T, and the move
+the exact solve of A_r with the columns changed, every mode kept: an exact solve on the new set
+keeps or drops its modes near the floor by their own values, so the two differ by about the weight
+of such modes, c(floor) = floor^2 / (floor^2 + lam^2) (``floor_share``). Measured on 2400-lenslet
+channels (2158 pixels, 1-5 pixels changed): 0.06-0.27 s against 2.1 s for a solve; W within ~1e-11
+of the exact solve where no mode is near the floor (tests), and within 7.2 c(floor) of max|W| at
+floors 1e-7 to 3e-6 (4.5e-5 sigma in flux and 1.3e-6 in variance at 1e-6; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -34,7 +61,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
+from scipy import linalg, sparse
 
 from crrxr.core.sample_removal import STEP, GramFactor, compressed_range, log_nodes
 
@@ -54,17 +81,26 @@ TAIL = 10.0
 KEEP_RTOL = 1e-11
 RANGE_RTOL = 1e-7
 RANK_PER_PIXEL = 40
+#: A paper-variant move's floor share over c(floor), the weight of a mode at the floor: W differed
+#: from exact solves on the new set by up to 7.2 c(floor) of max|W| on 2400-lenslet channels at
+#: floors 1e-7 to 3e-6 (the difference scaled with the floor: modes kept or dropped differently).
+FLOOR_SPREAD = 10.0
 
 
 @dataclass(frozen=True)
 class PixelChange:
     """Weights (n_new, m) on the new pixel set (rows in the new set's order, columns the factor's
-    samples); error: the quadrature's estimated relative error; condition: sqrt of the estimated
-    largest over smallest eigenvalue of G' (the code variant's effective condition)."""
+    samples); error: the quadrature's estimated relative error; condition: the effective condition
+    of the new solve (code variant: sqrt of the estimated largest over smallest eigenvalue of G');
+    floor_share: for the paper variant, where modes near the singular-value floor exist (the node
+    dropped some, or the new set may have some), FLOOR_SPREAD times the weight c(floor) of a mode
+    at the floor: the exact solve on the new set keeps or drops them by their own values, so W may
+    differ from it by up to about that share of max|W| (docs/benchmarks.md); else 0."""
 
     weights: np.ndarray
     error: float
     condition: float
+    floor_share: float = 0.0
 
 
 def _smallest_eigenvalue(w: np.ndarray, Zw: np.ndarray, S0: np.ndarray) -> float:
@@ -92,13 +128,27 @@ def change_pixels(
 ) -> PixelChange | None:
     """The factor's solve moved to another pixel set.
 
-    factor: the exact solve on the old set (its A (m, n_old)); W (n_old, m) its weights;
-    A_new (m, n_new) the kernel matrix of the same samples, positions and seeing over the new set;
-    old (n_new,) each new pixel's column in the old set, -1 for a pixel that enters; floor: the
-    solve's singular-value floor. Returns None where the update does not apply: G' not positive
-    definite, or its smallest eigenvalue within POWER_MARGIN of where the exact solve would drop a
-    mode (below floor^2, or within rounding of 0).
+    factor: the exact solve on the old set (its A (m, n_old)): the code variant's sample-side
+    factor or the paper variant's pixel-side one; W (n_old, m) its weights; A_new (m, n_new) the
+    kernel matrix of the same samples, positions and seeing over the new set; old (n_new,) each new
+    pixel's column in the old set, -1 for a pixel that enters; floor: the solve's singular-value
+    floor. Returns None where the update does not apply: the new solve would come close to
+    dropping a mode (smallest eigenvalue of the new Gram matrix within POWER_MARGIN of the floor
+    squared or of rounding), or, for the code variant, G' is not positive definite.
     """
+    if factor.side == "pixel":
+        return _move_pixel_side(factor, W, A_new, old, floor)
+    return _move_sample_side(factor, W, A_new, old, floor)
+
+
+def _move_sample_side(
+    factor: GramFactor,
+    W: np.ndarray,
+    A_new: sparse.csr_matrix,
+    old: np.ndarray,
+    floor: float = 1e-6,
+) -> PixelChange | None:
+    """:func:`change_pixels` for the code variant's sample-side factor (module docstring)."""
     A, w, E, s, lam = factor.A, factor.w, factor.E, factor.s, factor.lam
     m = w.size
     old = np.asarray(old, dtype=np.intp)
@@ -179,3 +229,189 @@ def change_pixels(
     else:
         rel = 0.0
     return PixelChange(np.ascontiguousarray(H), rel * rel, float(np.sqrt(w_max / w_min)))
+
+
+def _entering_floor(w: np.ndarray, Up: np.ndarray, Yb: np.ndarray) -> float:
+    """Smallest eigenvalue of M_u = diag(w, 0) + [Up; Yb] [Up; Yb]^T (r + q square: the old set
+    plus the entering pixels, in the basis B; a lower bound on the nonzero ones of M' by
+    interlacing, H' being a principal submatrix of H_u), by power iteration on M_u^{-1}: the
+    Schur complement of T = diag(w) + Up Up^T is Yb K^{-1} Yb^T with K = I + Up^T diag(1/w) Up."""
+    if Yb.shape[0] == 0:
+        return float(w[0])  # diag(w) + Up Up^T: no eigenvalue below w's
+    Uw = Up / w[:, None]
+    K = np.eye(Up.shape[1]) + Up.T @ Uw
+
+    def t_inv(v: np.ndarray) -> np.ndarray:
+        return v / w - Uw @ np.linalg.solve(K, Up.T @ (v / w))
+
+    try:
+        sc = linalg.cho_factor(Yb @ np.linalg.solve(K, Yb.T))
+    except np.linalg.LinAlgError:
+        return 0.0
+    r = w.size
+
+    def solve(y: np.ndarray) -> np.ndarray:
+        x2 = linalg.cho_solve(sc, y[r:] - Yb @ (Up.T @ t_inv(y[:r])))
+        return np.concatenate([t_inv(y[:r] - Up @ (Yb.T @ x2)), x2])
+
+    x = np.ones(r + Yb.shape[0]) / np.sqrt(r + Yb.shape[0])
+    mu = 0.0
+    for _ in range(POWER_STEPS):
+        y = solve(x)
+        mu = float(np.linalg.norm(y))
+        if not np.isfinite(mu) or mu <= 0:
+            return 0.0
+        x = y / mu
+    return 1.0 / mu
+
+
+def _move_pixel_side(
+    factor: GramFactor,
+    W: np.ndarray,
+    A_new: sparse.csr_matrix,
+    old: np.ndarray,
+    floor: float,
+) -> PixelChange | None:
+    """:func:`change_pixels` for the paper variant's pixel-side factor (module docstring, "Paper
+    variant"): everything in the basis B = [U, Q] of span(G') (d = r + k_+ columns)."""
+    A, w, s, lam = factor.A, factor.w, factor.s, factor.lam
+    m, n = A.shape
+    r = w.size  # kept modes; the node's solve is the exact one of A_r = U diag(S) E^T
+    E, E_drop = factor.E[:, n - r :], factor.E[:, : n - r]
+    lam2 = lam * lam
+    old = np.asarray(old, dtype=np.intp)
+    kept = old >= 0
+    added = np.flatnonzero(~kept)
+    removed = np.setdiff1d(np.arange(n), old[kept])
+    ka, kr = added.size, removed.size
+    k = ka + kr
+    A_new = sparse.csr_matrix(A_new)
+    S = np.sqrt(w)
+    # entering kernel columns: their part in span(U) (U = A E / S), and the rest
+    Zp = A_new[:, added].toarray()
+    Up = (E.T @ np.asarray(A.T @ Zp)) / S[:, None]  # (r, ka)
+    P = Zp - np.asarray(A @ (E @ (Up / S[:, None])))
+    P -= np.asarray(A @ (E @ ((E.T @ np.asarray(A.T @ P)) / w[:, None])))  # twice is enough
+    # directions below the floor are dropped, as an exact solve drops the modes they would make
+    Qs, sv, Vt = np.linalg.svd(P, full_matrices=False)
+    new_dir = sv >= floor
+    Qp, Yb = Qs[:, new_dir], sv[new_dir, None] * Vt[new_dir]  # (m, q), B^T Z_+ below U: (q, ka)
+    EL = E[removed]  # (kr, r): a leaving pixel's column of A_r is U diag(S) E^T e_j
+    Um = S[:, None] * EL.T
+    EL_drop = E_drop[removed]
+    mu_lb = _entering_floor(w, Up, Yb)
+    w_max = float(w[-1]) + float(np.square(Zp).sum())  # Weyl
+    if not mu_lb > POWER_MARGIN * 16.0 * np.finfo(float).eps * w_max:
+        return None  # an entering pixel's own direction is lost in rounding
+    condition = float(np.sqrt((w_max + lam2) / (mu_lb + lam2)))
+    # modes near the floor: the exact solve on the new set keeps or drops them by their own
+    # values, this update by the node's; they carry c(floor) = floor^2 / (floor^2 + lam^2) of W
+    near_floor = r < n or not new_dir.all() or mu_lb <= POWER_MARGIN * floor * floor
+    c_floor = floor * floor / (floor * floor + lam2)
+    floor_share = FLOOR_SPREAD * float(c_floor) if near_floor else 0.0
+    rows_old = old[kept]
+    if k == 0:
+        return PixelChange(np.ascontiguousarray(W[old]), 0.0, condition, floor_share)
+
+    q = Yb.shape[0]
+    d = r + q
+    d0 = np.concatenate([w, np.zeros(q)])
+    Y = np.zeros((d, k))
+    Y[:r, :ka], Y[:r, ka:], Y[r:, :ka] = Up, Um, Yb
+    C = np.concatenate([np.ones(ka), -np.ones(kr)])
+
+    def capacitance(t2: np.ndarray, RY: np.ndarray) -> np.ndarray:
+        """N(t) = C + Y^T R(t) Y for each t^2 (N,), RY = R(t) Y (N, d, k); its leaving block
+        -I + E_L diag(w / (w + t^2)) E_L^T = -E_L,drop E_L,drop^T - t^2 E_L diag(1 / (w + t^2))
+        E_L^T written without the cancellation (the full E is orthogonal)."""
+        Nt = np.transpose(Y[None], (0, 2, 1)) @ RY
+        Nt += np.diag(C)[None]
+        if kr:
+            EL_t = EL[None] / (w[None, None, :] + t2[:, None, None])
+            Nt[:, ka:, ka:] = -t2[:, None, None] * (EL_t @ EL.T) - (EL_drop @ EL_drop.T)[None]
+        return Nt
+
+    # M'^{1/2} - M^{1/2} = (2/pi) int t^2 R Y N^{-1} Y^T R dt and M'^{+1/2} t~ = (2/pi) int R' t~ dt
+    u = log_nodes(min(float(w[0]), mu_lb) / POWER_MARGIN, w_max, STEP, TAIL)
+    t2 = np.exp(2.0 * u)
+    RY = Y[None] / (d0[None, :, None] + t2[:, None, None])  # (N, d, k)
+    Nt = capacitance(t2, RY)
+    lam_n, Q_n = np.linalg.eigh(Nt)
+    if not np.all(np.abs(lam_n) > 0):
+        return None
+    cols = (RY @ Q_n) / np.sqrt(np.abs(lam_n))[:, None, :]
+    cols *= np.sqrt(2.0 / np.pi * STEP * np.exp(3.0 * u))[:, None, None]  # t^2 dt = t^3 du
+    sign = np.sign(lam_n)
+    # tails: below the first node the integrands are flat in t (their sum is the first node's term
+    # over e^h - 1); above the last, t^2 R Y N^{-1} Y^T R -> Y C Y^T / t^2 and R' t~ -> t~ / t^2
+    low, high = 1.0 / np.expm1(STEP), STEP * np.exp(-u[-1]) / np.expm1(STEP)
+    cols = np.concatenate([cols, cols[:1] * np.sqrt(low), (Y * np.sqrt(2.0 / np.pi * high))[None]])
+    sign = np.concatenate([sign, sign[:1], C[None]])
+    cols3 = np.ascontiguousarray(np.transpose(cols, (1, 0, 2)))  # (d, N + 2, k)
+    Ysk, sgn = cols3.reshape(d, -1), sign.ravel()
+    Qr, B, _, _ = compressed_range(Ysk, k, RANGE_RTOL, RANK_PER_PIXEL)
+    lam_k, V = np.linalg.eigh((B * sgn) @ B.T)
+    keep = np.abs(lam_k) > KEEP_RTOL * np.abs(lam_k).max(initial=0.0)
+    Qe, lam_k = Qr @ V[:, keep], lam_k[keep]  # M'^{1/2} = diag(S, 0) + Qe diag(lam_k) Qe^T
+
+    # t~ = B^T A' 1 in B's coordinates, and M'^{+1/2} t~ by the same rule
+    tt = np.concatenate([S * E.sum(axis=0) + Up.sum(axis=1) - Um.sum(axis=1), Yb.sum(axis=1)])
+    Rt = tt[None] / (d0[None] + t2[:, None])  # (N, d)
+    coef = np.linalg.solve(Nt, np.einsum("ndk,d->nk", RY, tt)[..., None])[..., 0]
+    terms = Rt - np.einsum("ndk,nk->nd", RY, coef)  # R'(t) t~ at each node
+    terms *= (2.0 / np.pi * STEP * np.exp(u))[:, None]  # dt = t du
+    x_s = terms.sum(axis=0) + low * terms[0] + (2.0 / np.pi * high) * tt
+    # quadrature error: rules h and 2h (every other node, twice the weight), regular nodes only
+    x_2 = 2.0 * terms[::2].sum(axis=0)
+    rel_s = float(np.linalg.norm(terms.sum(axis=0) - x_2) / np.linalg.norm(x_s))
+    Yr, sr = cols3[:, :-2, :], sign[:-2]
+    Y2, s2 = Yr[:, ::2, :].reshape(d, -1) * np.sqrt(2.0), sr[::2].ravel()
+    Yr, sr = Yr.reshape(d, -1), sr.ravel()
+    base = np.concatenate([S * tt[:r], np.zeros(q)])
+    diff = Yr @ (sr * (Yr.T @ tt)) - Y2 @ (s2 * (Y2.T @ tt))
+    rel_h = float(np.linalg.norm(diff) / max(float(np.linalg.norm(base)), np.finfo(float).tiny))
+
+    def rows_of(X: np.ndarray) -> np.ndarray:
+        """A'^T B X (n_new, c): rows of the new set, kept pixels E[o] S X_top (A^T Q = 0)."""
+        out = np.empty((old.size, X.shape[1]))
+        out[kept] = E[rows_old] @ (S[:, None] * X[:r])
+        out[~kept] = Up.T @ X[:r] + Yb.T @ X[r:]
+        return out
+
+    def samples_of(X: np.ndarray) -> np.ndarray:
+        """B X (m, c) = A E diag(1/S) X_top + Q X_bot."""
+        return np.asarray(A @ (E @ (X[:r] / S[:, None]))) + Qp @ X[r:]
+
+    s_new = rows_of(x_s[:, None])[:, 0]
+    ok = np.isfinite(s_new) & (s_new != 0)
+    scale = np.zeros(old.size)
+    scale[ok] = 1.0 / s_new[ok]
+
+    # g(M') = (M' + lam^2)^{-1} M'^{1/2}, Woodbury at t = lam for the first factor. In this order
+    # the errors of M'^{1/2} along null(M') (leaving pixels), which (M' + lam^2)^{-1} amplifies by
+    # 1 / lam^2, land in null(M') = null(A'^T B), which the rows A'^T B annihilate
+    r_lam = 1.0 / (d0 + lam2)
+    Fl = Y * r_lam[:, None]
+    Nl_inv = np.linalg.inv(capacitance(np.array([lam2]), Fl[None])[0])
+    RQ = Qe * r_lam[:, None] - Fl @ (Nl_inv @ (Fl.T @ Qe))  # (M' + lam^2)^{-1} Qe
+    sqrt_d0 = np.concatenate([S, np.zeros(q)])
+    left = rows_of(np.hstack([Fl, RQ]))
+    left[:, :k] = -left[:, :k] @ Nl_inv
+    left[:, k:] *= lam_k
+    right = samples_of(np.hstack([sqrt_d0[:, None] * Fl, Qe]))
+    # A'^T B g(diag(w, 0)) B^T: kept rows are s W of the old solve, entering ones from U
+    H = W[np.where(kept, old, 0)]
+    H *= s[np.where(kept, old, 0)][:, None]
+    direct = ~kept
+    direct[kept] = s[rows_old] == 0
+    if direct.any():
+        idx = np.flatnonzero(direct)
+        top = np.empty((r, idx.size))  # B^T A' e_i, its span(U) part (the rest is not in g0)
+        ent = ~kept[idx]
+        top[:, ent] = Up[:, np.searchsorted(added, idx[ent])]
+        top[:, ~ent] = S[:, None] * E[old[idx[~ent]]].T
+        H[idx] = np.asarray(A @ (E @ (top / (w + lam2)[:, None]))).T
+    H += left @ right.T
+    H *= scale[:, None]
+    err = max(rel_s, rel_h)
+    return PixelChange(np.ascontiguousarray(H), err * err, condition, floor_share)

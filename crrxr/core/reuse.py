@@ -14,14 +14,17 @@ chunk boundaries fall:
   ``select_radius`` selection, from that channel's own positions, as in an exact build). A pixel
   that enters or leaves the selection changes W discontinuously (docs/benchmarks.md), so W is
   interpolated only between node weights on the channel's own selection. In a block whose
-  selection changes (code variant), the whole block is one run: a node solved on its own
-  selection is moved to each other selection its segments need by an exact low-rank update
-  (:func:`crrxr.core.pixel_update.change_pixels`, ~1e-10 relative, as good as a solve; cached
-  per node and selection), and each selection's channels get their own check and bound. A
-  channel with samples of its own masked needs its nodes' own solves on its selection (the
-  removal works on their eigendecomposition), so it is solved exactly where they lie on others;
-  a block with more such channels than runs of one selection, and the paper variant, keep one
-  run per selection instead, each with its own nodes.
+  selection changes, the whole block is one run (code variant; paper variant where its solves take
+  the pixel-side route, more usable samples than selected pixels: lenslets): a node solved on its
+  own selection is moved to each other selection its segments need by an exact low-rank update
+  (:func:`crrxr.core.pixel_update.change_pixels`, ~1e-10 relative, as good as a solve; for the
+  paper variant up to its floor share, the weight of modes at the singular-value floor, which
+  it keeps or drops differently from an exact solve: <= :data:`FLOOR_SHARE_MAX`; cached per node
+  and selection), and each selection's channels get their own check and bound. A channel with
+  samples of its own masked needs its nodes' own solves on its selection (the removal works on
+  their eigendecomposition), so it is solved exactly where they lie on others; a block with more
+  such channels than runs of one selection (code variant), and the paper variant on the
+  sample-side route, keep one run per selection instead, each with its own nodes.
 - Regular channels: within a run, the usable-sample set shared by most channels (ties: the one
   seen first) is the run's set. Channels whose usable set is the run's less 1 to :data:`MASK_MAX`
   samples (a cosmic ray, a bad column; positions and seeing finite) take part too, with the code
@@ -154,6 +157,13 @@ COND_MAX = 5e4
 #: <= 7.8e3 in the blue) and at 6e-3-8e-3 (1.5" seeing, 6" cut, condition 8.7e3-9.6e3), and failed
 #: from ~1e-2 (docs/benchmarks.md).
 JITTER_MAX = 2e-3
+#: Largest floor share (:class:`crrxr.core.pixel_update.PixelChange`) accepted from a paper-variant
+#: solve moved to another selection: how far its W may differ from an exact solve there because
+#: modes near the singular-value floor are kept or dropped differently. At the lenslet profile's
+#: floor 1e-6 (lam 1e-3) it is 1e-5; the largest deviation measured on 2400-lenslet channels was
+#: 7.2e-6 of max|W|, 4.5e-5 sigma in flux and 1.3e-6 in variance (docs/benchmarks.md), far below
+#: the tolerances. Larger floors are refused above 1e-4 (their channels are solved exactly).
+FLOOR_SHARE_MAX = 1e-4
 #: Largest relative variance error accepted for an interpolated channel (0.1 %).
 IVAR_RTOL = 1e-3
 #: Most samples a channel may have masked beyond its run's usable set and still be interpolated
@@ -166,7 +176,7 @@ ROW_BLOCK = 128
 #: sample removals (:class:`crrxr.core.bounded_cache.BoundedCache`). A 127 x 9 MaNGA block with DAR
 #: 2" in the blue held up to ~580 MB unbounded (36 moved weights of 12.5 MB); the engine passes
 #: what its memory budget leaves (crrxr.engine.plan).
-CACHE_BYTES = 512 * 2**20
+CACHE_BYTES = 2**30
 
 
 @dataclass(frozen=True)
@@ -476,8 +486,11 @@ class _BlockPlan:
         cfg = self.solver.config
         self.cond_max = condition_limit(cfg, self.fw[:, lo : hi + 1][block_use])
         starts = [lo]
+        # the solves take the pixel-side gram route where samples outnumber selected pixels
+        pixel_side = True
         for c in range(lo, hi + 1):
             geom = self._geometry(c)
+            pixel_side &= int(np.count_nonzero(self.usable[:, c])) > int(np.count_nonzero(geom[3]))
             self.deadpix[c] = geom[4].copy()
             key = np.packbits(geom[3]).tobytes()
             if key not in self._sel:
@@ -488,12 +501,15 @@ class _BlockPlan:
         keys = [np.packbits(block_use[:, c]).tobytes() for c in range(block_use.shape[1])]
         masked = len(set(keys)) > 1
         off = len(keys) - keys.count(_mode_index(keys))  # channels with samples of their own masked
-        # one run over selection changes (nodes moved to each channel's selection) unless more
-        # channels have samples of their own masked than there are runs: their removals need
-        # the node's own selection, so there each run of one selection gets its own nodes
-        across = cfg.variant == "code" and 1 < len(starts) and off <= len(starts)
+        # one run over selection changes (nodes moved to each channel's selection) where moves
+        # apply (code variant; paper variant on the pixel-side route), unless, for the code
+        # variant, more channels have samples of their own masked than there are runs: their
+        # removals need the node's own selection, so there each run of one selection gets its own
+        # nodes (the paper variant has no removals: such channels are solved exactly either way)
+        code = cfg.variant == "code"
+        across = 1 < len(starts) and (off <= len(starts) if code else pixel_side)
         # node eigendecompositions are kept only where removals or moves may use them
-        self.solver.keep_factor = cfg.variant == "code" and (masked or across)
+        self.solver.keep_factor = (code and masked) or across
         if across:
             self._run(lo, hi)
             return
@@ -529,7 +545,7 @@ class _BlockPlan:
     def _removable(self, c: int) -> bool:
         """Channel ``c``'s usable set is the run's less 1..MASK_MAX samples whose positions and
         seeing are finite (so that the run's set can be solved at ``c``)."""
-        if not self.solver.keep_factor:
+        if not (self.solver.keep_factor and self.solver.config.variant == "code"):
             return False
         use_c, base = self.usable[:, c], self._base
         if np.any(use_c & ~base):
@@ -582,9 +598,14 @@ class _BlockPlan:
         A = sparse.hstack([A_old, A_in], format="csr")[:, cols]
         self.n_moves += 1
         moved = change_pixels(node[6], node[2], A, old, self.solver.config.sv_floor)
-        if moved is None or moved.error > GRAM_RTOL or moved.condition > self.cond_max:
+        if (
+            moved is None
+            or moved.error > GRAM_RTOL
+            or moved.floor_share > FLOOR_SHARE_MAX
+            or moved.condition > self.cond_max
+        ):
             return None
-        error = float(node[4] or 0.0) + moved.error
+        error = float(node[4] or 0.0) + moved.error + moved.floor_share
         return (sel_idx, node[1], moved.weights, node[3], error, moved.condition, None)
 
     def _check(self, check_nodes: tuple[int, ...], at: int, key: bytes) -> _Check | None:

@@ -51,11 +51,16 @@ RANK_PER_SAMPLE = 40
 
 @dataclass(frozen=True)
 class GramFactor:
-    """What a sample-side gram solve of the code variant that dropped no mode leaves behind.
+    """What a gram solve that dropped no mode leaves behind.
 
-    A (m, n) CSR kernel matrix of the good samples (arcsec^2-weighted kernel, pixel_scale^2
-    included); w (m,) ascending eigenvalues of G = A A^T, all kept; E (m, m) its eigenvectors;
-    s (n,) the row sums of Q (W = diag(1/s) A^T G^{-1/2}); lam the regularization.
+    side "sample" (code variant, sample-side route): A (m, n) CSR kernel matrix of the good samples
+    (arcsec^2-weighted kernel, pixel_scale^2 included); w (m,) ascending eigenvalues of G = A A^T,
+    all kept; E (m, m) its eigenvectors; s (n,) the row sums of Q (W = diag(1/s) A^T G^{-1/2}).
+    side "pixel" (paper variant, pixel-side route, m > n; modes below the floor may have been
+    dropped): w (r,) the kept eigenvalues of H = A^T A (ascending), E (n, n) all its eigenvectors
+    (the kept ones last), s (n,) = H_r^{1/2} 1 with H_r the kept modes' part (W = diag(1/s) g(H_r)
+    A^T, g(x) = x^{1/2} / (x + lam^2)). lam: the regularization. Only the sample side supports
+    :func:`remove_samples`; both support :func:`crrxr.core.pixel_update.change_pixels`.
     """
 
     A: sparse.csr_matrix
@@ -63,6 +68,7 @@ class GramFactor:
     E: np.ndarray
     s: np.ndarray
     lam: float
+    side: str = "sample"
 
 
 def log_nodes(w_min: float, w_max: float, step: float = STEP, tail: float = TAIL) -> np.ndarray:
@@ -140,6 +146,8 @@ def remove_samples(factor: GramFactor, drop: np.ndarray) -> Removal:
     squared: the rule converges as exp(-pi^2 / h), so its error is about the square of the coarser
     rule's (relative); the exact solve's own error aside.
     """
+    if factor.side != "sample":
+        raise ValueError("remove_samples needs a sample-side factor (code variant)")
     A, w, E, s, lam = factor.A, factor.w, factor.E, factor.s, factor.lam
     m, n = A.shape
     drop = np.asarray(drop, dtype=np.intp)

@@ -255,7 +255,11 @@ def prepare(
         n_neighbours=_n_neighbours(int(rss.sizes["spectrum"]), grid, pstore),
         align=align,
         reuse=reuse_enabled(core),
-        reuse_factor=core.variant == "code",
+        # solves keep their eigendecomposition: the code variant's for moves and removals, the
+        # paper variant's for moves on the pixel-side route, where usable samples outnumber the
+        # selected pixels (taken as half the grid: a lenslet array, not a fiber bundle)
+        reuse_factor=core.variant == "code"
+        or (rss.sizes["spectrum"] if usable is None else usable) > len(grid.x) * len(grid.y) // 2,
     )
     if plan.wave_chunk % align and plan.wave_chunk < plan.n_channels:
         log.warning(

@@ -85,8 +85,9 @@ def per_channel_bytes(n_samples: int, n_pixels: int) -> int:
 #: the quadratures of moves and sample removals. Measured (peak resident memory less the process
 #: before the call and the cache's peak): code variant 230-380 MiB on 128- and 256-channel chunks
 #: of a 127 x 9 MaNGA cube (DAR 2", the blue: moves; channel working set 166 MB: up to 2.4 of
-#: them); paper variant 245 MiB on 128 channels of 2400 lenslets (449 MB: 0.55).
-REUSE_WORKING = {True: 3.0, False: 1.0}  # by whether solves keep their factor (code variant)
+#: them); paper variant 245 MiB on 128 channels of 2400 lenslets (449 MB: 0.55) before its solves
+#: were moved across selections (not measured since: the factor's 3.0 is taken for it too).
+REUSE_WORKING = {True: 3.0, False: 1.0}  # by whether solves keep their factor (moves, removals)
 #: Fewest solves (weights with their eigendecomposition, :func:`solve_bytes`) a reuse cache must
 #: hold: a check holds up to four nodes and their moved weights at once. Below this a block solves
 #: its nodes again and again (MaNGA, DAR 2": +44 % solves with 6 of them, +11 % with 8).
@@ -97,8 +98,8 @@ REUSE_MAX_CACHE = 2**30
 
 def solve_bytes(n_samples: int, n_pixels: int, factor: bool = True) -> int:
     """One exact CRR solve kept by weight reuse: W (pixels x samples) and, with ``factor`` (the code
-    variant keeps it for moves and removals), the eigenvectors of the smaller Gram matrix (bytes,
-    float64)."""
+    variant keeps it for moves and removals, the paper variant for moves on the pixel-side route),
+    the eigenvectors of the smaller Gram matrix (bytes, float64)."""
     small = min(n_samples, n_pixels) if factor else 0
     return 8 * (n_samples * n_pixels + small * small)
 
@@ -214,7 +215,8 @@ def make_plan(
     chunk solves whole blocks of ``align`` channels, so a partial block repeats their node solves).
     ``reuse``: weight reuse, whose task keeps a cache of solves: it gets what the budget (given, or
     the default) leaves, between :data:`REUSE_MIN_SOLVES` solves (:func:`solve_bytes`, with the
-    eigenvectors where ``reuse_factor``: the code variant) and :data:`REUSE_MAX_CACHE`.
+    eigenvectors where ``reuse_factor``: the code variant, and the paper variant on the pixel-side
+    route) and :data:`REUSE_MAX_CACHE`.
     Raises :class:`PlanError` for plans that cannot work (no channels, no usable samples, an enormous
     grid, one channel over the budget).
     """
