@@ -370,6 +370,8 @@ class _BlockPlan:
         self._sel: dict[bytes, np.ndarray] = {}
         self.n_solves = 0
         self.n_moves = 0
+        # (node, selection key) -> the floor share of the node's solve moved there (paper variant)
+        self._floor_share: dict[tuple[int, bytes], float] = {}
         # COND_MAX, lowered where the kernel cut is too close (:func:`condition_limit`)
         self.cond_max = COND_MAX
 
@@ -605,6 +607,7 @@ class _BlockPlan:
             or moved.condition > self.cond_max
         ):
             return None
+        self._floor_share[(n, key)] = moved.floor_share
         error = float(node[4] or 0.0) + moved.error + moved.floor_share
         return (sel_idx, node[1], moved.weights, node[3], error, moved.condition, None)
 
@@ -784,12 +787,23 @@ class _BlockPlan:
             return None
         err = np.abs(model.D @ F)
         sigma = np.sqrt(np.maximum(S, 0.0))
+        flux = sum(L[a] * (W @ F) for a, W in enumerate(Ws))
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.where(kept & (sigma > 0), err / np.where(sigma > 0, sigma, 1.0), 0.0)
+            snr = np.where(kept & (sigma > 0), np.abs(flux) / np.where(sigma > 0, sigma, 1.0), 0.0)
         bounds = safety * ratio * (rel.max(axis=0) if rel.size else np.zeros(chans.size))
+        # paper-variant nodes moved here differ from exact solves by up to their floor share of W
+        # (modes at the singular-value floor): taken as that share of each pixel's flux
+        share = sum(
+            np.abs(L[a]) * self._floor_share.get((n, key), 0.0) for a, n in enumerate(model.nodes)
+        )
+        if np.any(share > 0):
+            bounds = bounds + share * (snr.max(axis=0) if snr.size else 0.0)
+            var_bounds = var_bounds + 2.0 * share + share * share
+            if not np.all(var_bounds <= IVAR_RTOL):
+                return None
         if not np.all(bounds <= self.tolerance):
             return None
-        flux = sum(L[a] * (W @ F) for a, W in enumerate(Ws))
         lsf = None
         if self.lsf2 is not None:
             # (n_sel, channels, k + 1): W sigma^2 for each LSF and W 1
