@@ -35,8 +35,9 @@ E diag(w) E^T over the r kept modes, U = A E diag(1/S) and g(x) = x^{1/2} / (x +
 
 so W is a function of the sample-side G = A A^T, which the change moves by G' = G + Z C Z^T as
 above. G has a null space here (rank r < m), so everything is written in the basis B = [U, Q] of
-span(G'), Q the entering columns' part outside span(U), orthonormalized: G' = B M' B^T with
-M' = diag(w, 0) + Y C Y^T, Y = B^T Z, and
+span(G'), Q the directions of the entering columns' part outside span(U) whose singular values
+reach the floor (the others would make modes an exact solve drops, so they are dropped too):
+G' = B M' B^T with M' = diag(w, 0) + Y C Y^T, Y = B^T Z, and
 
     W' = diag(1/s') A'^T B g(M') B^T,   s' = A'^T B M'^{+1/2} B^T A' 1,
     g(M') = (M' + lam^2)^{-1} M'^{1/2},
@@ -50,7 +51,8 @@ which (M' + lam^2)^{-1} amplifies by 1 / lam^2, never reach W. The capacitance's
 dropped modes (below the floor) make its solve the exact one of A_r = U diag(S) E^T, and the move
 the exact solve of A_r with the columns changed, every mode kept: an exact solve on the new set
 keeps or drops its modes near the floor by their own values, so the two differ by about the weight
-of such modes, c(floor) = floor^2 / (floor^2 + lam^2) (``floor_share``). Measured on 2400-lenslet
+of such modes, c(floor) = floor^2 / (floor^2 + lam^2) (``floor_share``: FLOOR_SPREAD c(floor);
+:mod:`crrxr.core.reuse` adds it to the bounds of the channels it serves). Measured on 2400-lenslet
 channels (2158 pixels, 1-5 pixels changed): 0.06-0.27 s against 2.1 s for a solve; W within ~1e-11
 of the exact solve where no mode is near the floor (tests), and within 7.2 c(floor) of max|W| at
 floors 1e-7 to 3e-6 (4.5e-5 sigma in flux and 1.3e-6 in variance at 1e-6; docs/benchmarks.md).
