@@ -708,6 +708,21 @@ def test_blocks_in_one_call_share_their_boundary_solve_with_the_same_bits(tmp_pa
             np.testing.assert_array_equal(other[name].values, cubes[0][name].values, err_msg=name)
 
 
+def assert_interpolated_within_bounds(rr, ex) -> None:
+    """Every interpolated channel of the reuse block ``rr`` against the exact block ``ex``: flux
+    within its bound, ivar within 0.1 %, masks equal but for its borderline pixels; some bound
+    above 1e-5 (interpolated, not copied)."""
+    fa = rr.block
+    for o in np.flatnonzero(~rr.exact):
+        ok = (ex.ivar[o] > 0) & (fa.ivar[o] > 0)
+        ok &= ((ex.mask[o] | fa.mask[o]) & masks.DONOTUSE) == 0
+        err = np.abs(fa.flux[o][ok] - ex.flux[o][ok]) * np.sqrt(ex.ivar[o][ok])
+        assert err.max() <= rr.bound[o] * 1.001 + 1e-7, (o, err.max(), rr.bound[o])
+        assert np.max(np.abs(fa.ivar[o][ok] / ex.ivar[o][ok] - 1)) <= 1e-3
+        assert np.count_nonzero(fa.mask[o] != ex.mask[o]) <= rr.borderline[o]
+    assert max(rr.bound) > 1e-5
+
+
 def selection_runs(grid, cfg, arrays, n: int) -> list[int]:
     """Lengths of the runs of channels with the same solved-pixel selection among the first ``n``."""
     solver = ChannelSolver(grid, cfg)
@@ -747,17 +762,9 @@ def test_blocks_interpolate_across_selection_changes(start, dar, bad, seed):
     assert rr.n_moves > 0
     assert rr.exact.sum() < per_run, (rr.exact.sum(), runs)
     assert not bad or np.any(sim["mask"].values[:, :64] != 0), "channels with masked samples"
-    fa = rr.block
-    for o in np.flatnonzero(~rr.exact):
-        ok = (ex.ivar[o] > 0) & (fa.ivar[o] > 0)
-        ok &= ((ex.mask[o] | fa.mask[o]) & masks.DONOTUSE) == 0
-        err = np.abs(fa.flux[o][ok] - ex.flux[o][ok]) * np.sqrt(ex.ivar[o][ok])
-        assert err.max() <= rr.bound[o] * 1.001 + 1e-7, (o, err.max(), rr.bound[o])
-        assert np.max(np.abs(fa.ivar[o][ok] / ex.ivar[o][ok] - 1)) <= 1e-3
-        assert np.count_nonzero(fa.mask[o] != ex.mask[o]) <= rr.borderline[o]
-    assert max(rr.bound) > 1e-5  # interpolated, not copied
+    assert_interpolated_within_bounds(rr, ex)
     for w in want:
-        np.testing.assert_allclose(fa.psf[w], ex.psf[w], rtol=0, atol=1e-3 * ex.psf[w].max())
+        np.testing.assert_allclose(rr.block.psf[w], ex.psf[w], rtol=0, atol=1e-3 * ex.psf[w].max())
 
 
 @pytest.mark.parametrize(
@@ -881,12 +888,4 @@ def test_lenslet_blocks_interpolate_across_selection_changes(n_lenslets, start, 
     ex = reconstruct_block(*(a[:, :64] for a in arrays), grid, cfg)
     assert rr.n_moves > 0
     assert rr.exact.sum() < sum(min(length, 3) for length in runs) - 1, (rr.exact.sum(), runs)
-    fa = rr.block
-    for o in np.flatnonzero(~rr.exact):
-        ok = (ex.ivar[o] > 0) & (fa.ivar[o] > 0)
-        ok &= ((ex.mask[o] | fa.mask[o]) & masks.DONOTUSE) == 0
-        err = np.abs(fa.flux[o][ok] - ex.flux[o][ok]) * np.sqrt(ex.ivar[o][ok])
-        assert err.max() <= rr.bound[o] * 1.001 + 1e-7, (o, err.max(), rr.bound[o])
-        assert np.max(np.abs(fa.ivar[o][ok] / ex.ivar[o][ok] - 1)) <= 1e-3
-        assert np.count_nonzero(fa.mask[o] != ex.mask[o]) <= rr.borderline[o]
-    assert max(rr.bound) > 1e-5  # interpolated, not copied
+    assert_interpolated_within_bounds(rr, ex)

@@ -105,20 +105,26 @@ class PixelChange:
     floor_share: float = 0.0
 
 
-def _smallest_eigenvalue(w: np.ndarray, Zw: np.ndarray, S0: np.ndarray) -> float:
-    """Smallest eigenvalue of G' from power iteration on (G')^{-1} = diag(1/w) - Zw S0^{-1} Zw^T
-    (eigen-coordinates of G; Zw = diag(1/w) E^T Z)."""
-    inv_w = 1.0 / w
-    S0_inv = np.linalg.inv(S0)
-    x = np.ones(w.size) / np.sqrt(w.size)
+def _power_smallest(apply_inverse, size: int) -> float:
+    """Smallest eigenvalue of a symmetric positive definite matrix from POWER_STEPS of power
+    iteration on its inverse (``apply_inverse``: x -> M^{-1} x); 0 where that breaks down."""
+    x = np.ones(size) / np.sqrt(size)
     mu = 0.0
     for _ in range(POWER_STEPS):
-        y = inv_w * x - Zw @ (S0_inv @ (Zw.T @ x))
+        y = apply_inverse(x)
         mu = float(np.linalg.norm(y))
         if not np.isfinite(mu) or mu <= 0:
             return 0.0
         x = y / mu
     return 1.0 / mu
+
+
+def _smallest_eigenvalue(w: np.ndarray, Zw: np.ndarray, S0: np.ndarray) -> float:
+    """Smallest eigenvalue of G' from power iteration on (G')^{-1} = diag(1/w) - Zw S0^{-1} Zw^T
+    (eigen-coordinates of G; Zw = diag(1/w) E^T Z)."""
+    inv_w = 1.0 / w
+    S0_inv = np.linalg.inv(S0)
+    return _power_smallest(lambda x: inv_w * x - Zw @ (S0_inv @ (Zw.T @ x)), w.size)
 
 
 def change_pixels(
@@ -134,9 +140,11 @@ def change_pixels(
     factor or the paper variant's pixel-side one; W (n_old, m) its weights; A_new (m, n_new) the
     kernel matrix of the same samples, positions and seeing over the new set; old (n_new,) each new
     pixel's column in the old set, -1 for a pixel that enters; floor: the solve's singular-value
-    floor. Returns None where the update does not apply: the new solve would come close to
-    dropping a mode (smallest eigenvalue of the new Gram matrix within POWER_MARGIN of the floor
-    squared or of rounding), or, for the code variant, G' is not positive definite.
+    floor. Returns None where the update does not apply: for the code variant, G' not positive
+    definite or the new solve close to dropping a mode (smallest eigenvalue of G' within
+    POWER_MARGIN of the floor squared or of rounding); for the paper variant, the smallest
+    eigenvalue with the entering pixels within POWER_MARGIN of rounding (modes near the floor carry
+    c(floor) of W there: reported as ``floor_share`` instead).
     """
     if factor.side == "pixel":
         return _move_pixel_side(factor, W, A_new, old, floor)
@@ -256,15 +264,7 @@ def _entering_floor(w: np.ndarray, Up: np.ndarray, Yb: np.ndarray) -> float:
         x2 = linalg.cho_solve(sc, y[r:] - Yb @ (Up.T @ t_inv(y[:r])))
         return np.concatenate([t_inv(y[:r] - Up @ (Yb.T @ x2)), x2])
 
-    x = np.ones(r + Yb.shape[0]) / np.sqrt(r + Yb.shape[0])
-    mu = 0.0
-    for _ in range(POWER_STEPS):
-        y = solve(x)
-        mu = float(np.linalg.norm(y))
-        if not np.isfinite(mu) or mu <= 0:
-            return 0.0
-        x = y / mu
-    return 1.0 / mu
+    return _power_smallest(solve, r + Yb.shape[0])
 
 
 def _move_pixel_side(
