@@ -51,11 +51,12 @@ which (M' + lam^2)^{-1} amplifies by 1 / lam^2, never reach W. The capacitance's
 dropped modes (below the floor) make its solve the exact one of A_r = U diag(S) E^T, and the move
 the exact solve of A_r with the columns changed, every mode kept: an exact solve on the new set
 keeps or drops its modes near the floor by their own values, so the two differ by about the weight
-of such modes, c(floor) = floor^2 / (floor^2 + lam^2) (``floor_share``: FLOOR_SPREAD c(floor);
-:mod:`crrxr.core.reuse` adds it to the bounds of the channels it serves). Measured on 2400-lenslet
-channels (2158 pixels, 1-5 pixels changed): 0.06-0.27 s against 2.1 s for a solve; W within ~1e-11
-of the exact solve where no mode is near the floor (tests), and within 7.2 c(floor) of max|W| at
-floors 1e-7 to 3e-6 (4.5e-5 sigma in flux and 1.3e-6 in variance at 1e-6; docs/benchmarks.md).
+of such modes, c(floor) = floor^2 / (floor^2 + lam^2), or more (``floor_share``, FLOOR_SPREAD
+floor / lam, from measurements; :mod:`crrxr.core.reuse` adds it to the bounds of the channels it
+serves). Measured on 2400-lenslet channels (2158 pixels, 1-5 pixels changed): 0.06-0.27 s against
+2.0-2.5 s for a solve; W within ~1e-11 of the exact solve where no mode is near the floor (tests),
+and within 0.0072 floor / lam of max|W| at floors 1e-7 to 3e-6 (at 1e-6: 2.0e-5 sigma in flux and
+2.9e-7 in variance over the pixels the cube keeps; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -83,10 +84,13 @@ TAIL = 10.0
 KEEP_RTOL = 1e-11
 RANGE_RTOL = 1e-7
 RANK_PER_PIXEL = 40
-#: A paper-variant move's floor share over c(floor), the weight of a mode at the floor: W differed
-#: from exact solves on the new set by up to 7.2 c(floor) of max|W| on 2400-lenslet channels at
-#: floors 1e-7 to 3e-6 (the difference scaled with the floor: modes kept or dropped differently).
-FLOOR_SPREAD = 10.0
+#: A paper-variant move's floor share over floor / lam: W differed from exact solves on the new set
+#: by up to 4.3e-7, 7.2e-6 and 3.6e-6 of max|W| on 2400-lenslet channels at floors 1e-7, 1e-6 and
+#: 3e-6 with lam 1e-3, i.e. up to 0.0072 floor / lam (the weight of a mode at the floor,
+#: c(floor) = floor^2 / (floor^2 + lam^2), did not follow: 43 c(floor) at 1e-7). An empirical
+#: model for floors far below lam only: on the tests' 109-lenslet array at floors of 8e-3 it was
+#: exceeded 1.2-8x, and :data:`crrxr.core.reuse.FLOOR_SHARE_MAX` refuses such moves.
+FLOOR_SPREAD = 0.01
 
 
 @dataclass(frozen=True)
@@ -95,9 +99,9 @@ class PixelChange:
     samples); error: the quadrature's estimated relative error; condition: the effective condition
     of the new solve (code variant: sqrt of the estimated largest over smallest eigenvalue of G');
     floor_share: for the paper variant, where modes near the singular-value floor exist (the node
-    dropped some, or the new set may have some), FLOOR_SPREAD times the weight c(floor) of a mode
-    at the floor: the exact solve on the new set keeps or drops them by their own values, so W may
-    differ from it by up to about that share of max|W| (docs/benchmarks.md); else 0."""
+    dropped some, or the new set may have some), FLOOR_SPREAD floor / lam: the exact solve on the
+    new set keeps or drops them by their own values, so W may differ from it by up to about that
+    share of max|W| (measured, docs/benchmarks.md); else 0."""
 
     weights: np.ndarray
     error: float
@@ -309,8 +313,7 @@ def _move_pixel_side(
     # modes near the floor: the exact solve on the new set keeps or drops them by their own
     # values, this update by the node's; they carry c(floor) = floor^2 / (floor^2 + lam^2) of W
     near_floor = r < n or not new_dir.all() or mu_lb <= POWER_MARGIN * floor * floor
-    c_floor = floor * floor / (floor * floor + lam2)
-    floor_share = FLOOR_SPREAD * float(c_floor) if near_floor else 0.0
+    floor_share = FLOOR_SPREAD * floor / lam if near_floor and lam > 0 else 0.0
     rows_old = old[kept]
     if k == 0:
         return PixelChange(np.ascontiguousarray(W[old]), 0.0, condition, floor_share)

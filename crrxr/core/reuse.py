@@ -157,12 +157,13 @@ COND_MAX = 5e4
 #: <= 7.8e3 in the blue) and at 6e-3-8e-3 (1.5" seeing, 6" cut, condition 8.7e3-9.6e3), and failed
 #: from ~1e-2 (docs/benchmarks.md).
 JITTER_MAX = 2e-3
-#: Largest floor share (:class:`crrxr.core.pixel_update.PixelChange`) accepted from a paper-variant
-#: solve moved to another selection: how far its W may differ from an exact solve there because
-#: modes near the singular-value floor are kept or dropped differently. At the lenslet profile's
-#: floor 1e-6 (lam 1e-3) it is 1e-5; the largest deviation measured on 2400-lenslet channels was
-#: 7.2e-6 of max|W|, 4.5e-5 sigma in flux and 1.3e-6 in variance (docs/benchmarks.md), far below
-#: the tolerances. Larger floors are refused above 1e-4 (their channels are solved exactly).
+#: Largest floor share (:class:`crrxr.core.pixel_update.PixelChange`, 0.01 floor / lam) accepted
+#: from a paper-variant solve moved to another selection: how far its W may differ from an exact
+#: solve there because modes near the singular-value floor are kept or dropped differently. At the
+#: lenslet profile's floor 1e-6 (lam 1e-3) it is 1e-5; the largest deviation measured on
+#: 2400-lenslet channels was 7.2e-6 of max|W|, 2.0e-5 sigma in flux and 2.9e-7 in variance over
+#: the pixels the cube keeps (docs/benchmarks.md). The share is an empirical model for floors far
+#: below lam, so moves are refused from floor / lam = 0.01 (their channels are solved exactly).
 FLOOR_SHARE_MAX = 1e-4
 #: Largest relative variance error accepted for an interpolated channel (0.1 %).
 IVAR_RTOL = 1e-3
