@@ -57,7 +57,10 @@ chunk boundaries fall:
   with samples of its own masked is interpolated between its nodes' weights with those samples
   removed, and its D, variance and bound are measured on the removed weights of i, m and j. The
   bound holds as far as the curvature model does; :data:`SAFETY` was set from measurements against
-  exact solves (docs/benchmarks.md), it is not a proof. A half whose bound exceeds ``tolerance``
+  exact solves (docs/benchmarks.md), it is not a proof. Where the nodes are paper-variant solves
+  moved to the channel's selection, their floor shares phi_n (what the move may differ from an
+  exact solve there) are added: sum_n |L_n(k)| phi_n times the largest |flux| / sigma of a kept
+  pixel, and 2 phi + phi^2 to the variance bound. A half whose bound exceeds ``tolerance``
   (or :data:`IVAR_RTOL` for the variance) for any of its channels tries the quadratic next.
 - Quadratic: inside a refined segment (i, j) with middle m, whose parent segment had the nodes
   (i, j, o) (o its other end), the quadratic through the parent's three nodes is checked at m:
