@@ -791,23 +791,28 @@ class _BlockPlan:
             return None
         err = np.abs(model.D @ F)
         sigma = np.sqrt(np.maximum(S, 0.0))
-        flux = sum(L[a] * (W @ F) for a, W in enumerate(Ws))
+        safe = np.where(sigma > 0, sigma, 1.0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            rel = np.where(kept & (sigma > 0), err / np.where(sigma > 0, sigma, 1.0), 0.0)
-            snr = np.where(kept & (sigma > 0), np.abs(flux) / np.where(sigma > 0, sigma, 1.0), 0.0)
+            rel = np.where(kept & (sigma > 0), err / safe, 0.0)
         bounds = safety * ratio * (rel.max(axis=0) if rel.size else np.zeros(chans.size))
         # paper-variant nodes moved here differ from exact solves by up to their floor share of W
         # (modes at the singular-value floor): taken as that share of each pixel's flux
         share = sum(
             np.abs(L[a]) * self._floor_share.get((n, key), 0.0) for a, n in enumerate(model.nodes)
         )
+        flux = None  # formed after the bounds hold, unless the floor shares need it first
         if np.any(share > 0):
+            flux = self._interpolated(L, Ws, F)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                snr = np.where(kept & (sigma > 0), np.abs(flux) / safe, 0.0)
             bounds = bounds + share * (snr.max(axis=0) if snr.size else 0.0)
             var_bounds = var_bounds + 2.0 * share + share * share
             if not np.all(var_bounds <= IVAR_RTOL):
                 return None
         if not np.all(bounds <= self.tolerance):
             return None
+        if flux is None:
+            flux = self._interpolated(L, Ws, F)
         lsf = None
         if self.lsf2 is not None:
             # (n_sel, channels, k + 1): W sigma^2 for each LSF and W 1
@@ -818,6 +823,11 @@ class _BlockPlan:
             flat = X.reshape(use_idx.size, -1)
             lsf = sum(L[a][:, None] * (W @ flat).reshape(shape) for a, W in enumerate(Ws))
         return model, chans, L, flux, S, cover, bounds, var_bounds, cover_bounds, lsf
+
+    @staticmethod
+    def _interpolated(L: np.ndarray, Ws: list, F: np.ndarray) -> np.ndarray:
+        """Flux images (n_sel, channels) of W_k = sum_n L_nk W_n applied to the fluxes F."""
+        return sum(L[a] * (W @ F) for a, W in enumerate(Ws))
 
     def _borderline(self, cover: np.ndarray, cover_bound: float) -> int:
         """Pixels whose coverage (n_sel,) lies within its certified margin of the LOWCOV
