@@ -158,3 +158,29 @@ def test_without_a_budget_the_default_grows_to_what_one_block_needs(n_samp, nsid
     else:
         assert plan.budget_bytes == parse_memory("2GB")
     assert (plan.budget_bytes > parse_memory("2GB")) == (n_samp == 5000)
+
+
+@pytest.mark.parametrize(("kind", "paper_keeps"), [("bundle", False), ("lenslets", True)])
+def test_reuse_plans_the_eigendecompositions_the_variant_keeps(kind, paper_keeps):
+    """The code variant's reuse solves keep their eigendecomposition (moves, removals); the paper
+    variant's only on the pixel-side route (moves), where a channel's samples outnumber its
+    selected pixels: a lenslet array, not a 19 x 9 bundle. The estimate on the user path plans
+    the paper variant like the code variant exactly where it keeps them, and less elsewhere."""
+    from crrxr.engine.build import estimate
+    from crrxr.simulate import simulate_rss
+
+    shape = {"bundle": 19} if kind == "bundle" else {"lenslets": 400}
+    profile = "manga-19" if kind == "bundle" else "lenslet-0.75"
+    rss = simulate_rss(None, nwave=128, noise=30, seed=1, **shape)
+    plans = {
+        variant: estimate(
+            rss,
+            profile=profile,
+            overrides={"crr.reuse_tolerance": 0.01, "crr.variant": variant},
+            wave_chunk=64,
+            max_memory="8GB",  # the cache at its cap: the working memory tells
+        )
+        for variant in ("code", "paper")
+    }
+    code, paper = plans["code"].task_bytes, plans["paper"].task_bytes
+    assert (paper == code) if paper_keeps else (paper < code), (kind, paper, code)

@@ -55,10 +55,10 @@ class CRRWeights:
     variant). error_estimate: relative error bound of W, eps * effective_condition^2 for the gram
     route (plus the weight of a mode whose rank decision is in doubt), eps * S_max max(c / S) / max(c)
     for the SVD. factor: the eigendecomposition behind W, kept only when asked for (``keep_factor``)
-    and only for a gram route that dropped no mode and whose rank was not in doubt: the code
-    variant's sample-side route (what :func:`crrxr.core.sample_removal.remove_samples` and
+    and only for a gram route whose rank was not in doubt: the code variant's sample-side route
+    where it dropped no mode (what :func:`crrxr.core.sample_removal.remove_samples` and
     :func:`crrxr.core.pixel_update.change_pixels` use) and the paper variant's pixel-side route
-    (``change_pixels`` only); else None.
+    (``change_pixels`` only; dropped modes allowed); else None.
     """
 
     weights: np.ndarray

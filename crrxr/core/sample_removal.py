@@ -51,7 +51,7 @@ RANK_PER_SAMPLE = 40
 
 @dataclass(frozen=True)
 class GramFactor:
-    """What a gram solve that dropped no mode leaves behind.
+    """What a gram solve leaves behind for low-rank updates of its weights.
 
     side "sample" (code variant, sample-side route): A (m, n) CSR kernel matrix of the good samples
     (arcsec^2-weighted kernel, pixel_scale^2 included); w (m,) ascending eigenvalues of G = A A^T,

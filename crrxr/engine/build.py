@@ -24,6 +24,7 @@ import numpy as np
 import xarray as xr
 import zarr
 from dask.utils import format_bytes
+from scipy.spatial import cKDTree
 
 import crrxr
 from crrxr.core.reuse import BLOCK as REUSE_BLOCK
@@ -34,7 +35,7 @@ from crrxr.engine.chunk import ChunkResult, ChunkTask, solve_chunk
 from crrxr.engine.integrity import add_checksum_array, bad_chunks, unmark_chunks
 from crrxr.engine.lock import StoreLock
 from crrxr.engine.memory import PeakMemory, worker_metrics
-from crrxr.engine.plan import Plan, make_plan
+from crrxr.engine.plan import Plan, keeps_factor, make_plan
 from crrxr.engine.reuse import CHUNK_BLOCKS as REUSE_CHUNK_BLOCKS
 from crrxr.engine.reuse import cut_limits, reuse_enabled
 from crrxr.executors import Executor, available_cores, make_executor
@@ -255,11 +256,9 @@ def prepare(
         n_neighbours=_n_neighbours(int(rss.sizes["spectrum"]), grid, pstore),
         align=align,
         reuse=reuse_enabled(core),
-        # solves keep their eigendecomposition: the code variant's for moves and removals, the
-        # paper variant's for moves on the pixel-side route, where usable samples outnumber the
-        # selected pixels (taken as half the grid: a lenslet array, not a fiber bundle)
-        reuse_factor=core.variant == "code"
-        or (rss.sizes["spectrum"] if usable is None else usable) > len(grid.x) * len(grid.y) // 2,
+        reuse_factor=keeps_factor(
+            core.variant, int(rss.sizes["spectrum"]), _n_selected(rss, grid, core)
+        ),
     )
     if plan.wave_chunk % align and plan.wave_chunk < plan.n_channels:
         log.warning(
@@ -281,6 +280,17 @@ def _n_pairs(grid, pstore) -> int:
         grid.pixel_scale,
         float(pstore["output.correlation_max_sep_arcsec"]),
     )
+
+
+def _n_selected(rss: xr.Dataset, grid, core) -> int:
+    """Pixels within ``select_radius`` of a sample at the first channel (what a CRR solve there
+    selects, dead fibers aside)."""
+    x = np.asarray(rss["xpos"].isel(wavelength=0).values, dtype=float).ravel()
+    y = np.asarray(rss["ypos"].isel(wavelength=0).values, dtype=float).ravel()
+    ok = np.isfinite(x) & np.isfinite(y)
+    px, py = grid.centres()
+    dist, _ = cKDTree(np.column_stack([x[ok], y[ok]])).query(np.column_stack([px, py]))
+    return int(np.count_nonzero(dist <= core.select_radius))
 
 
 def _n_neighbours(n_samples: int, grid, pstore) -> int:

@@ -96,6 +96,14 @@ REUSE_MIN_SOLVES = 8
 REUSE_MAX_CACHE = 2**30
 
 
+def keeps_factor(variant: str, n_samples: int, n_selected: int) -> bool:
+    """Whether weight reuse keeps its solves' eigendecompositions: the code variant for moves and
+    removals, the paper variant for moves where its solves take the pixel-side route, i.e. where
+    a channel's ``n_samples`` outnumber its ``n_selected`` solved pixels (a lenslet array, not a
+    fiber bundle)."""
+    return variant == "code" or n_samples > n_selected
+
+
 def solve_bytes(n_samples: int, n_pixels: int, factor: bool = True) -> int:
     """One exact CRR solve kept by weight reuse: W (pixels x samples) and, with ``factor`` (the code
     variant keeps it for moves and removals, the paper variant for moves on the pixel-side route),
