@@ -213,6 +213,39 @@ def test_paper_variant_move_with_dropped_modes_is_the_solve_of_the_truncated_mat
     assert moved.floor_share == pytest.approx(FLOOR_SPREAD * floor / 1e-3)
 
 
+@pytest.mark.parametrize(("twin", "n_out"), [(1e-7, 1), (2e-7, 2), (3e-7, 3)])
+def test_paper_variant_node_whose_rank_is_in_doubt_keeps_its_factor(twin, n_out):
+    """A pixel whose kernel column is a kept one's plus ``twin`` of its norm in another direction
+    makes a singular value ~twin far below lam; a floor at exactly that value puts the node's rank
+    in doubt (the eigenvalue of H lies within rounding of floor^2: the gram route keeps or drops
+    that mode by rounding). The node still keeps its factor (on 2400-lenslet channels one such
+    node had cost its block 13 solves instead of 5) and its move reports the floor share, which
+    covers what the exact solve on the new set, deciding that mode by its own rounding, differs
+    by: c(floor) ~ (floor / lam)^2 of W and the modes near the floor. Pixels leave only: with a
+    mode this far below lam, entering pixels meet a known defect of the move (the xfail test
+    below)."""
+    A, dist = lenslets(6, 0.85, seed=6)
+    old, new = lenslet_sets(dist, 0, n_out, seed=2 + 10 * n_out)
+    rng = np.random.default_rng(n_out)
+    base = A[:, old[0]]
+    B = np.hstack(
+        [A, (base + twin * np.linalg.norm(base) * rng.standard_normal(base.size))[:, None]]
+    )
+    old, new = np.r_[old, A.shape[1]], np.r_[new, A.shape[1]]
+    floor = float(np.linalg.svd(B[:, old], compute_uv=False)[-1])
+    assert floor < 1e-2 * 1e-3  # far below lam: the gram route and the floor share's model
+    solve, pos, moved = moved_paper(B, old, new, floor)
+    c_floor = floor**2 / (floor**2 + 1e-6)
+    assert solve.error_estimate >= c_floor  # the solve reports the doubt
+    assert solve.rank in (old.size - 1, old.size)  # that mode kept or dropped by rounding
+    assert moved is not None and moved.floor_share == pytest.approx(FLOOR_SPREAD * floor / 1e-3)
+    assert moved.floor_share >= c_floor
+    # against the exact solve on the new set, which decides that mode by its own rounding
+    exact = solve_crr(B[:, new], variant="paper", floor=floor)
+    diff = np.abs(moved.weights - exact.weights).max() / np.abs(exact.weights).max()
+    assert diff <= moved.floor_share, (diff, moved.floor_share)
+
+
 def test_paper_variant_unchanged_set_and_a_duplicated_pixel():
     """An unchanged set gives the node's own weights. An entering pixel whose kernel column is a
     copy of a kept one makes H' singular: the exact solve drops that null mode, and the move, which
@@ -230,3 +263,30 @@ def test_paper_variant_unchanged_set_and_a_duplicated_pixel():
     scale = np.abs(exact.weights).max()
     np.testing.assert_allclose(moved.weights, exact.weights, rtol=0, atol=1e-9 * scale)
     np.testing.assert_allclose(moved.weights[0], moved.weights[-1], rtol=0, atol=1e-9 * scale)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect (docs/benchmarks.md, 'A move's accuracy for entering pixels'): with a kept "
+    "mode far below lam the pixel-side move loses accuracy on entering pixels' rows (the "
+    "quadrature's absolute error along that mode, amplified by (M' + lam^2)^{-1}) and neither its "
+    "error estimate nor its floor share (0 with the floor far below) reports it",
+)
+@pytest.mark.parametrize("twin", [1e-5, 1e-6])
+def test_paper_variant_move_reports_its_error_with_a_kept_mode_far_below_lam(twin):
+    """A twin pixel (its kernel column a kept one's plus ``twin`` of its norm) makes a kept
+    singular value ~twin; with the floor far below it, one pixel entering: the move must agree
+    with the exact solve on the new set within its error estimate plus its floor share."""
+    A, dist = lenslets(6, 0.85, seed=6)
+    old, new = lenslet_sets(dist, 1, 0, seed=3)
+    rng = np.random.default_rng(1)
+    base = A[:, old[0]]
+    B = np.hstack(
+        [A, (base + twin * np.linalg.norm(base) * rng.standard_normal(base.size))[:, None]]
+    )
+    old, new = np.r_[old, A.shape[1]], np.r_[new, A.shape[1]]
+    solve, pos, moved = moved_paper(B, old, new, floor=1e-9)
+    assert solve.rank == old.size and moved is not None
+    exact = solve_crr(B[:, new], variant="paper", floor=1e-9)
+    diff = np.abs(moved.weights - exact.weights).max() / np.abs(exact.weights).max()
+    assert diff <= 10 * (moved.error + exact.error_estimate) + moved.floor_share, diff

@@ -55,10 +55,12 @@ class CRRWeights:
     variant). error_estimate: relative error bound of W, eps * effective_condition^2 for the gram
     route (plus the weight of a mode whose rank decision is in doubt), eps * S_max max(c / S) / max(c)
     for the SVD. factor: the eigendecomposition behind W, kept only when asked for (``keep_factor``)
-    and only for a gram route whose rank was not in doubt: the code variant's sample-side route
-    where it dropped no mode (what :func:`crrxr.core.sample_removal.remove_samples` and
-    :func:`crrxr.core.pixel_update.change_pixels` use) and the paper variant's pixel-side route
-    (``change_pixels`` only; dropped modes allowed); else None.
+    and only for a gram route: the code variant's sample-side route where it dropped no mode and
+    its rank was not in doubt (what :func:`crrxr.core.sample_removal.remove_samples` and
+    :func:`crrxr.core.pixel_update.change_pixels` use), and the paper variant's pixel-side route
+    (``change_pixels`` only; dropped modes allowed, and a rank in doubt: a mode at the floor carries
+    c(floor) ~ (floor / lam)^2 of W there, within the floor share every move from such a node
+    reports); else None.
     """
 
     weights: np.ndarray
@@ -283,7 +285,9 @@ def _gram(Ag, lam: float, floor: float, variant: str, keep_factor: bool = False)
     else:
         # V = E; U^T = diag(1/S) E^T Ag^T; W = D E diag(c / S) E^T Ag^T; s = E diag(q) E^T 1.
         s = E @ (q * E.sum(axis=0))
-        if keep_factor and variant == "paper" and not doubtful:
+        # a rank in doubt too: the move from it reports its floor share (near-floor modes), which
+        # covers the exact solve on the new set deciding that mode the other way (c(floor) of W)
+        if keep_factor and variant == "paper":
             A_csr = Ag if is_sparse else sparse.csr_matrix(Ag)
             factor = GramFactor(A_csr, w.copy(), E_all.copy(), s.copy(), lam, side="pixel")
         E *= np.sqrt(c / S)
