@@ -265,20 +265,17 @@ def test_paper_variant_unchanged_set_and_a_duplicated_pixel():
     np.testing.assert_allclose(moved.weights[0], moved.weights[-1], rtol=0, atol=1e-9 * scale)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect (docs/benchmarks.md, 'A move's accuracy for entering pixels'): with a kept "
-    "mode far below lam the pixel-side move loses accuracy on entering pixels' rows (the "
-    "quadrature's absolute error along that mode, amplified by (M' + lam^2)^{-1}) and neither its "
-    "error estimate nor its floor share (0 with the floor far below) reports it",
-)
-@pytest.mark.parametrize("twin", [1e-5, 1e-6])
-def test_paper_variant_move_reports_its_error_with_a_kept_mode_far_below_lam(twin):
+@pytest.mark.parametrize("twin", [1e-4, 1e-5, 1e-6])
+@pytest.mark.parametrize(("n_in", "n_out"), [(1, 0), (3, 3)])
+def test_paper_variant_move_with_a_kept_mode_far_below_lam(twin, n_in, n_out):
     """A twin pixel (its kernel column a kept one's plus ``twin`` of its norm) makes a kept
-    singular value ~twin; with the floor far below it, one pixel entering: the move must agree
-    with the exact solve on the new set within its error estimate plus its floor share."""
+    singular value ~twin far below lam, and the floor is far below it (floor share 0). An entering
+    pixel's column has a part of O(1) along that mode, so the move needs the mode's singular value
+    to ~eps S_max, not eigh's eps w_max on S^2 (crrxr.core.crr.ONE_SIDED_RTOL): it agrees with the
+    exact solve on the new set within SLACK x the error estimates (with eigh's values it was off
+    by 3.4e-9, 1.7e-6 and 2.8e-5 at twins 1e-4, 1e-5 and 1e-6, and this fails)."""
     A, dist = lenslets(6, 0.85, seed=6)
-    old, new = lenslet_sets(dist, 1, 0, seed=3)
+    old, new = lenslet_sets(dist, n_in, n_out, seed=3 + n_in + 10 * n_out)
     rng = np.random.default_rng(1)
     base = A[:, old[0]]
     B = np.hstack(
@@ -286,7 +283,8 @@ def test_paper_variant_move_reports_its_error_with_a_kept_mode_far_below_lam(twi
     )
     old, new = np.r_[old, A.shape[1]], np.r_[new, A.shape[1]]
     solve, pos, moved = moved_paper(B, old, new, floor=1e-9)
-    assert solve.rank == old.size and moved is not None
+    assert solve.rank == old.size and moved is not None and moved.floor_share == 0.0
+    assert np.linalg.svd(B[:, old], compute_uv=False)[-1] < 0.1 * 1e-3
     exact = solve_crr(B[:, new], variant="paper", floor=1e-9)
     diff = np.abs(moved.weights - exact.weights).max() / np.abs(exact.weights).max()
-    assert diff <= 10 * (moved.error + exact.error_estimate) + moved.floor_share, diff
+    assert diff <= SLACK * (moved.error + exact.error_estimate), diff

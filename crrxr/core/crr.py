@@ -38,6 +38,10 @@ EPS = np.finfo(float).eps
 # errors on MaNGA-like geometries were 1-2 orders of magnitude below the estimate (docs/benchmarks.md),
 # i.e. <~1e-8 of max|W| at this threshold: below the float32 resolution of the cube.
 GRAM_RTOL = 1e-6
+#: The pixel-side factor (:class:`~crrxr.core.sample_removal.GramFactor`) takes its modes with
+#: eigenvalues below this fraction of the largest from the SVD of A E over them (one-sided: each
+#: singular value to ~eps S_max, instead of eigh's eps w_max on w = S^2; :func:`_one_sided`).
+ONE_SIDED_RTOL = 1e-4
 
 
 class CRRSolveError(ValueError):
@@ -237,6 +241,26 @@ def _scale_rows(
     return Ag * r[:, None]
 
 
+def _one_sided(
+    A: sparse.csr_matrix, w: np.ndarray, E: np.ndarray, w_max: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copies of the eigenvalues (ascending) and eigenvectors of H = A^T A with the modes below
+    ONE_SIDED_RTOL w_max replaced by the SVD of A E over them: singular values S to ~eps S_max
+    (relative eps S_max / S) where eigh gives w = S^2 to eps w_max (relative eps (S_max / S)^2,
+    2e-5 at the smallest kept modes of a 2400-lenslet channel). W itself hardly depends on those
+    modes (their weight is ~(S / lam)^2), but a pixel-side move does (an entering pixel's column
+    has a part along them of O(1)): with eigh's values it was off by up to 3e-5 of max|W| against
+    the exact solve on the new set, with these by ~1e-9 (docs/benchmarks.md). The rank decision
+    stays eigh's (the same count of modes is dropped)."""
+    w, E = w.copy(), E.copy()
+    k = int(np.count_nonzero(w < ONE_SIDED_RTOL * w_max))
+    if k:
+        _, sv, Vt = np.linalg.svd(np.asarray(A @ E[:, :k]), full_matrices=False)
+        E[:, :k] = E[:, :k] @ Vt[::-1].T
+        w[:k] = sv[::-1] ** 2
+    return w, E
+
+
 def _gram(Ag, lam: float, floor: float, variant: str, keep_factor: bool = False) -> CRRWeights:
     """Exact shortcut through the eigendecomposition of the smaller Gram matrix."""
     n, m = Ag.shape
@@ -246,6 +270,7 @@ def _gram(Ag, lam: float, floor: float, variant: str, keep_factor: bool = False)
     G = Ag @ AgT if sample_side else AgT @ Ag
     G = G.toarray() if is_sparse else np.asarray(G)
     w, E = _eigh(G)
+    w_eigh = w
     w_max = max(float(w[-1]), 0.0)
     thresh = floor * floor
     # Eigenvalues of G are accurate to ~eps * w_max: the rank is in doubt when one lies that close to
@@ -289,7 +314,8 @@ def _gram(Ag, lam: float, floor: float, variant: str, keep_factor: bool = False)
         # covers the exact solve on the new set deciding that mode the other way (c(floor) of W)
         if keep_factor and variant == "paper":
             A_csr = Ag if is_sparse else sparse.csr_matrix(Ag)
-            factor = GramFactor(A_csr, w.copy(), E_all.copy(), s.copy(), lam, side="pixel")
+            w_f, E_f = _one_sided(A_csr, w_eigh, E_all, w_max)
+            factor = GramFactor(A_csr, w_f[first:], E_f, s.copy(), lam, side="pixel")
         E *= np.sqrt(c / S)
         M = E @ E.T  # symmetric, so (Ag M)^T = M Ag^T
         W = np.asarray((Ag @ M).T if is_sparse else M @ AgT)
