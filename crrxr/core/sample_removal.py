@@ -57,10 +57,12 @@ class GramFactor:
     (arcsec^2-weighted kernel, pixel_scale^2 included); w (m,) ascending eigenvalues of G = A A^T,
     all kept; E (m, m) its eigenvectors; s (n,) the row sums of Q (W = diag(1/s) A^T G^{-1/2}).
     side "pixel" (paper variant, pixel-side route, m > n; modes below the floor may have been
-    dropped): w (r,) the kept eigenvalues of H = A^T A (ascending), E (n, n) all its eigenvectors
-    (the kept ones last), s (n,) = H_r^{1/2} 1 with H_r the kept modes' part (W = diag(1/s) g(H_r)
-    A^T, g(x) = x^{1/2} / (x + lam^2)). lam: the regularization. Only the sample side supports
-    :func:`remove_samples`; both support :func:`crrxr.core.pixel_update.change_pixels`.
+    dropped, the rank may be in doubt): w (r,) the kept eigenvalues of H = A^T A (ascending), E
+    (n, n) all its eigenvectors (the kept ones last; the modes below
+    :data:`crrxr.core.crr.ONE_SIDED_RTOL` w_max from the SVD of A E over them), s (n,) =
+    H_r^{1/2} 1 with H_r the kept modes' part (W = diag(1/s) g(H_r) A^T, g(x) = x^{1/2} /
+    (x + lam^2)). lam: the regularization. Only the sample side supports :func:`remove_samples`;
+    both support :func:`crrxr.core.pixel_update.change_pixels`.
     """
 
     A: sparse.csr_matrix
