@@ -1,21 +1,23 @@
 """Experiment for issue #14: what limits interpolation of lenslet weights in wavelength?
 
-For one 64-channel block of a lenslet RSS (lenslet-0.75 geometry: paper variant, floor 1e-6, 6"
-cut), the node weights are taken every ``step`` channels, all moved to the selection of the
-block's middle channel (``crrxr.core.pixel_update``; exact to ~1e-11 where no mode is near the
-floor). Each interpolant (linear, quadratic, cubic; the reuse plan's node spacings) is compared
-with the exact weights at the channel halfway between its two middle nodes, with the Lagrange
-coefficients taken in the channel index (what ``crrxr.core.reuse`` does) and in the DAR offset
-along its direction (the positions' own displacement): largest flux error / sigma, and the
-relative variance error over the pixels the exact solve keeps, split exactly into
+For a window of a lenslet RSS (lenslet-0.75 geometry: paper variant, floor 1e-6, 6" cut; one
+block of ``--width`` channels), node weights are taken every 8, 16 and 32 channels, each moved to
+the selection of the channel it is compared at (``crrxr.core.pixel_update``). Each interpolant
+(linear, quadratic and cubic through nodes 0, h, 2h, ...) is compared with the exact weights at
+the channel halfway between its two middle nodes, with the Lagrange coefficients taken in the
+channel index (what ``crrxr.core.reuse`` does) and in the DAR offset along its direction (the
+positions' own displacement): largest flux error / sigma, and the relative variance error over
+the pixels the exact solve keeps, split exactly into
 
     var(sum_n L_n W_n) = sum_n L_n var(W_n) - 1/2 sum_a sum_b L_a L_b var(W_a - W_b)  (sum L = 1):
 
 the "remainder" (the variances themselves interpolated, sum_n L_n var(W_n) - var(W)) and the
 "mixing" term (the second sum, >= 0 for linear interpolation: mixing two weight sets averages
-their noise).
+their noise). "var model / actual": the same polynomial extrapolated to the next node (a
+leave-one-out check, where it lies in the window), its relative variance error there scaled to the
+compared channel by a constant next derivative, over the actual error.
 
-    python scripts/experiment_lenslet_variance.py RSS.zarr 128 [--width 128]
+    python scripts/experiment_lenslet_variance.py RSS.zarr 256 [--width 128]
 
 It wraps ``_BlockPlan.run`` in this process only to read the block's plan (solves and moves).
 """
