@@ -19,6 +19,7 @@ Prints one JSON line per (configuration, window) and a markdown summary row.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -35,6 +36,7 @@ import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
 from crrxr.core import CoreConfig, Grid, masks, reconstruct_block  # noqa: E402
+from crrxr.core import reuse as _reuse  # noqa: E402
 from crrxr.core.reuse import BLOCK, read_range, reconstruct_block_reuse  # noqa: E402
 from crrxr.engine.chunk import sample_seeing  # noqa: E402
 from crrxr.engine.reuse import CHUNK_BLOCKS  # noqa: E402
@@ -42,6 +44,25 @@ from crrxr.io.names import ATTR_FIBER_RADIUS  # noqa: E402
 from crrxr.io.rss import open_rss  # noqa: E402
 from crrxr.simulate import simulate_rss  # noqa: E402
 from crrxr.simulate.scenes import Galaxy, PointSource  # noqa: E402
+
+
+@contextlib.contextmanager
+def recorded_plans():
+    """The reuse plans (``crrxr.core.reuse._BlockPlan``) that run inside the ``with`` block, in
+    order, to read their solves, moves and bounds: ``_BlockPlan.run`` is wrapped in this process
+    only and restored on exit."""
+    plans = []
+    orig = _reuse._BlockPlan.run
+
+    def run(self, lo, hi):
+        plans.append(self)
+        return orig(self, lo, hi)
+
+    _reuse._BlockPlan.run = run
+    try:
+        yield plans
+    finally:
+        _reuse._BlockPlan.run = orig
 
 
 def simulate(args, path: str):

@@ -19,7 +19,7 @@ compared channel by a constant next derivative, over the actual error.
 
     python scripts/experiment_lenslet_variance.py RSS.zarr 256 [--width 128]
 
-It wraps ``_BlockPlan.run`` in this process only to read the block's plan (solves and moves).
+It reads the block's plan (solves and moves) through ``bench_reuse.recorded_plans``.
 """
 
 import argparse
@@ -54,18 +54,10 @@ def lagrange(xs: np.ndarray, x: float) -> np.ndarray:
 def block_plan(rss, grid, cfg, b0: int, width: int):
     """The reuse plan of a block of ``width`` channels from ``b0`` after its run (offsets
     0..width are channels b0..b0 + width)."""
-    plans = []
-    orig = R._BlockPlan.run
-
-    def run(self, lo, hi):
-        plans.append(self)
-        return orig(self, lo, hi)
-
     n_chan = rss.sizes["wavelength"]
     lo, hi = R.read_range(b0, b0 + width, n_chan, width)
     arrays = bench.sample_arrays(rss.isel(wavelength=slice(lo, hi)).load())
-    R._BlockPlan.run = run
-    try:
+    with bench.recorded_plans() as plans:
         R.reconstruct_block_reuse(
             *arrays,
             grid,
@@ -76,8 +68,6 @@ def block_plan(rss, grid, cfg, b0: int, width: int):
             tolerance=0.01,
             block=width,
         )
-    finally:
-        R._BlockPlan.run = orig
     return plans[0]
 
 

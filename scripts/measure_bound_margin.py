@@ -9,9 +9,8 @@ margin is the factor / the largest ratio.
     python scripts/measure_bound_margin.py RSS.zarr code 512 1024     # MaNGA, code variant
     python scripts/measure_bound_margin.py RSS.zarr lens 256 1024     # lenslet-0.75 geometry
 
-It wraps ``_BlockPlan.run`` in this process only (and restores it) to read each block's plan: the
-models are its ``bound`` and ``var_bound`` over the factor, reported for linear, quadratic and
-cubic channels.
+It reads each block's plan through ``bench_reuse.recorded_plans``: the models are its ``bound``
+and ``var_bound`` over the factor, reported for linear, quadratic and cubic channels.
 """
 
 import argparse
@@ -36,17 +35,9 @@ KINDS = {2: "linear", 3: "quadratic", 4: "cubic"}
 def window_margin(rss, grid, cfg, start: int, width: int = 128) -> dict:
     """Largest actual / model error ratios (variance, flux) over the interpolated channels of the
     window's 64-channel blocks, for the linear (2 nodes), quadratic (3) and cubic (4) model."""
-    plans = []
-    orig_run = R._BlockPlan.run
-
-    def run(self, lo, hi):
-        plans.append(self)
-        return orig_run(self, lo, hi)
-
     n_chan = rss.sizes["wavelength"]
     worst = {k: [0.0, 0.0, 0] for k in KINDS}  # nodes -> [variance, flux, channels]
-    R._BlockPlan.run = run
-    try:
+    with bench.recorded_plans() as plans:
         for b0 in range(start, start + width, R.BLOCK):
             b1 = b0 + R.BLOCK
             lo, hi = R.read_range(b0, b1, n_chan)
@@ -72,8 +63,6 @@ def window_margin(rss, grid, cfg, start: int, width: int = 128) -> dict:
                 w[0] = max(w[0], v / mv if mv > 0 else 0.0)
                 w[1] = max(w[1], f / mf if mf > 0 else 0.0)
                 w[2] += 1
-    finally:
-        R._BlockPlan.run = orig_run
     row = {"start": start}
     for k, name in KINDS.items():
         row[f"{name}_interpolated"] = worst[k][2]

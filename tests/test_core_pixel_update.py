@@ -213,6 +213,15 @@ def test_paper_variant_move_with_dropped_modes_is_the_solve_of_the_truncated_mat
     assert moved.floor_share == pytest.approx(FLOOR_SPREAD * floor / 1e-3)
 
 
+def with_twin(A, old, new, twin: float, seed: int):
+    """A with one more pixel whose kernel column is old[0]'s plus ``twin`` of its norm in a random
+    direction (a singular value ~twin), appended to both sets."""
+    base = A[:, old[0]]
+    noise = np.random.default_rng(seed).standard_normal(base.size)
+    B = np.hstack([A, (base + twin * np.linalg.norm(base) * noise)[:, None]])
+    return B, np.r_[old, A.shape[1]], np.r_[new, A.shape[1]]
+
+
 @pytest.mark.parametrize(("twin", "n_out"), [(1e-7, 1), (2e-7, 2), (3e-7, 3)])
 def test_paper_variant_node_whose_rank_is_in_doubt_keeps_its_factor(twin, n_out):
     """A pixel whose kernel column is a kept one's plus ``twin`` of its norm in another direction
@@ -221,17 +230,9 @@ def test_paper_variant_node_whose_rank_is_in_doubt_keeps_its_factor(twin, n_out)
     that mode by rounding). The node still keeps its factor (on 2400-lenslet channels one such
     node had cost its block 13 solves instead of 5) and its move reports the floor share, which
     covers what the exact solve on the new set, deciding that mode by its own rounding, differs
-    by: c(floor) ~ (floor / lam)^2 of W and the modes near the floor. Pixels leave only: with a
-    mode this far below lam, entering pixels meet a known defect of the move (the xfail test
-    below)."""
+    by: c(floor) ~ (floor / lam)^2 of W and the modes near the floor."""
     A, dist = lenslets(6, 0.85, seed=6)
-    old, new = lenslet_sets(dist, 0, n_out, seed=2 + 10 * n_out)
-    rng = np.random.default_rng(n_out)
-    base = A[:, old[0]]
-    B = np.hstack(
-        [A, (base + twin * np.linalg.norm(base) * rng.standard_normal(base.size))[:, None]]
-    )
-    old, new = np.r_[old, A.shape[1]], np.r_[new, A.shape[1]]
+    B, old, new = with_twin(A, *lenslet_sets(dist, 0, n_out, seed=2 + 10 * n_out), twin, n_out)
     floor = float(np.linalg.svd(B[:, old], compute_uv=False)[-1])
     assert floor < 1e-2 * 1e-3  # far below lam: the gram route and the floor share's model
     solve, pos, moved = moved_paper(B, old, new, floor)
@@ -275,13 +276,9 @@ def test_paper_variant_move_with_a_kept_mode_far_below_lam(twin, n_in, n_out):
     exact solve on the new set within SLACK x the error estimates (with eigh's values it was off
     by 3.4e-9, 1.7e-6 and 2.8e-5 at twins 1e-4, 1e-5 and 1e-6, and this fails)."""
     A, dist = lenslets(6, 0.85, seed=6)
-    old, new = lenslet_sets(dist, n_in, n_out, seed=3 + n_in + 10 * n_out)
-    rng = np.random.default_rng(1)
-    base = A[:, old[0]]
-    B = np.hstack(
-        [A, (base + twin * np.linalg.norm(base) * rng.standard_normal(base.size))[:, None]]
+    B, old, new = with_twin(
+        A, *lenslet_sets(dist, n_in, n_out, seed=3 + n_in + 10 * n_out), twin, 1
     )
-    old, new = np.r_[old, A.shape[1]], np.r_[new, A.shape[1]]
     solve, pos, moved = moved_paper(B, old, new, floor=1e-9)
     assert solve.rank == old.size and moved is not None and moved.floor_share == 0.0
     assert np.linalg.svd(B[:, old], compute_uv=False)[-1] < 0.1 * 1e-3
